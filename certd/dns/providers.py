@@ -1,0 +1,7 @@
+"""The providers shipped with certd, registered by name."""
+
+from certd.dns.base import register_builtin
+
+register_builtin("rfc2136", "certd.dns.rfc2136:RFC2136Provider")
+register_builtin("cloudflare", "certd.dns.cloudflare:CloudflareProvider")
+register_builtin("route53", "certd.dns.route53:Route53Provider")

@@ -7,9 +7,26 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+import pydantic
+import structlog
 from pydantic import BaseModel, ConfigDict
 
+from certd.errors import DNSProviderError, ValidationCollector
+
 ENTRY_POINT_GROUP = "certd.dns_providers"
+
+
+class AttributeRuleError(ValueError):
+    """A rule across several attributes failed; names the attribute to blame.
+
+    Raise it from a model validator: :func:`parse_attributes` reports it under
+    ``field`` instead of under the model as a whole.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 class ProviderAttributes(BaseModel):
@@ -28,6 +45,12 @@ class ProviderContext:
     """What a provider gets from the daemon besides its own attributes."""
 
     request_timeout: float = 30.0
+    # attempts per vendor call when the vendor answers 429/5xx or throttles
+    max_attempts: int = 4
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    # how long a vendor may take to apply a change it accepted (Route 53 INSYNC)
+    change_timeout: float = 300.0
 
 
 class DNSProvider(abc.ABC):
@@ -35,16 +58,20 @@ class DNSProvider(abc.ABC):
 
     Implementations must be safe to call concurrently for different values on
     the same name: ``add_txt`` adds to what is there, never replaces it, and
-    ``remove_txt`` removes only the given value.
+    ``remove_txt`` removes only the given value. Names are passed without the
+    trailing dot, in lower case.
     """
 
     name: ClassVar[str]
     title: ClassVar[str]
     Attributes: ClassVar[type[ProviderAttributes]]
 
-    def __init__(self, attributes: ProviderAttributes, context: ProviderContext) -> None:
+    def __init__(
+        self, attributes: ProviderAttributes, context: ProviderContext
+    ) -> None:
         self.attributes = attributes
         self.context = context
+        self.log = structlog.get_logger("certd.dns").bind(provider=self.name)
 
     @abc.abstractmethod
     async def find_zone(self, fqdn: str) -> str:
@@ -56,16 +83,48 @@ class DNSProvider(abc.ABC):
 
     @abc.abstractmethod
     async def remove_txt(self, zone: str, fqdn: str, value: str) -> None:
-        """Remove ``value`` from the TXT record set at ``fqdn``; a missing value is fine."""
+        """Remove ``value`` from the TXT record set at ``fqdn``; absent is fine."""
 
     async def aclose(self) -> None:
         """Release sessions or clients; called once the provider is no longer used."""
+        return None
+
+    def error(self, message: str, *, retryable: bool | None = None) -> DNSProviderError:
+        """A :class:`DNSProviderError` that names this provider."""
+        return DNSProviderError(self.name, message, retryable=retryable)
 
     async def __aenter__(self) -> DNSProvider:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def normalize_name(name: str) -> str:
+    """A domain name in the form providers receive: lower case, no trailing dot."""
+    return name.strip().rstrip(".").lower()
+
+
+def in_zone(fqdn: str, zone: str) -> bool:
+    """Whether ``fqdn`` is ``zone`` itself or below it, on a label boundary."""
+    fqdn, zone = normalize_name(fqdn), normalize_name(zone)
+    return fqdn == zone or fqdn.endswith("." + zone)
+
+
+def relative_name(fqdn: str, zone: str) -> str:
+    """``fqdn`` relative to ``zone``; the empty string for the apex."""
+    fqdn, zone = normalize_name(fqdn), normalize_name(zone)
+    if fqdn == zone:
+        return ""
+    if not fqdn.endswith("." + zone):
+        raise ValueError(f"{fqdn} is not in zone {zone}")
+    return fqdn[: -len(zone) - 1]
+
+
+def candidate_zones(fqdn: str) -> list[str]:
+    """``fqdn`` and each parent with at least two labels, most specific first."""
+    labels = normalize_name(fqdn).split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
 def attributes_schema(model: type[ProviderAttributes]) -> dict[str, Any]:
@@ -75,6 +134,30 @@ def attributes_schema(model: type[ProviderAttributes]) -> dict[str, Any]:
         if prop.get("format") == "password" or prop.get("writeOnly"):
             prop["secret"] = True
     return schema
+
+
+def parse_attributes(
+    model: type[ProviderAttributes], data: dict[str, Any], *, prefix: str = "attributes"
+) -> ProviderAttributes:
+    """Validate raw attributes into ``model``.
+
+    Raises:
+        ValidationError: naming every bad field as ``<prefix>.<field>``.
+    """
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        collector = ValidationCollector()
+        for err in exc.errors():
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, AttributeRuleError):
+                field, message = cause.field, cause.message
+            else:
+                field = ".".join(str(part) for part in err["loc"])
+                message = str(cause) if err["type"] == "value_error" else err["msg"]
+            collector.add(f"{prefix}.{field}" if field else prefix, message)
+        collector.check()
+        raise  # unreachable: a pydantic error always carries at least one entry
 
 
 _BUILTIN: dict[str, str] = {}

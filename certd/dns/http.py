@@ -1,0 +1,153 @@
+"""A small JSON-over-HTTPS client shared by the REST providers.
+
+It owns the aiohttp session, puts a timeout on every request and retries what
+a vendor asks to be retried (429 and 5xx, honouring ``Retry-After`` within a
+bound). Mapping a vendor's error bodies to messages stays with each provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from certd.dns.base import ProviderContext
+from certd.errors import DNSProviderError
+
+log = structlog.get_logger("certd.dns")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Repeating these after a lost connection cannot create a second record.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """A vendor's answer: status, parsed JSON body (or None) and raw text."""
+
+    status: int
+    body: Any
+    text: str
+    headers: Mapping[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(
+    attempt: int, retry_after: float | None, context: ProviderContext
+) -> float:
+    """Delay before retry number ``attempt`` (1-based), bounded by the context."""
+    if retry_after is not None:
+        return min(retry_after, context.retry_max_delay)
+    return min(context.retry_base_delay * 2 ** (attempt - 1), context.retry_max_delay)
+
+
+class JsonHttpClient:
+    """Requests against one vendor API base URL with fixed auth headers."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        context: ProviderContext,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._context = context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Accept": "application/json", **self._headers},
+                timeout=aiohttp.ClientTimeout(total=self._context.request_timeout),
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+    ) -> HttpReply:
+        """Send one request, retrying 429/5xx and, when safe, lost connections.
+
+        Raises:
+            DNSProviderError: the vendor could not be reached, or kept failing.
+        """
+        url = self.base_url + path
+        attempts = max(1, self._context.max_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                reply = await self._send(method, url, params, json)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if method not in IDEMPOTENT_METHODS or attempt == attempts:
+                    raise DNSProviderError(
+                        self.provider,
+                        f"{method} {url} failed: {reason}",
+                        retryable=True,
+                    ) from exc
+                delay = backoff_delay(attempt, None, self._context)
+            else:
+                if reply.status not in RETRY_STATUSES or attempt == attempts:
+                    return reply
+                retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
+                delay = backoff_delay(attempt, retry_after, self._context)
+                reason = f"HTTP {reply.status}"
+            log.info(
+                "http_request_retried",
+                provider=self.provider,
+                method=method,
+                url=url,
+                reason=reason,
+                attempt=attempt,
+                delay=delay,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _send(
+        self, method: str, url: str, params: Mapping[str, str | int] | None, json: Any
+    ) -> HttpReply:
+        session = self._get_session()
+        async with session.request(method, url, params=params, json=json) as response:
+            text = await response.text()
+            try:
+                body = await response.json(content_type=None) if text else None
+            except ValueError:
+                body = None
+            return HttpReply(response.status, body, text, response.headers)
+
+    async def aclose(self) -> None:
+        """Close the session; a later request opens a new one."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

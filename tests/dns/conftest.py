@@ -1,0 +1,64 @@
+"""Fixtures for provider tests: vendor fakes served on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from certd.dns.base import DNSProvider, ProviderContext, parse_attributes
+from certd.dns.cloudflare import CloudflareProvider
+from tests.fakes.cloudflare import FakeCloudflare
+
+# Short timeouts and retry delays keep failure paths fast in tests.
+TEST_CONTEXT = ProviderContext(
+    request_timeout=5.0,
+    retry_base_delay=0.01,
+    retry_max_delay=0.05,
+    change_timeout=10.0,
+)
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+def provider_context() -> ProviderContext:
+    return TEST_CONTEXT
+
+
+@pytest.fixture
+async def opened_providers() -> AsyncIterator[list[DNSProvider]]:
+    """Providers made by a test; closed at teardown."""
+    providers: list[DNSProvider] = []
+    yield providers
+    for provider in providers:
+        await provider.aclose()
+
+
+@pytest.fixture
+async def cloudflare_fake(aiohttp_server: ServerFactory) -> FakeCloudflare:
+    """The Cloudflare fake with zones example.co.uk, testexample.org, example.org."""
+    fake = FakeCloudflare()
+    for zone in ("example.co.uk", "testexample.org", "example.org"):
+        fake.add_zone(zone)
+    server = await aiohttp_server(fake.app())
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+def make_cloudflare(
+    cloudflare_fake: FakeCloudflare, opened_providers: list[DNSProvider]
+) -> Callable[..., CloudflareProvider]:
+    """Build a provider pointed at the fake from attribute keywords."""
+
+    def make(**attributes: Any) -> CloudflareProvider:
+        attributes.setdefault("api_url", cloudflare_fake.base_url)
+        parsed = parse_attributes(CloudflareProvider.Attributes, attributes)
+        provider = CloudflareProvider(parsed, TEST_CONTEXT)
+        opened_providers.append(provider)
+        return provider
+
+    return make

@@ -1,0 +1,1 @@
+"""Local stand-ins for vendor APIs, built from their published documentation."""

@@ -46,7 +46,9 @@ class ValidationError(CertdError):
         super().__init__(summary or "invalid input")
 
     @classmethod
-    def single(cls, field: str, message: str, errno: int = _errno.EINVAL) -> ValidationError:
+    def single(
+        cls, field: str, message: str, errno: int = _errno.EINVAL
+    ) -> ValidationError:
         return cls([FieldError(field, message, errno)])
 
 

@@ -1,0 +1,4 @@
+from certd.cli import main
+import sys
+
+sys.exit(main())

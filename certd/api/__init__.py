@@ -1,0 +1,1 @@
+"""The JSON-RPC surface: dispatch, authentication, jobs, and one module per namespace."""

@@ -1,0 +1,162 @@
+"""Who is calling: API keys over HTTP, peer credentials over the unix socket.
+
+An API key reads ``certd_<key id>_<secret>``. Only a SHA-256 digest of the
+secret is stored; the key id finds the row without a scan. SHA-256 suffices
+because the secret has 256 bits of entropy, so nothing is gained from a slow
+password hash.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from certd.errors import ConflictError, NotFoundError, ValidationError
+from certd.store.db import Database
+from certd.store.models import ApiKey, utcnow
+
+KEY_PREFIX = "certd"
+# Verified keys are remembered briefly so a busy client does not cost a query
+# per call; revocation from another process takes effect within this time.
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller."""
+
+    name: str
+    readonly: bool = False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def entry(row: ApiKey) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "key_id": row.key_id,
+        "readonly": row.readonly,
+        "revoked": row.revoked,
+        "created_at": row.created_at.isoformat(),
+        "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+    }
+
+
+class ApiKeys:
+    """Creates, lists, revokes and verifies API keys."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: dict[str, tuple[float, str, Caller]] = {}
+
+    async def create(
+        self, name: str, readonly: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        """Store a new key; return its entry and the key, shown only this once."""
+        if not name or len(name) > 120:
+            raise ValidationError.single("name", "must be 1 to 120 characters")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        async with self.db.session() as session:
+            if await session.scalar(select(ApiKey.id).where(ApiKey.name == name)):
+                raise ConflictError(f"an API key named {name!r} already exists")
+            row = ApiKey(
+                name=name, key_id=key_id, key_hash=_digest(secret), readonly=readonly
+            )
+            session.add(row)
+            await session.flush()
+            return entry(row), f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(ApiKey).order_by(ApiKey.id))).all()
+        return [entry(r) for r in rows]
+
+    async def revoke(self, name: str) -> None:
+        async with self.db.session() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.name == name))
+            if row is None:
+                raise NotFoundError("API key", name)
+            row.revoked = True
+        self._cache = {
+            k: v for k, v in self._cache.items() if v[2].name != f"apikey:{name}"
+        }
+
+    async def verify(self, token: str) -> Caller | None:
+        """The caller a key belongs to, or None for an unknown or revoked key."""
+        parts = split_key(token)
+        if parts is None:
+            return None
+        key_id, secret = parts
+        digest = _digest(secret)
+        cached = self._cache.get(key_id)
+        now = time.monotonic()
+        if cached and cached[0] > now and hmac.compare_digest(cached[1], digest):
+            return cached[2]
+        async with self.db.session() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+            if (
+                row is None
+                or row.revoked
+                or not hmac.compare_digest(row.key_hash, digest)
+            ):
+                self._cache.pop(key_id, None)
+                return None
+            row.last_used_at = utcnow()
+            caller = Caller(name=f"apikey:{row.name}", readonly=row.readonly)
+        self._cache[key_id] = (now + CACHE_SECONDS, digest, caller)
+        return caller
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def unix_caller(sock: socket.socket, group: str | None) -> Caller | None:
+    """The caller on the unix socket: root, the daemon's user, or the socket group."""
+    _, uid, gid = peer_credentials(sock)
+    if uid in (0, os.geteuid()):
+        return Caller(name=f"unix:uid={uid}")
+    if group:
+        try:
+            entry_ = grp.getgrnam(group)
+        except KeyError:
+            return None
+        if gid == entry_.gr_gid or _user_in_group(uid, entry_):
+            return Caller(name=f"unix:uid={uid}")
+    return None
+
+
+def _user_in_group(uid: int, group: grp.struct_group) -> bool:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name in group.gr_mem
+    except KeyError:
+        return False

@@ -1,0 +1,84 @@
+"""The ``core`` namespace: liveness, jobs, and discovery of the API itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from certd import __version__
+from certd.api.filters import QueryOptions, filter_entries
+from certd.api.registry import Service, api_method
+
+
+class JobProgress(BaseModel):
+    percent: float
+    description: str
+
+
+class JobEntry(BaseModel):
+    """A job as the API reports it."""
+
+    id: int
+    method: str
+    arguments: Any
+    state: str = Field(description="WAITING, RUNNING, SUCCESS, FAILED or ABORTED")
+    progress: JobProgress
+    result: Any
+    error: str | None
+    exc_info: dict[str, Any] | None
+    caller: str
+    time_created: str | None
+    time_started: str | None
+    time_finished: str | None
+
+
+class CoreService(Service):
+    namespace = "core"
+
+    @api_method(readonly=True)
+    async def ping(self) -> str:
+        """Answer 'pong' to an authenticated caller."""
+        return "pong"
+
+    @api_method(readonly=True)
+    async def version(self) -> str:
+        """The daemon's version."""
+        return __version__
+
+    @api_method(readonly=True)
+    async def get_jobs(
+        self,
+        filters: list[Any] = [],  # noqa: B006 - never mutated
+        options: QueryOptions = QueryOptions(),  # noqa: B008
+    ) -> list[JobEntry] | JobEntry | int:
+        """List jobs, running and finished, with filters and options like query."""
+        return filter_entries(await self.app.jobs.entries(), filters, options)
+
+    @api_method(readonly=True)
+    async def job_wait(
+        self, id: int, timeout: float | None = Field(default=None, ge=0, le=3600)
+    ) -> JobEntry:
+        """Wait until a job finishes (or the timeout passes) and return it."""
+        return await self.app.jobs.wait(id, timeout)
+
+    @api_method(readonly=True)
+    async def job_watch(
+        self, id: int, timeout: float = Field(default=1.0, ge=0, le=60)
+    ) -> JobEntry:
+        """Return as soon as a job reports progress or finishes, or at the timeout."""
+        return await self.app.jobs.wait_for_change(id, timeout)
+
+    @api_method()
+    async def job_abort(self, id: int) -> None:
+        """Abort a running job; it cleans up before it stops."""
+        await self.app.jobs.abort(id)
+
+
+class RpcService(Service):
+    namespace = "rpc"
+
+    @api_method(readonly=True)
+    async def discover(self) -> dict[str, Any]:
+        """The OpenRPC document of every method."""
+        return self.app.registry.openrpc(__version__)

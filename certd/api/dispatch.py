@@ -1,0 +1,193 @@
+"""JSON-RPC 2.0 dispatch: one table from certd's errors to JSON-RPC codes.
+
+jsonrpcserver parses requests, handles batches and notifications and shapes
+responses; every method is wrapped here so that authentication, parameter
+checks, jobs, error mapping and the audit line happen the same way for all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from jsonrpcserver import Success
+from jsonrpcserver.async_main import dispatch_to_serializable
+from jsonrpcserver.exceptions import JsonRpcError
+from jsonrpcserver.main import default_validator
+from jsonrpcserver.methods import Methods
+
+from certd.api.auth import Caller
+from certd.api.jobs import JobManager, error_details
+from certd.api.registry import MethodSpec, Registry
+from certd.errors import (
+    AuthenticationError,
+    CertdError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
+
+log = structlog.get_logger(__name__)
+
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_AUTHENTICATED = -32001
+FORBIDDEN = -32002
+NOT_FOUND = -32003
+CONFLICT = -32004
+CALL_ERROR = -32000
+REQUEST_TOO_LARGE = -32005
+
+ERROR_CODES: list[tuple[type[CertdError], int]] = [
+    (ValidationError, INVALID_PARAMS),
+    (AuthenticationError, FORBIDDEN),
+    (NotFoundError, NOT_FOUND),
+    (ConflictError, CONFLICT),
+    (CertdError, CALL_ERROR),
+]
+
+
+def rpc_error(exc: CertdError) -> JsonRpcError:
+    code = next(code for kind, code in ERROR_CODES if isinstance(exc, kind))
+    message = exc.message
+    if isinstance(exc, ValidationError):
+        message = f"Invalid params: {exc.message}"
+    return JsonRpcError(code, message, error_details(exc))
+
+
+@dataclass
+class CallContext:
+    """Who called, over what, and the request's id for the logs."""
+
+    caller: Caller | None
+    transport: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def redact(spec: MethodSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments safe to keep in a job record: secret parameters dropped."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name in spec.options.secret_params:
+            out[name] = "********"
+        else:
+            out[name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    from pydantic import BaseModel, SecretStr
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, SecretStr):
+        return "********"
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class Dispatcher:
+    """Turns request bodies into response bodies."""
+
+    def __init__(
+        self, registry: Registry, jobs: JobManager, max_batch_size: int = 100
+    ) -> None:
+        self.registry = registry
+        self.jobs = jobs
+        self.max_batch_size = max_batch_size
+        self.methods: Methods = {
+            name: self._wrap(spec) for name, spec in registry.methods.items()
+        }
+
+    def _wrap(self, spec: MethodSpec) -> Any:
+        async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
+            return await self.invoke(spec, ctx, list(args) if args else kwargs or None)
+
+        return call
+
+    async def invoke(
+        self,
+        spec: MethodSpec,
+        ctx: CallContext,
+        params: list[Any] | dict[str, Any] | None,
+    ) -> Any:
+        started = time.monotonic()
+        bound = structlog.contextvars.bind_contextvars(
+            request_id=ctx.request_id, method=spec.name
+        )
+        try:
+            result = await self._invoke(spec, ctx, params)
+        except CertdError as exc:
+            log.info(
+                "rpc_failed",
+                caller=str(ctx.caller) if ctx.caller else None,
+                error=exc.message,
+                seconds=round(time.monotonic() - started, 4),
+            )
+            raise rpc_error(exc) from None
+        except JsonRpcError:
+            raise
+        except Exception:
+            log.exception("rpc_crashed")
+            raise JsonRpcError(
+                INTERNAL_ERROR,
+                "Internal error: see the daemon log",
+                {"type": "InternalError"},
+            ) from None
+        finally:
+            structlog.contextvars.reset_contextvars(**bound)
+        return Success(result)
+
+    async def _invoke(
+        self,
+        spec: MethodSpec,
+        ctx: CallContext,
+        params: list[Any] | dict[str, Any] | None,
+    ) -> Any:
+        if not spec.options.anonymous:
+            if ctx.caller is None:
+                raise JsonRpcError(
+                    NOT_AUTHENTICATED,
+                    "Not authenticated: send an API key as 'Authorization: Bearer <key>'",
+                    {"type": "AuthenticationError", "errno": 13},
+                )
+            if ctx.caller.readonly and not spec.options.readonly:
+                raise AuthenticationError(
+                    f"{spec.name} changes state and this API key is read-only"
+                )
+        kwargs = spec.bind(params)
+        if not spec.options.readonly:
+            # The audit trail of mutating calls: who, what, when; never the values.
+            log.info("rpc_audit", caller=str(ctx.caller), transport=ctx.transport)
+        if spec.options.job:
+            job = await self.jobs.submit(
+                spec.name,
+                redact(spec, kwargs),
+                lambda job: spec.func(job, **kwargs),
+                caller=str(ctx.caller or ""),
+                dump_result=spec.dump_result,
+            )
+            return job.id
+        return spec.dump_result(await spec.func(**kwargs))
+
+    async def handle(self, body: str, ctx: CallContext) -> str:
+        """A response body for a request body ('' for notifications only)."""
+        response = await dispatch_to_serializable(
+            body,
+            self.methods,
+            context=ctx,
+            validator=self._validate_request,
+        )
+        return "" if response is None else json.dumps(response)
+
+    def _validate_request(self, request: Any) -> Any:
+        if isinstance(request, list) and len(request) > self.max_batch_size:
+            raise ValueError(f"a batch may hold at most {self.max_batch_size} requests")
+        return default_validator(request)

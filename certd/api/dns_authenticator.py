@@ -1,0 +1,231 @@
+"""``acme.dns.authenticator``: named DNS provider credentials for DNS-01."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select
+
+from certd.api.crud import CRUDService
+from certd.api.registry import api_method, validation_error_from_pydantic
+from certd.dns.base import (
+    DNSProvider,
+    ProviderAttributes,
+    ProviderContext,
+    attributes_schema,
+    installed_providers,
+)
+from certd.errors import (
+    ConflictError,
+    NotFoundError,
+    ValidationCollector,
+    ValidationError,
+)
+from certd.store.models import Certificate, DNSAuthenticator
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class AuthenticatorCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    attributes: dict[str, Any] = Field(
+        description="'authenticator' names the provider; the rest are its attributes"
+    )
+
+
+class AuthenticatorUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    attributes: dict[str, Any] | None = None
+
+
+class AuthenticatorEntry(BaseModel):
+    id: int
+    name: str
+    attributes: dict[str, Any] = Field(
+        description="secret attributes are never returned"
+    )
+    secrets_set: list[str]
+
+
+class ProviderSchema(BaseModel):
+    key: str
+    title: str
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+def _secret_fields(model: type[ProviderAttributes]) -> set[str]:
+    return {
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation is SecretStr or field.annotation == SecretStr | None
+    }
+
+
+def plain_attributes(attributes: ProviderAttributes) -> dict[str, Any]:
+    """Attributes as stored: secrets revealed, None values dropped."""
+    out: dict[str, Any] = {}
+    for name, value in attributes:
+        if value is None:
+            continue
+        out[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return out
+
+
+class DNSAuthenticatorService(CRUDService):
+    namespace = "acme.dns.authenticator"
+    kind = "DNS authenticator"
+    Entry = AuthenticatorEntry
+    _providers: dict[str, type[DNSProvider]] | None = None
+
+    def providers(self) -> dict[str, type[DNSProvider]]:
+        if self._providers is None:
+            self._providers = installed_providers()
+        return self._providers
+
+    def _entry(self, row: DNSAuthenticator) -> dict[str, Any]:
+        provider = self.providers().get(row.provider)
+        secrets = _secret_fields(provider.Attributes) if provider else set()
+        shown = {k: v for k, v in row.attributes.items() if k not in secrets}
+        return {
+            "id": row.id,
+            "name": row.name,
+            "attributes": {"authenticator": row.provider, **shown},
+            "secrets_set": sorted(k for k in row.attributes if k in secrets),
+        }
+
+    async def entries(self) -> list[dict[str, Any]]:
+        async with self.app.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(DNSAuthenticator).order_by(DNSAuthenticator.id)
+                )
+            ).all()
+        return [self._entry(row) for row in rows]
+
+    def _validate_attributes(
+        self, provider_name: Any, attributes: dict[str, Any], where: str
+    ) -> tuple[str, ProviderAttributes]:
+        providers = self.providers()
+        if not isinstance(provider_name, str) or provider_name not in providers:
+            raise ValidationError.single(
+                f"{where}.authenticator",
+                f"unknown provider {provider_name!r}; choose one of {', '.join(sorted(providers))}",
+            )
+        try:
+            parsed = providers[provider_name].Attributes.model_validate(attributes)
+        except PydanticValidationError as exc:
+            raise validation_error_from_pydantic(exc, prefix=where) from None
+        return provider_name, parsed
+
+    async def _check_name(
+        self, session: Any, name: str, exclude: int | None = None
+    ) -> None:
+        errors = ValidationCollector()
+        if not NAME_PATTERN.match(name):
+            errors.add("data.name", "use only letters, digits, '_' and '-'")
+        query = select(DNSAuthenticator.id).where(DNSAuthenticator.name == name)
+        if exclude is not None:
+            query = query.where(DNSAuthenticator.id != exclude)
+        if await session.scalar(query):
+            errors.add(
+                "data.name", f"a DNS authenticator named {name!r} already exists"
+            )
+        errors.check()
+
+    @api_method(secret_params=("data",))
+    async def create(self, data: AuthenticatorCreate) -> AuthenticatorEntry:
+        """Store a named provider with its credentials."""
+        attributes = dict(data.attributes)
+        provider_name = attributes.pop("authenticator", None)
+        provider_name, parsed = self._validate_attributes(
+            provider_name, attributes, "data.attributes"
+        )
+        async with self.app.db.session() as session:
+            await self._check_name(session, data.name)
+            row = DNSAuthenticator(
+                name=data.name,
+                provider=provider_name,
+                attributes=plain_attributes(parsed),
+            )
+            session.add(row)
+            await session.flush()
+            return self._entry(row)  # type: ignore[return-value]
+
+    @api_method(secret_params=("data",))
+    async def update(self, id: int, data: AuthenticatorUpdate) -> AuthenticatorEntry:
+        """Rename, or change attributes; secrets left out keep their stored value."""
+        async with self.app.db.session() as session:
+            row = await session.get(DNSAuthenticator, id)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            if data.name is not None:
+                await self._check_name(session, data.name, exclude=id)
+                row.name = data.name
+            if data.attributes is not None:
+                attributes = dict(data.attributes)
+                provider_name = attributes.pop("authenticator", row.provider)
+                if provider_name != row.provider:
+                    raise ValidationError.single(
+                        "data.attributes.authenticator",
+                        "the provider cannot change; create a new authenticator instead",
+                    )
+                merged = {**row.attributes, **attributes}
+                _, parsed = self._validate_attributes(
+                    row.provider, merged, "data.attributes"
+                )
+                row.attributes = plain_attributes(parsed)
+            await session.flush()
+            return self._entry(row)  # type: ignore[return-value]
+
+    @api_method()
+    async def delete(self, id: int, force: bool = False) -> bool:
+        """Delete; refused while an ACME certificate maps a domain to it, unless forced."""
+        async with self.app.db.session() as session:
+            row = await session.get(DNSAuthenticator, id)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            users = [
+                cert.name
+                for cert in (await session.scalars(select(Certificate))).all()
+                if id in (cert.dns_mapping or {}).values()
+            ]
+            if users and not force:
+                raise ConflictError(
+                    f"DNS authenticator {row.name!r} is used by certificate(s) "
+                    f"{', '.join(sorted(users))}; their renewals would fail. "
+                    "Remap them first, or pass force=true."
+                )
+            await session.delete(row)
+        return True
+
+    @api_method(readonly=True)
+    async def authenticator_schemas(self) -> list[ProviderSchema]:
+        """Every installed provider with the JSON schema of its attributes."""
+        return [
+            {
+                "key": name,
+                "title": cls.title,
+                "schema": attributes_schema(cls.Attributes),
+            }  # type: ignore[misc]
+            for name, cls in sorted(self.providers().items())
+        ]
+
+    async def open_provider(self, authenticator_id: int) -> DNSProvider:
+        """An instance of the provider behind an authenticator, ready to use."""
+        async with self.app.db.session() as session:
+            row = await session.get(DNSAuthenticator, authenticator_id)
+        if row is None:
+            raise NotFoundError(self.kind, authenticator_id)
+        cls = self.providers().get(row.provider)
+        if cls is None:
+            raise NotFoundError("DNS provider", row.provider)
+        attributes = cls.Attributes.model_validate(row.attributes)
+        context = ProviderContext(request_timeout=self.app.config.dns.request_timeout)
+        return cls(attributes, context)

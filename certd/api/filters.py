@@ -1,0 +1,193 @@
+"""Middleware-style query filters and options over lists of entries.
+
+A filter is ``[field, operator, value]``; a list of filters is a conjunction;
+``["OR", [f1, f2, ...]]`` is a disjunction whose members may themselves be
+lists (conjunctions). Fields may be dotted paths into nested dicts.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from certd.errors import NotFoundError, ValidationError
+
+_MISSING = object()
+
+
+class QueryOptions(BaseModel):
+    """Paging, ordering and shaping of a ``query`` result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_by: list[str] = Field(default_factory=list)
+    limit: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0)
+    count: bool = False
+    get: bool = False
+    select: list[str] = Field(default_factory=list)
+
+
+def _regex(value: Any, pattern: Any) -> bool:
+    return isinstance(value, str) and re.search(pattern, value) is not None
+
+
+def _contains(container: Any, item: Any) -> bool:
+    try:
+        return item in container
+    except TypeError:
+        return False
+
+
+def _safe_compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def compare(left: Any, right: Any) -> bool:
+        if left is None or right is None:
+            return False
+        try:
+            return op(left, right)
+        except TypeError:
+            return False
+
+    return compare
+
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": _safe_compare(operator.gt),
+    ">=": _safe_compare(operator.ge),
+    "<": _safe_compare(operator.lt),
+    "<=": _safe_compare(operator.le),
+    "~": _regex,
+    "in": lambda value, options: _contains(options, value),
+    "nin": lambda value, options: not _contains(options, value),
+    "rin": lambda value, item: value is not None and _contains(value, item),
+    "rnin": lambda value, item: value is not None and not _contains(value, item),
+    "^": lambda value, prefix: isinstance(value, str) and value.startswith(prefix),
+    "$": lambda value, suffix: isinstance(value, str) and value.endswith(suffix),
+}
+
+
+def lookup(entry: Any, path: str) -> Any:
+    """The value at a dotted path, or a sentinel when any step is missing."""
+    current = entry
+    for part in path.split("."):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        else:
+            return _MISSING
+    return current
+
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def compile_filters(filters: Sequence[Any], where: str = "filters") -> Predicate:
+    """Turn a filter list into a predicate, checking its shape first.
+
+    Raises:
+        ValidationError: a filter is malformed; the field names its position.
+    """
+    predicates = [_compile_one(f, f"{where}.{i}") for i, f in enumerate(filters)]
+    return lambda entry: all(p(entry) for p in predicates)
+
+
+def _compile_one(item: Any, where: str) -> Predicate:
+    if not isinstance(item, list | tuple):
+        raise ValidationError.single(where, "a filter must be a list")
+    if len(item) == 2 and item[0] == "OR":
+        branches = item[1]
+        if not isinstance(branches, list | tuple) or not branches:
+            raise ValidationError.single(where, "OR takes a non-empty list of filters")
+        compiled = []
+        for i, branch in enumerate(branches):
+            if (
+                isinstance(branch, list | tuple)
+                and branch
+                and isinstance(branch[0], list | tuple)
+            ):
+                compiled.append(compile_filters(branch, f"{where}.1.{i}"))
+            else:
+                compiled.append(_compile_one(branch, f"{where}.1.{i}"))
+        return lambda entry: any(p(entry) for p in compiled)
+    if len(item) != 3:
+        raise ValidationError.single(where, "a filter is [field, operator, value]")
+    field, op_name, value = item
+    if not isinstance(field, str) or not field:
+        raise ValidationError.single(
+            f"{where}.0", "the field must be a non-empty string"
+        )
+    op = OPERATORS.get(op_name)
+    if op is None:
+        raise ValidationError.single(
+            f"{where}.1",
+            f"unknown operator {op_name!r}; use one of {', '.join(OPERATORS)}",
+        )
+    if op_name == "~":
+        try:
+            re.compile(value)
+        except (re.error, TypeError) as exc:
+            raise ValidationError.single(
+                f"{where}.2", f"invalid regular expression: {exc}"
+            ) from exc
+    if op_name in ("in", "nin") and not isinstance(value, list | tuple):
+        raise ValidationError.single(f"{where}.2", f"{op_name} takes a list")
+
+    def predicate(entry: dict[str, Any]) -> bool:
+        found = lookup(entry, field)
+        if found is _MISSING:
+            return op_name in ("!=", "nin")
+        return op(found, value)
+
+    return predicate
+
+
+def _sort_key(path: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    def key(entry: dict[str, Any]) -> tuple[int, Any]:
+        value = lookup(entry, path)
+        if value is _MISSING or value is None:
+            return (1, "")
+        return (0, value)
+
+    return key
+
+
+def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> Any:
+    """Order, page and shape already-filtered entries as the options ask."""
+    rows = list(entries)
+    for spec in reversed(options.order_by):
+        descending = spec.startswith("-")
+        path = spec.lstrip("-")
+        try:
+            rows.sort(key=_sort_key(path), reverse=descending)
+        except TypeError as exc:
+            raise ValidationError.single(
+                "options.order_by", f"cannot order by {path!r}: mixed value types"
+            ) from exc
+    if options.count:
+        return len(rows)
+    if options.offset:
+        rows = rows[options.offset :]
+    if options.limit:
+        rows = rows[: options.limit]
+    if options.select:
+        rows = [
+            {k: lookup(r, k) for k in options.select if lookup(r, k) is not _MISSING}
+            for r in rows
+        ]
+    if options.get:
+        if not rows:
+            raise NotFoundError("entry", "matching the filters")
+        return rows[0]
+    return rows
+
+
+def filter_entries(
+    entries: Iterable[dict[str, Any]], filters: Sequence[Any], options: QueryOptions
+) -> Any:
+    predicate = compile_filters(filters)
+    return apply_options((e for e in entries if predicate(e)), options)

@@ -1,0 +1,299 @@
+"""Jobs: long calls that return an id at once and report progress as they run.
+
+Every job is a row in the store from the moment it is submitted, so the job
+list survives restarts as history. A job still marked running when the daemon
+starts was cut short by a crash and is marked aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+
+from certd.errors import CertdError, JobAbortedError, NotFoundError, ValidationError
+from certd.store.db import Database
+from certd.store.models import Job as JobRow
+from certd.store.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+
+class JobState(StrEnum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+
+FINISHED = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.ABORTED})
+
+
+def error_details(exc: BaseException) -> dict[str, Any]:
+    """What a caller needs to act on an error, without internals or secrets."""
+    if isinstance(exc, CertdError):
+        details: dict[str, Any] = {
+            "type": type(exc).__name__,
+            "errno": exc.errno,
+            "retryable": exc.retryable,
+        }
+        if isinstance(exc, ValidationError):
+            details["errors"] = [
+                {"field": e.field, "message": e.message, "errno": e.errno}
+                for e in exc.errors
+            ]
+        for attr in ("problem_type", "domain", "retry_after", "provider"):
+            if getattr(exc, attr, None) is not None:
+                details[attr] = getattr(exc, attr)
+        return details
+    return {"type": "InternalError", "errno": 14, "retryable": False}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Job:
+    """The handle a job function gets: report progress, check for abort."""
+
+    def __init__(self, manager: JobManager, row: JobRow) -> None:
+        self.manager = manager
+        self.id = row.id
+        self.method = row.method
+        self.arguments = row.arguments
+        self.caller = row.caller
+        self.state = JobState(row.state)
+        self.percent = 0.0
+        self.description = ""
+        self.result: Any = None
+        self.error: str | None = None
+        self.error_data: dict[str, Any] | None = None
+        self.created_at = row.created_at
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        self.changed = asyncio.Condition()
+
+    async def set_progress(self, percent: float, description: str = "") -> None:
+        """Record progress (0-100) and what the job is doing now."""
+        self.percent = max(0.0, min(100.0, float(percent)))
+        self.description = description
+        await self.manager._persist(
+            self.id, progress_percent=self.percent, progress_description=description
+        )
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "method": self.method,
+            "arguments": self.arguments,
+            "state": self.state.value,
+            "progress": {"percent": self.percent, "description": self.description},
+            "result": self.result,
+            "error": self.error,
+            "exc_info": self.error_data,
+            "caller": self.caller,
+            "time_created": _iso(self.created_at),
+            "time_started": _iso(self.started_at),
+            "time_finished": _iso(self.finished_at),
+        }
+
+
+def row_entry(row: JobRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "method": row.method,
+        "arguments": row.arguments,
+        "state": row.state,
+        "progress": {
+            "percent": row.progress_percent,
+            "description": row.progress_description,
+        },
+        "result": row.result,
+        "error": row.error,
+        "exc_info": row.error_data,
+        "caller": row.caller,
+        "time_created": _iso(row.created_at),
+        "time_started": _iso(row.started_at),
+        "time_finished": _iso(row.finished_at),
+    }
+
+
+JobFunction = Callable[[Job], Awaitable[Any]]
+
+
+class JobManager:
+    """Runs jobs as tasks and keeps their records in the store."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.running: dict[int, Job] = {}
+
+    async def recover(self) -> int:
+        """Mark jobs left running by a previous process as aborted."""
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.state.in_([JobState.WAITING, JobState.RUNNING]))
+                .values(
+                    state=JobState.ABORTED,
+                    error="interrupted: the daemon stopped while the job ran",
+                    finished_at=utcnow(),
+                )
+            )
+        count = result.rowcount or 0
+        if count:
+            log.warning("interrupted_jobs_marked", count=count)
+        return count
+
+    async def submit(
+        self,
+        method: str,
+        arguments: Any,
+        run: JobFunction,
+        caller: str = "",
+        dump_result: Callable[[Any], Any] = lambda value: value,
+    ) -> Job:
+        async with self.db.session() as session:
+            row = JobRow(
+                method=method,
+                arguments=arguments,
+                state=JobState.WAITING,
+                caller=caller,
+            )
+            session.add(row)
+            await session.flush()
+        job = Job(self, row)
+        self.running[job.id] = job
+        job.task = asyncio.create_task(
+            self._run(job, run, dump_result), name=f"job-{job.id}"
+        )
+        return job
+
+    async def _run(
+        self, job: Job, run: JobFunction, dump_result: Callable[[Any], Any]
+    ) -> None:
+        bound = structlog.contextvars.bind_contextvars(job_id=job.id, method=job.method)
+        job.state = JobState.RUNNING
+        job.started_at = utcnow()
+        started = time.monotonic()
+        await self._persist(job.id, state=job.state, started_at=job.started_at)
+        log.info("job_started")
+        try:
+            job.result = dump_result(await run(job))
+            job.state = JobState.SUCCESS
+            job.percent = 100.0
+        except asyncio.CancelledError:
+            job.state = JobState.ABORTED
+            job.error = job.error or "aborted"
+            job.error_data = error_details(JobAbortedError(job.error))
+        except CertdError as exc:
+            job.state = JobState.FAILED
+            job.error = exc.message
+            job.error_data = error_details(exc)
+        except Exception as exc:
+            log.exception("job_crashed")
+            job.state = JobState.FAILED
+            job.error = f"internal error ({type(exc).__name__}); see the daemon log"
+            job.error_data = error_details(exc)
+        job.finished_at = utcnow()
+        try:
+            await asyncio.shield(
+                self._persist(
+                    job.id,
+                    state=job.state,
+                    result=job.result,
+                    error=job.error,
+                    error_data=job.error_data,
+                    progress_percent=job.percent,
+                    finished_at=job.finished_at,
+                )
+            )
+        finally:
+            log.info(
+                "job_finished",
+                state=job.state.value,
+                seconds=round(time.monotonic() - started, 3),
+                error=job.error,
+            )
+            structlog.contextvars.reset_contextvars(**bound)
+            self.running.pop(job.id, None)
+            job.done.set()
+            await job._notify()
+
+    async def _persist(self, job_id: int, **values: Any) -> None:
+        async with self.db.session() as session:
+            await session.execute(
+                update(JobRow).where(JobRow.id == job_id).values(**values)
+            )
+
+    async def entry(self, job_id: int) -> dict[str, Any]:
+        if job := self.running.get(job_id):
+            return job.entry()
+        async with self.db.session() as session:
+            row = await session.get(JobRow, job_id)
+        if row is None:
+            raise NotFoundError("job", job_id)
+        return row_entry(row)
+
+    async def entries(self) -> list[dict[str, Any]]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(JobRow).order_by(JobRow.id))).all()
+        return [
+            self.running[row.id].entry() if row.id in self.running else row_entry(row)
+            for row in rows
+        ]
+
+    async def wait(self, job_id: int, timeout: float | None = None) -> dict[str, Any]:
+        """The job's entry once it finishes, or as it stands when ``timeout`` passes."""
+        job = self.running.get(job_id)
+        if job is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.done.wait(), timeout)
+        return await self.entry(job_id)
+
+    async def wait_for_change(self, job_id: int, timeout: float) -> dict[str, Any]:
+        """Return as soon as the job reports progress or finishes, or at ``timeout``."""
+        job = self.running.get(job_id)
+        if job is not None:
+            async with job.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.changed.wait(), timeout)
+        return await self.entry(job_id)
+
+    async def abort(self, job_id: int) -> None:
+        job = self.running.get(job_id)
+        if job is None:
+            await self.entry(job_id)  # raises NotFoundError for unknown ids
+            return
+        job.error = "aborted by request"
+        if job.task is not None:
+            job.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job.done.wait()
+
+    async def shutdown(
+        self, reason: str = "interrupted: the daemon is stopping"
+    ) -> None:
+        """Cancel every running job and wait until each has cleaned up."""
+        jobs = list(self.running.values())
+        for job in jobs:
+            job.error = reason
+            if job.task is not None:
+                job.task.cancel()
+        for job in jobs:
+            await job.done.wait()

@@ -1,0 +1,11 @@
+"""Every namespace the daemon serves, in start-up order."""
+
+from certd.api.core import CoreService, RpcService
+from certd.api.dns_authenticator import DNSAuthenticatorService
+from certd.api.registry import Service
+
+SERVICES: list[type[Service]] = [
+    CoreService,
+    RpcService,
+    DNSAuthenticatorService,
+]

@@ -1,0 +1,210 @@
+"""The ``certd`` command: run the daemon, call its API, manage API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from certd import __version__
+from certd.config import Config, load_config
+from certd.errors import CertdError, ValidationError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("CERTD_CONFIG")
+    return load_config(Path(path) if path else None)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from certd.logs import configure_logging
+    from certd.service import serve
+
+    config = _config(args)
+    configure_logging(config.log.level, config.log.format)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _parse_params(raw: list[str]) -> list[Any]:
+    params = []
+    for index, text in enumerate(raw):
+        try:
+            params.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValidationError.single(
+                f"params.{index}",
+                f"not valid JSON ({exc.msg}); quote strings as '\"x\"'",
+            ) from exc
+    return params
+
+
+def _progress_printer() -> Any:
+    interactive = sys.stderr.isatty()
+
+    def show(percent: float, description: str) -> None:
+        line = f"[{percent:5.1f}%] {description}"
+        if interactive:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+async def _call(args: argparse.Namespace) -> Any:
+    from certd.client import Client
+
+    params = _parse_params(args.params)
+    api_key = args.api_key or os.environ.get("CERTD_API_KEY")
+    if args.url:
+        client = Client(url=args.url, api_key=api_key)
+    else:
+        socket = _config(args).server.unix_socket
+        if socket is None:
+            raise ValidationError.single(
+                "--url", "no unix socket is configured; give --url"
+            )
+        client = Client(socket=socket, api_key=api_key)
+    async with client:
+        is_job = False
+        if not args.no_wait:
+            document = await client.call("rpc.discover")
+            is_job = any(
+                m["name"] == args.method and m.get("x-job") for m in document["methods"]
+            )
+        result = await client.call(args.method, *params)
+        if is_job:
+            show = _progress_printer()
+            try:
+                result = await client.wait_job(result, show)
+            finally:
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+        return result
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from certd.client import RpcError
+
+    try:
+        result = asyncio.run(_call(args))
+    except RpcError as exc:
+        print(
+            json.dumps(
+                {"code": exc.code, "message": exc.message, "data": exc.data}, indent=2
+            ),
+            file=sys.stderr,
+        )
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+async def _apikey(args: argparse.Namespace) -> int:
+    from certd.api.auth import ApiKeys
+    from certd.store.db import Database
+
+    config = _config(args)
+    config.store.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(config.store.url())
+    try:
+        await db.migrate()
+        keys = ApiKeys(db)
+        if args.apikey_command == "create":
+            entry, key = await keys.create(args.name, readonly=args.readonly)
+            print(key)
+            print(
+                f"API key {entry['name']!r} created; it is shown only this once.",
+                file=sys.stderr,
+            )
+        elif args.apikey_command == "list":
+            print(json.dumps(await keys.list(), indent=2))
+        elif args.apikey_command == "revoke":
+            await keys.revoke(args.name)
+            print(f"API key {args.name!r} revoked.", file=sys.stderr)
+    finally:
+        await db.close()
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.disable(logging.INFO)
+    from certd.logs import configure_logging
+
+    configure_logging("warning", "console")
+    return asyncio.run(_apikey(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="certd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"certd {__version__}")
+    parser.add_argument(
+        "--config", "-c", help="TOML config file (default: none, or $CERTD_CONFIG)"
+    )
+    # --config is accepted after the sub-command too ("certd serve --config x").
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the daemon in the foreground"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    call = sub.add_parser(
+        "call", parents=[common], help="call one API method and print its JSON result"
+    )
+    call.add_argument("method")
+    call.add_argument("params", nargs="*", help="positional parameters, each as JSON")
+    call.add_argument("--url", help="HTTP base URL (default: the unix socket)")
+    call.add_argument("--api-key", help="API key for HTTP (default: $CERTD_API_KEY)")
+    call.add_argument(
+        "--no-wait", action="store_true", help="print a job's id, do not wait"
+    )
+    call.set_defaults(func=cmd_call)
+
+    apikey = sub.add_parser(
+        "apikey", parents=[common], help="manage API keys (works on the store directly)"
+    )
+    apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_sub.add_parser(
+        "create", parents=[common], help="create a key and print it once"
+    )
+    create.add_argument("name")
+    create.add_argument(
+        "--readonly", action="store_true", help="allow only reading calls"
+    )
+    apikey_sub.add_parser(
+        "list", parents=[common], help="list keys (never the secrets)"
+    )
+    revoke = apikey_sub.add_parser(
+        "revoke", parents=[common], help="revoke a key by name"
+    )
+    revoke.add_argument("name")
+    apikey.set_defaults(func=cmd_apikey)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CertdError as exc:
+        print(f"certd: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The daemon's configuration: a TOML file read once at start (and on SIGHUP).
+
+Every key has a safe default, so the daemon starts with no file at all: state
+in a private directory, HTTP on 127.0.0.1 only, and a unix socket beside the
+state. ``config.example.toml`` documents each key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from certd.errors import FieldError, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when set, else /var/lib/certd for root, else XDG."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/certd")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "certd"
+
+
+def default_socket_path() -> Path:
+    """systemd's RuntimeDirectory when set, else /run/certd for root, else beside state."""
+    if runtime := os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(runtime.split(":")[0]) / "certd.sock"
+    if os.geteuid() == 0:
+        return Path("/run/certd/certd.sock")
+    return default_state_dir() / "certd.sock"
+
+
+class ServerConfig(_Section):
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8446, ge=0, le=65535)
+    unix_socket: Path | None = Field(default_factory=default_socket_path)
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_batch_size: int = Field(default=100, ge=1)
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        if isinstance(value, str):
+            return int(value, 8)
+        return value
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _tight(cls, value: int) -> int:
+        if value not in (0o600, 0o660):
+            raise ValueError("must be 0600 (owner only) or 0660 (owner and group)")
+        return value
+
+
+class StoreConfig(_Section):
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str | None = None
+
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.state_dir / 'certd.db'}"
+
+
+class AcmeConfig(_Section):
+    ca_bundle: Path | None = None
+    poll_initial: float = Field(default=0.02, gt=0)
+    poll_max: float = Field(default=2.0, gt=0)
+    order_timeout: float = Field(default=300.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
+    default_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class DNSConfig(_Section):
+    propagation: Literal["authoritative", "resolvers"] = "authoritative"
+    resolvers: list[str] = Field(default_factory=list)
+    nameserver_port: int = Field(default=53, ge=1, le=65535)
+    propagation_timeout: float = Field(default=120.0, gt=0)
+    propagation_interval: float = Field(default=0.05, gt=0)
+    propagation_max_interval: float = Field(default=2.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("resolvers")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _host, _, port = (
+                item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+            )
+            if port and not port.isdigit():
+                raise ValueError(f"{item!r}: expected HOST or HOST:PORT")
+        return value
+
+    def resolver_addresses(self) -> tuple[tuple[str, int], ...]:
+        out = []
+        for item in self.resolvers:
+            if item.count(":") == 1:
+                host, port = item.split(":")
+                out.append((host, int(port)))
+            else:
+                out.append((item.strip("[]"), 53))
+        return tuple(out)
+
+
+class RenewalConfig(_Section):
+    enabled: bool = True
+    renew_days: int = Field(default=30, ge=1, le=365)
+    scan_interval: float = Field(default=3600.0, gt=0)
+    max_concurrent: int = Field(default=4, ge=1)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    acme: AcmeConfig = Field(default_factory=AcmeConfig)
+    dns: DNSConfig = Field(default_factory=DNSConfig)
+    renewal: RenewalConfig = Field(default_factory=RenewalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and check a TOML file; ``None`` gives the defaults.
+
+    Raises:
+        ValidationError: the file cannot be read or a key is wrong; each error
+            names the key as ``section.key``.
+    """
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValidationError.single(
+            "config", f"cannot read {path}: {exc.strerror}"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError.single(
+            "config", f"{path} is not valid TOML: {exc}"
+        ) from exc
+    import pydantic
+
+    try:
+        return Config.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            [
+                FieldError(".".join(str(p) for p in err["loc"]), err["msg"])
+                for err in exc.errors()
+            ]
+        ) from exc

@@ -1,0 +1,164 @@
+"""The daemon: starts its parts in order, serves, and stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import signal
+import ssl
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from certd import __version__
+from certd.api.auth import ApiKeys
+from certd.api.dispatch import Dispatcher
+from certd.api.http import build_app
+from certd.api.jobs import JobManager
+from certd.api.registry import Registry, Service
+from certd.config import Config
+from certd.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+
+def service_classes() -> list[type[Service]]:
+    from certd.api.namespaces import SERVICES
+
+    return SERVICES
+
+
+class Daemon:
+    """Holds the store, the job manager, the API and the outbound HTTP session."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = Database(config.store.url())
+        self.api_keys = ApiKeys(self.db)
+        self.jobs = JobManager(self.db)
+        self.registry = Registry()
+        self.extra_routes: list[tuple[str, str, Callable[..., Any]]] = []
+        self.services: dict[str, Service] = {}
+        for cls in service_classes():
+            service = cls(self)
+            self.services[cls.namespace] = service
+            self.registry.add_service(service)
+        self.dispatcher = Dispatcher(
+            self.registry, self.jobs, config.server.max_batch_size
+        )
+        self.http: aiohttp.ClientSession | None = None
+        self.started = False
+        self._stack = AsyncExitStack()
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trust for outbound HTTPS: the system store plus the configured ACME CA bundle."""
+        context = ssl.create_default_context()
+        if self.config.acme.ca_bundle:
+            context.load_verify_locations(cafile=str(self.config.acme.ca_bundle))
+        return context
+
+    async def start(self) -> None:
+        # Keys and credentials live in the state directory: nothing certd
+        # creates there may be readable by others, not even for a moment.
+        os.umask(0o077)
+        state_dir = self.config.store.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.db.migrate()
+        self._stack.push_async_callback(self.db.close)
+        await self.jobs.recover()
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=100)
+        self.http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.config.acme.request_timeout),
+            headers={"User-Agent": f"certd/{__version__}"},
+        )
+        self._stack.push_async_callback(self.http.close)
+        for service in self.services.values():
+            starter = getattr(service, "on_start", None)
+            if starter is not None:
+                await starter()
+        await self._start_listeners()
+        self.started = True
+        log.info("daemon_started", version=__version__, http_port=self.http_port)
+
+    async def _start_listeners(self) -> None:
+        server = self.config.server
+        self._runner = web.AppRunner(
+            build_app(self), access_log=None, shutdown_timeout=5
+        )
+        await self._runner.setup()
+        self._stack.push_async_callback(self._runner.cleanup)
+        if server.http_enabled:
+            site = web.TCPSite(self._runner, server.http_host, server.http_port)
+            await site.start()
+            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            self.http_port = (
+                sockets[0].getsockname()[1] if sockets else server.http_port
+            )
+            log.info("http_listening", host=server.http_host, port=self.http_port)
+        if server.unix_socket:
+            await self._start_unix(server.unix_socket)
+
+    async def _start_unix(self, path: Path) -> None:
+        server = self.config.server
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        # Create the socket with a tight umask so it is never wider than asked,
+        # not even between bind() and chmod().
+        old_umask = os.umask(0o177 if server.socket_mode == 0o600 else 0o117)
+        try:
+            site = web.UnixSite(self._runner, str(path))  # type: ignore[arg-type]
+            await site.start()
+        finally:
+            os.umask(old_umask)
+        if server.socket_group:
+            os.chown(path, -1, grp.getgrnam(server.socket_group).gr_gid)
+        os.chmod(path, server.socket_mode)
+        log.info("unix_listening", path=str(path), mode=oct(server.socket_mode))
+
+    async def readiness(self) -> dict[str, bool]:
+        try:
+            store = await self.db.ping()
+        except Exception:
+            store = False
+        return {"store": store, "started": self.started}
+
+    async def stop(self) -> None:
+        log.info("daemon_stopping")
+        self.started = False
+        await self.jobs.shutdown()
+        for service in reversed(list(self.services.values())):
+            stopper = getattr(service, "on_stop", None)
+            if stopper is not None:
+                try:
+                    await stopper()
+                except Exception:
+                    log.exception("service_stop_failed", namespace=service.namespace)
+        await self._stack.aclose()
+        log.info("daemon_stopped")
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()

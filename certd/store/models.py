@@ -1,0 +1,184 @@
+"""The tables. Each row class is one kind of thing the API manages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always gives them back aware.
+
+    SQLite keeps no time zone, so without this a value read back would be naive
+    and comparisons with aware datetimes would fail.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Any
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Any
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    readonly: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Job(Base):
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = mapped_column(String(120))
+    arguments: Mapped[Any] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress_percent: Mapped[float] = mapped_column(default=0.0)
+    progress_description: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    error_data: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
+    caller: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DNSAuthenticator(Base):
+    __tablename__ = "dns_authenticator"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AcmeAccount(Base):
+    __tablename__ = "acme_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    directory: Mapped[str] = mapped_column(String(500), unique=True)
+    account_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    key_pem: Mapped[str] = mapped_column(Text)
+    contact_email: Mapped[str | None] = mapped_column(String(320), default=None)
+    tos_agreed: Mapped[bool] = mapped_column(Boolean, default=False)
+    terms_of_service: Mapped[str | None] = mapped_column(String(500), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="valid")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CertificateAuthority(Base):
+    __tablename__ = "certificate_authority"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    create_type: Mapped[str] = mapped_column(String(40))
+    certificate: Mapped[str] = mapped_column(Text)
+    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    signedby_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificate_authority.id", ondelete="RESTRICT"), default=None
+    )
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    crl_number: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Certificate(Base):
+    __tablename__ = "certificate"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    # CERTIFICATE or CSR: what the row holds now, independent of how it was made.
+    cert_type: Mapped[str] = mapped_column(String(16))
+    create_type: Mapped[str] = mapped_column(String(40))
+    certificate: Mapped[str | None] = mapped_column(Text, default=None)
+    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    csr: Mapped[str | None] = mapped_column(Text, default=None)
+    signedby_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificate_authority.id", ondelete="RESTRICT"), default=None
+    )
+    csr_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificate.id", ondelete="SET NULL"), default=None
+    )
+    acme_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("acme_account.id", ondelete="RESTRICT"), default=None
+    )
+    acme_directory_uri: Mapped[str | None] = mapped_column(String(500), default=None)
+    acme_uri: Mapped[str | None] = mapped_column(String(500), default=None)
+    dns_mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    renew_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChallengeRecord(Base):
+    """A TXT value certd wrote (or is about to write) and must remove.
+
+    The row is written before the value is published, so a crash between the
+    two leaves a row whose removal is harmless, never a value nobody knows of.
+    """
+
+    __tablename__ = "challenge_record"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authenticator_id: Mapped[int] = mapped_column(
+        ForeignKey("dns_authenticator.id", ondelete="CASCADE")
+    )
+    zone: Mapped[str | None] = mapped_column(String(255), default=None)
+    fqdn: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(String(255))
+    order_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -119,6 +119,30 @@ class DNSPropagationError(CertdError):
     errno = _errno.ETIMEDOUT
     retryable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        fqdn: str | None = None,
+        servers: tuple[str, ...] = (),
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.fqdn = fqdn
+        self.servers = servers
+
+
+class DNSLookupError(CertdError):
+    """A DNS lookup for DNS-01 failed or found a broken setup (a CNAME loop)."""
+
+    errno = _errno.EIO
+
+    def __init__(
+        self, name: str, message: str, *, retryable: bool | None = None
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.name = name
+
 
 class AcmeError(CertdError):
     """An ACME server refused a request or an order could not be completed."""

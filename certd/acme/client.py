@@ -42,6 +42,20 @@ class PollPolicy:
     maximum: float = 2.0
     timeout: float = 300.0
 
+    def next_interval(self, interval: float) -> float:
+        """The interval after ``interval``: grown by ``factor``, capped at ``maximum``."""
+        return min(interval * self.factor, self.maximum)
+
+    @staticmethod
+    def wait(interval: float, retry_after: float | None, remaining: float) -> float:
+        """Seconds to sleep before the next poll.
+
+        The CA's Retry-After wins over our interval even above ``maximum``, but
+        no wait reaches past the deadline: the last look happens at the deadline.
+        """
+        chosen = interval if retry_after is None else retry_after
+        return max(0.0, min(chosen, remaining))
+
 
 @dataclass(frozen=True)
 class Order:
@@ -202,13 +216,18 @@ class AcmeClient:
         self._log.info("account_found", account_url=url)
         return url
 
-    async def update_contact(self, contact_email: str | None) -> None:
-        """Replace the account's contacts with ``contact_email`` (or none)."""
+    async def update_contact(self, contact_email: str | None) -> tuple[str, ...]:
+        """Replace the account's contacts with ``contact_email`` (or none).
+
+        Returns the contacts the CA now holds.
+        """
         contact = [f"mailto:{contact_email}"] if contact_email else []
-        await self._transport.post(
+        reply = await self._transport.post(
             self._require_account(), {"contact": contact}, action="contact update"
         )
+        account = _parse(messages.Registration, reply, "account")
         self._log.info("account_contact_updated", account_url=self.account_url)
+        return tuple(account.contact)
 
     async def deactivate_account(self) -> None:
         """Deactivate the account for good (RFC 8555 §7.3.6)."""
@@ -448,7 +467,7 @@ class AcmeClient:
     ) -> T:
         loop = asyncio.get_running_loop()
         interval = self.poll.initial
-        wait = interval
+        retry_after: float | None = None
         last: T | None = None
         while True:
             remaining = deadline - loop.time()
@@ -457,16 +476,13 @@ class AcmeClient:
                     f"{pending(last)} is still pending after {self.poll.timeout:g} s",
                     retryable=True,
                 )
-            # Retry-After is honoured even above the poll maximum, but never
-            # past the deadline: one last look happens at the deadline itself
-            await asyncio.sleep(max(0.0, min(wait, remaining)))
+            await asyncio.sleep(self.poll.wait(interval, retry_after, remaining))
             reply = await self._transport.post(url, None, action=f"polling {url}")
             last = parse(reply)
             if settled(last):
                 return last
-            interval = min(interval * self.poll.factor, self.poll.maximum)
+            interval = self.poll.next_interval(interval)
             retry_after = reply.retry_after
-            wait = retry_after if retry_after is not None else interval
 
     def _require_account(self) -> str:
         if self.account_url is None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pydantic
 import structlog
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from certd.errors import DNSProviderError, ValidationCollector
 
 ENTRY_POINT_GROUP = "certd.dns_providers"
+
+_log = structlog.get_logger(__name__)
 
 
 class AttributeRuleError(ValueError):
@@ -121,10 +124,10 @@ def relative_name(fqdn: str, zone: str) -> str:
     return fqdn[: -len(zone) - 1]
 
 
-def candidate_zones(fqdn: str) -> list[str]:
-    """``fqdn`` and each parent with at least two labels, most specific first."""
+def candidate_zones(fqdn: str, *, min_labels: int = 2) -> list[str]:
+    """``fqdn`` and each parent of at least ``min_labels`` labels, most specific first."""
     labels = normalize_name(fqdn).split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    return [".".join(labels[i:]) for i in range(len(labels) - min_labels + 1)]
 
 
 def attributes_schema(model: type[ProviderAttributes]) -> dict[str, Any]:
@@ -136,9 +139,12 @@ def attributes_schema(model: type[ProviderAttributes]) -> dict[str, Any]:
     return schema
 
 
+AttributesT = TypeVar("AttributesT", bound=ProviderAttributes)
+
+
 def parse_attributes(
-    model: type[ProviderAttributes], data: dict[str, Any], *, prefix: str = "attributes"
-) -> ProviderAttributes:
+    model: type[AttributesT], data: dict[str, Any], *, prefix: str = "attributes"
+) -> AttributesT:
     """Validate raw attributes into ``model``.
 
     Raises:
@@ -175,9 +181,17 @@ def installed_providers() -> dict[str, type[DNSProvider]]:
     found: dict[str, type[DNSProvider]] = {}
     for name, target in _BUILTIN.items():
         module_name, _, class_name = target.partition(":")
-        module = __import__(module_name, fromlist=[class_name])
-        found[name] = getattr(module, class_name)
+        try:
+            module = importlib.import_module(module_name)
+            found[name] = getattr(module, class_name)
+        except (ImportError, AttributeError) as exc:
+            _log.error("dns_provider_unavailable", provider=name, error=str(exc))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in found:
+        if ep.name in found:
+            continue
+        # A broken third-party plugin must not take the other providers down.
+        try:
             found[ep.name] = ep.load()
+        except Exception as exc:  # any import-time failure of the plugin
+            _log.error("dns_provider_unavailable", provider=ep.name, error=str(exc))
     return found

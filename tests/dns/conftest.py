@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,10 @@ from aiohttp.test_utils import TestServer
 
 from certd.dns.base import DNSProvider, ProviderContext, parse_attributes
 from certd.dns.cloudflare import CloudflareProvider
+from certd.dns.resolve import PropagationSettings
+from certd.dns.rfc2136 import RFC2136Provider
 from tests.fakes.cloudflare import FakeCloudflare
+from tests.testbed import NamedServer
 
 # Short timeouts and retry delays keep failure paths fast in tests.
 TEST_CONTEXT = ProviderContext(
@@ -62,3 +66,41 @@ def make_cloudflare(
         return provider
 
     return make
+
+
+def unique_label() -> str:
+    """A fresh label so tests sharing the session BIND never see each other."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def make_rfc2136(
+    named: NamedServer, opened_providers: list[DNSProvider]
+) -> Callable[..., RFC2136Provider]:
+    """Build an RFC 2136 provider for the session BIND; keywords override."""
+
+    def make(**overrides: Any) -> RFC2136Provider:
+        attributes: dict[str, Any] = {
+            "server": named.host,
+            "port": named.port,
+            "tsig_key_name": named.tsig_name,
+            "tsig_secret": named.tsig_secret,
+            "tsig_algorithm": named.tsig_algorithm,
+            **overrides,
+        }
+        parsed = parse_attributes(RFC2136Provider.Attributes, attributes)
+        provider = RFC2136Provider(parsed, TEST_CONTEXT)
+        opened_providers.append(provider)
+        return provider
+
+    return make
+
+
+@pytest.fixture
+def propagation(named: NamedServer) -> PropagationSettings:
+    """Settings that ask only the session BIND, on its port."""
+    return PropagationSettings(
+        timeout=5.0,
+        resolvers=((named.host, named.port),),
+        nameserver_port=named.port,
+    )

@@ -24,7 +24,9 @@ from certd.api.http import build_app
 from certd.api.jobs import JobManager
 from certd.api.registry import Registry, Service
 from certd.config import Config
+from certd.renewal.issuance import Issuer
 from certd.store.db import Database
+from certd.workers import Workers
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,8 @@ class Daemon:
             self.registry, self.jobs, config.server.max_batch_size
         )
         self.http: aiohttp.ClientSession | None = None
+        self.workers = Workers()
+        self.issuer = Issuer(self)
         self.started = False
         self._stack = AsyncExitStack()
         self._runner: web.AppRunner | None = None
@@ -82,6 +86,7 @@ class Daemon:
             headers={"User-Agent": f"certd/{__version__}"},
         )
         self._stack.push_async_callback(self.http.close)
+        self._stack.callback(self.workers.close)
         for service in self.services.values():
             starter = getattr(service, "on_start", None)
             if starter is not None:

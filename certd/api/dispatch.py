@@ -166,6 +166,8 @@ class Dispatcher:
         if not spec.options.readonly:
             # The audit trail of mutating calls: who, what, when; never the values.
             log.info("rpc_audit", caller=str(ctx.caller), transport=ctx.transport)
+        if spec.options.check:
+            await getattr(spec.func.__self__, spec.options.check)(**kwargs)  # type: ignore[attr-defined]
         if spec.options.job:
             job = await self.jobs.submit(
                 spec.name,

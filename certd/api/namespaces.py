@@ -1,5 +1,6 @@
 """Every namespace the daemon serves, in start-up order."""
 
+from certd.api.certificate import CertificateService
 from certd.api.core import CoreService, RpcService
 from certd.api.dns_authenticator import DNSAuthenticatorService
 from certd.api.registry import Service
@@ -8,4 +9,5 @@ SERVICES: list[type[Service]] = [
     CoreService,
     RpcService,
     DNSAuthenticatorService,
+    CertificateService,
 ]

@@ -30,6 +30,9 @@ class MethodOptions:
     name: str | None = None
     # Parameter names whose values are never stored in job records or logs.
     secret_params: tuple[str, ...] = ()
+    # A method of the same service, called with the checked parameters before
+    # a job starts, so that bad input is refused at once and not as a failed job.
+    check: str | None = None
 
 
 def api_method(
@@ -39,6 +42,7 @@ def api_method(
     anonymous: bool = False,
     name: str | None = None,
     secret_params: tuple[str, ...] = (),
+    check: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Expose a service method over the API.
 
@@ -48,7 +52,9 @@ def api_method(
     """
 
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__certd_api__ = MethodOptions(job, readonly, anonymous, name, secret_params)  # type: ignore[attr-defined]
+        fn.__certd_api__ = MethodOptions(  # type: ignore[attr-defined]
+            job, readonly, anonymous, name, secret_params, check
+        )
         return fn
 
     return mark

@@ -1,0 +1,384 @@
+"""One ACME order through DNS-01, from CSR to downloaded chain.
+
+All TXT values of an order are published first, checked on every
+authoritative server, and only then are the challenges answered, so a
+wildcard and its apex (two values at one name) need no sequencing. Every value
+is written to the store before it is published and removed from DNS whatever
+the outcome, so a crash leaves a list of exactly what to clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import josepy
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import delete, select
+
+from certd.acme.client import AcmeClient, Dns01, PollPolicy
+from certd.dns.base import DNSProvider
+from certd.dns.resolve import PropagationSettings, follow_cname, wait_for_txt
+from certd.errors import AcmeError, CertdError, ValidationError
+from certd.store.models import AcmeAccount, ChallengeRecord
+
+if TYPE_CHECKING:
+    from certd.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class IssuedChain:
+    """What an order produced."""
+
+    fullchain_pem: str
+    order_url: str
+    account_id: int
+    alternates: list[str]
+
+
+@dataclass
+class Publication:
+    """One TXT value to publish for one authorization."""
+
+    challenge: Dns01
+    authenticator_id: int
+    fqdn: str = ""
+    zone: str = ""
+    record_id: int | None = None
+    published: bool = False
+
+
+def propagation_settings(
+    daemon: Daemon, follow_cnames: bool = True
+) -> PropagationSettings:
+    dns = daemon.config.dns
+    return PropagationSettings(
+        timeout=dns.propagation_timeout,
+        initial_interval=dns.propagation_interval,
+        max_interval=dns.propagation_max_interval,
+        resolvers=dns.resolver_addresses(),
+        nameserver_port=dns.nameserver_port,
+        mode=dns.propagation,
+        follow_cnames=follow_cnames,
+    )
+
+
+def normalize_directory(url: str) -> str:
+    return url.strip()
+
+
+class Issuer:
+    """Owns ACME accounts and runs orders for the daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._account_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def poll_policy(self) -> PollPolicy:
+        acme = self.daemon.config.acme
+        return PollPolicy(
+            initial=acme.poll_initial, maximum=acme.poll_max, timeout=acme.order_timeout
+        )
+
+    async def client(
+        self, directory: str, *, tos: bool, contact_email: str | None = None
+    ) -> tuple[AcmeClient, int]:
+        """A client for the account at ``directory``, registering one on first use.
+
+        Raises:
+            ValidationError: no account exists yet and the terms were not agreed to.
+        """
+        assert self.daemon.http is not None
+        directory = normalize_directory(directory)
+        async with self._account_locks[directory]:
+            async with self.daemon.db.session() as session:
+                account = await session.scalar(
+                    select(AcmeAccount).where(AcmeAccount.directory == directory)
+                )
+            if account is not None and account.account_url:
+                key = josepy.JWKEC(
+                    key=serialization.load_pem_private_key(
+                        account.key_pem.encode(), None
+                    )
+                )
+                client = await AcmeClient.open(
+                    directory,
+                    key,
+                    session=self.daemon.http,
+                    account_url=account.account_url,
+                    poll=self.poll_policy(),
+                )
+                return client, account.id
+            if not tos:
+                raise ValidationError.single(
+                    "data.tos",
+                    f"no account exists yet at {directory}; agree to the CA's terms "
+                    "of service with tos=true to create one",
+                )
+            private = ec.generate_private_key(ec.SECP256R1())
+            key = josepy.JWKEC(key=private)
+            client = await AcmeClient.open(
+                directory, key, session=self.daemon.http, poll=self.poll_policy()
+            )
+            account_url = await client.register(
+                contact_email=contact_email, terms_of_service_agreed=True
+            )
+            terms = getattr(client.directory.meta, "terms_of_service", None)
+            pem = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+            async with self.daemon.db.session() as session:
+                row = AcmeAccount(
+                    directory=directory,
+                    account_url=account_url,
+                    key_pem=pem,
+                    contact_email=contact_email,
+                    tos_agreed=True,
+                    terms_of_service=str(terms) if terms else None,
+                )
+                session.add(row)
+                await session.flush()
+                account_id = row.id
+            log.info(
+                "acme_account_registered", directory=directory, account_url=account_url
+            )
+            return client, account_id
+
+    async def issue(
+        self,
+        *,
+        csr_pem: str,
+        directory: str,
+        dns_mapping: dict[str, int],
+        tos: bool,
+        progress: Progress,
+        job_id: int | None = None,
+        replaces: str | None = None,
+    ) -> IssuedChain:
+        """Run one order to its end and return the chain.
+
+        Raises:
+            AcmeError: the CA refused or an authorization failed; the message
+                names the domain, the challenge and the CA's problem.
+            DNSProviderError, DNSPropagationError: a TXT value could not be
+                published or did not become visible in time.
+        """
+        await progress(5, f"contacting the ACME server at {directory}")
+        client, account_id = await self.client(directory, tos=tos)
+        await progress(10, "creating the order")
+        order = await client.new_order(csr_pem.encode(), replaces=replaces)
+        bound = structlog.contextvars.bind_contextvars(order_url=order.url)
+        providers: dict[int, DNSProvider] = {}
+        publications: list[Publication] = []
+        try:
+            authzs = await asyncio.gather(
+                *(client.authorization(url) for url in order.authorizations)
+            )
+            pending = [
+                (url, authz)
+                for url, authz in zip(order.authorizations, authzs, strict=True)
+                if authz.status.name == "pending"
+            ]
+            for _, authz in pending:
+                challenge = client.dns01(authz)
+                publications.append(
+                    Publication(
+                        challenge,
+                        self._authenticator_for(challenge.domain, dns_mapping),
+                    )
+                )
+            if publications:
+                await progress(20, f"publishing {len(publications)} TXT value(s)")
+                await self._publish(publications, providers, order.url, job_id)
+                await progress(40, "waiting until every authoritative server answers")
+                await self._wait_visible(publications)
+                await progress(60, "asking the CA to validate")
+                await asyncio.gather(
+                    *(
+                        client.answer_challenge(p.challenge.challenge)
+                        for p in publications
+                    )
+                )
+                await client.poll_authorizations([url for url, _ in pending])
+            await progress(80, "finalizing the order")
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+            order = await client.finalize(
+                order, csr.public_bytes(serialization.Encoding.DER)
+            )
+            if order.certificate_url is None:
+                raise AcmeError(
+                    f"the CA marked order {order.url} valid without a certificate URL"
+                )
+            await progress(90, "downloading the certificate")
+            fullchain, alternates = await client.download(order.certificate_url)
+            return IssuedChain(fullchain, order.url, account_id, alternates)
+        finally:
+            await asyncio.shield(self._cleanup(publications, providers))
+            structlog.contextvars.reset_contextvars(**bound)
+
+    @staticmethod
+    def _authenticator_for(domain: str, dns_mapping: dict[str, int]) -> int:
+        if domain in dns_mapping:
+            return dns_mapping[domain]
+        raise ValidationError.single(
+            f"data.dns_mapping.{domain}",
+            "the CA asks to validate this name but no authenticator is mapped to it",
+        )
+
+    async def _provider(
+        self, providers: dict[int, DNSProvider], authenticator_id: int
+    ) -> DNSProvider:
+        if authenticator_id not in providers:
+            service = self.daemon.services["acme.dns.authenticator"]
+            providers[authenticator_id] = await service.open_provider(authenticator_id)  # type: ignore[attr-defined]
+        return providers[authenticator_id]
+
+    async def _publish(
+        self,
+        publications: list[Publication],
+        providers: dict[int, DNSProvider],
+        order_url: str,
+        job_id: int | None,
+    ) -> None:
+        settings = propagation_settings(self.daemon)
+        for pub in publications:
+            provider = await self._provider(providers, pub.authenticator_id)
+            name = pub.challenge.record_name.rstrip(".")
+            pub.fqdn = (
+                await follow_cname(name, settings) if settings.follow_cnames else name
+            )
+            pub.zone = await provider.find_zone(pub.fqdn)
+            # Written (and committed) before the value exists, so that a crash
+            # right after publishing still leaves a record of what to remove.
+            async with self.daemon.db.session() as session:
+                row = ChallengeRecord(
+                    authenticator_id=pub.authenticator_id,
+                    zone=pub.zone,
+                    fqdn=pub.fqdn,
+                    value=pub.challenge.value,
+                    order_url=order_url,
+                    job_id=job_id,
+                )
+                session.add(row)
+                await session.flush()
+                pub.record_id = row.id
+        await asyncio.gather(
+            *(self._add(providers[p.authenticator_id], p) for p in publications)
+        )
+
+    @staticmethod
+    async def _add(provider: DNSProvider, pub: Publication) -> None:
+        await provider.add_txt(pub.zone, pub.fqdn, pub.challenge.value)
+        pub.published = True
+        log.info(
+            "txt_record_published", fqdn=pub.fqdn, zone=pub.zone, provider=provider.name
+        )
+
+    async def _wait_visible(self, publications: list[Publication]) -> None:
+        settings = propagation_settings(self.daemon)
+        groups: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        for pub in publications:
+            groups[(pub.zone, pub.fqdn)].add(pub.challenge.value)
+        await asyncio.gather(
+            *(
+                wait_for_txt(zone, fqdn, values, settings)
+                for (zone, fqdn), values in groups.items()
+            )
+        )
+
+    async def _cleanup(
+        self, publications: list[Publication], providers: dict[int, DNSProvider]
+    ) -> None:
+        for pub in publications:
+            if pub.record_id is None:
+                continue
+            await remove_record(
+                self.daemon,
+                providers.get(pub.authenticator_id),
+                pub.record_id,
+                pub.zone,
+                pub.fqdn,
+                pub.challenge.value,
+            )
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+
+async def remove_record(
+    daemon: Daemon,
+    provider: DNSProvider | None,
+    record_id: int,
+    zone: str | None,
+    fqdn: str,
+    value: str,
+) -> bool:
+    """Remove one value certd wrote and forget it; a failure is logged and kept for later."""
+    try:
+        if provider is not None and zone:
+            await provider.remove_txt(zone, fqdn, value)
+    except CertdError as exc:
+        log.warning("txt_record_removal_failed", fqdn=fqdn, error=exc.message)
+        return False
+    except Exception:
+        log.exception("txt_record_removal_failed", fqdn=fqdn)
+        return False
+    async with daemon.db.session() as session:
+        await session.execute(
+            delete(ChallengeRecord).where(ChallengeRecord.id == record_id)
+        )
+    log.info("txt_record_removed", fqdn=fqdn, zone=zone)
+    return True
+
+
+async def clean_leftover_records(daemon: Daemon) -> int:
+    """Remove TXT values a previous process wrote and did not get to remove."""
+    async with daemon.db.session() as session:
+        rows = (await session.scalars(select(ChallengeRecord))).all()
+    if not rows:
+        return 0
+    service: Any = daemon.services["acme.dns.authenticator"]
+    removed = 0
+    by_authenticator: defaultdict[int, list[ChallengeRecord]] = defaultdict(list)
+    for row in rows:
+        by_authenticator[row.authenticator_id].append(row)
+    for authenticator_id, records in by_authenticator.items():
+        try:
+            provider = await service.open_provider(authenticator_id)
+        except CertdError as exc:
+            log.warning(
+                "leftover_records_kept",
+                authenticator_id=authenticator_id,
+                error=exc.message,
+            )
+            continue
+        try:
+            zone_cache: dict[str, str] = {}
+            for row in records:
+                zone = row.zone
+                if not zone:
+                    zone = zone_cache.get(row.fqdn) or await provider.find_zone(
+                        row.fqdn
+                    )
+                    zone_cache[row.fqdn] = zone
+                if await remove_record(
+                    daemon, provider, row.id, zone, row.fqdn, row.value
+                ):
+                    removed += 1
+        finally:
+            await provider.aclose()
+    log.info("leftover_records_cleaned", removed=removed, found=len(rows))
+    return removed

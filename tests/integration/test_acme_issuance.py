@@ -1,0 +1,121 @@
+"""End to end: the daemon's API gets certificates from pebble through BIND."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certd.client import Client
+from tests.daemon import RunningDaemon, call_job
+from tests.testbed import NamedServer, PebbleServer
+
+
+async def _issue(
+    client: Client,
+    pebble: PebbleServer,
+    authenticator_id: int,
+    name: str,
+    san: list[str],
+) -> dict[str, Any]:
+    csr = await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": f"{name}-csr",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "key_type": "EC",
+            "ec_curve": "SECP256R1",
+            "san": san,
+        },
+    )
+    return await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": name,
+            "create_type": "CERTIFICATE_CREATE_ACME",
+            "csr_id": csr["id"],
+            "acme_directory_uri": pebble.directory_url,
+            "tos": True,
+            "dns_mapping": {domain: authenticator_id for domain in san},
+            "renew_days": 20,
+        },
+    )
+
+
+def _openssl_verify(tmp_path: Path, pebble: PebbleServer, fullchain: str) -> str:
+    root = tmp_path / "root.pem"
+    root.write_text(pebble.issuer_root_pem())
+    chain = x509.load_pem_x509_certificates(fullchain.encode())
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(chain[0].public_bytes(Encoding.PEM))
+    untrusted = tmp_path / "untrusted.pem"
+    untrusted.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain[1:]))
+    result = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(root),
+            "-untrusted",
+            str(untrusted),
+            str(leaf),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() + result.stderr.strip()
+
+
+async def test_issue_one_name_and_wildcard_with_apex(
+    certd: RunningDaemon,
+    named: NamedServer,
+    pebble: PebbleServer,
+    rfc2136_attributes: dict[str, object],
+    tmp_path: Path,
+) -> None:
+    async with certd.client() as client:
+        authenticator = await client.call(
+            "acme.dns.authenticator.create",
+            {"name": "bind", "attributes": rfc2136_attributes},
+        )
+        assert "tsig_secret" not in authenticator["attributes"]
+        assert authenticator["secrets_set"] == ["tsig_secret"]
+
+        single = await _issue(
+            client, pebble, authenticator["id"], "one", ["one.example.test"]
+        )
+        assert single["cert_type"] == "CERTIFICATE"
+        assert single["san"] == ["DNS:one.example.test"]
+        assert single["parsed"] is True
+        assert len(single["chain_list"]) >= 2
+        assert single["acme"]["directory"] == pebble.directory_url
+        assert "privatekey" not in single
+        assert _openssl_verify(tmp_path, pebble, single["certificate"]).endswith(": OK")
+        assert named.query("_acme-challenge.one.example.test") == []
+
+        both = await _issue(
+            client,
+            pebble,
+            authenticator["id"],
+            "wild",
+            ["example.test", "*.example.test"],
+        )
+        assert sorted(both["san"]) == ["DNS:*.example.test", "DNS:example.test"]
+        assert _openssl_verify(tmp_path, pebble, both["certificate"]).endswith(": OK")
+        assert named.query("_acme-challenge.example.test") == []
+
+        listed = await client.call(
+            "certificate.query", [["cert_type", "=", "CERTIFICATE"]]
+        )
+        assert sorted(entry["name"] for entry in listed) == ["one", "wild"]
+        jobs = await client.call(
+            "core.get_jobs", [["method", "=", "certificate.create"]]
+        )
+        assert [job["state"] for job in jobs] == ["SUCCESS"] * 4
+        assert all(job["arguments"]["data"] == "********" for job in jobs)

@@ -338,6 +338,8 @@ class AcmeClient:
                 challenge and the CA's problem), or the deadline passed.
         """
         urls = list(urls)
+        if not urls:
+            return []
         deadline = self._deadline()
         tasks = [
             asyncio.create_task(self._poll_authorization(url, deadline)) for url in urls
@@ -347,9 +349,10 @@ class AcmeClient:
         finally:
             for task in tasks:
                 task.cancel()
-        failures = [t.exception() for t in tasks if t in done and t.exception()]
-        if failures:
-            raise failures[0]  # type: ignore[misc]
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if task in done and (error := task.exception()) is not None:
+                raise error
         return [task.result() for task in tasks]
 
     async def _poll_authorization(

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certd.acme import AcmeClient, Order, PollPolicy
+from certd.acme import AcmeClient, Dns01, Order, PollPolicy
 from tests.testbed import NamedServer, PebbleServer, start_pebble
 
 FAST_POLL = PollPolicy(initial=0.01, factor=1.5, maximum=0.2, timeout=20.0)
@@ -61,11 +61,11 @@ async def issue(
     named: NamedServer,
     names: list[str],
     *,
-    tamper: Callable[[str], str] = lambda value: value,
+    tamper: Callable[[Dns01], str] = lambda task: task.value,
 ) -> Issued:
     """Run one dns-01 order end to end; TXT values are removed afterwards.
 
-    ``tamper`` changes the published value, to make validation fail on purpose.
+    ``tamper`` picks the published value, to make validation fail on purpose.
     """
     key, csr_pem = make_csr(names)
     order = await client.new_order(csr_pem)
@@ -74,7 +74,7 @@ async def issue(
     published: list[tuple[str, str]] = []
     try:
         for task in tasks:
-            value = tamper(task.value)
+            value = tamper(task)
             named.add_txt(task.record_name, value)
             published.append((task.record_name, value))
         # answer only once every value is in the zone: wildcard and apex share a name

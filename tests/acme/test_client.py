@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
-from certd.acme import AcmeClient, PollPolicy
+from certd.acme import AcmeClient, Dns01, PollPolicy
 from certd.errors import AcmeError
 from tests.acme.conftest import (
     FAST_POLL,
@@ -121,7 +121,9 @@ async def test_wrong_txt_value_names_domain_and_ca_detail(
     client: AcmeClient, named: NamedServer
 ) -> None:
     with pytest.raises(AcmeError) as caught:
-        await issue(client, named, ["wrong.example.test"], tamper=lambda v: v + "x")
+        await issue(
+            client, named, ["wrong.example.test"], tamper=lambda t: t.value + "x"
+        )
 
     error = caught.value
     assert error.domain == "wrong.example.test"
@@ -130,6 +132,26 @@ async def test_wrong_txt_value_names_domain_and_ca_detail(
     assert "dns-01 challenge failed" in error.message
     assert "Correct value not found for DNS challenge" in error.message
     assert named.query("_acme-challenge.wrong.example.test") == []
+
+
+async def test_one_failed_authorization_fails_the_set(
+    client: AcmeClient, named: NamedServer
+) -> None:
+    names = ["good.example.test", "bad.example.org.test"]
+
+    def tamper(task: Dns01) -> str:
+        return task.value + "x" if task.domain == "bad.example.org.test" else task.value
+
+    with pytest.raises(AcmeError) as caught:
+        await issue(client, named, names, tamper=tamper)
+
+    assert caught.value.domain == "bad.example.org.test"
+    assert named.query("_acme-challenge.good.example.test") == []
+    assert named.query("_acme-challenge.bad.example.org.test") == []
+
+
+async def test_poll_no_authorizations(client: AcmeClient) -> None:
+    assert await client.poll_authorizations([]) == []
 
 
 async def test_unanswered_authorization_hits_deadline(

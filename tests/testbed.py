@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +50,7 @@ TSIG_KEY_NAME = "acme-key"
 TSIG_ALGORITHM = "hmac-sha256"
 START_TIMEOUT = 10.0
 STOP_GRACE = 3.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class TestbedError(RuntimeError):
@@ -83,6 +87,15 @@ def find_binary(name: str) -> str:
     return found
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the test process dies without cleaning up."""
+    # a pytest killed hard (SIGKILL, os._exit from a timeout) runs no teardown;
+    # without this its servers would linger and hold their ports
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _process(
     argv: list[str], log_path: Path, env: Mapping[str, str] | None = None
@@ -95,6 +108,7 @@ def _process(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
+            preexec_fn=_die_with_parent,
         )
     try:
         yield proc

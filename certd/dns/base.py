@@ -54,6 +54,13 @@ class ProviderContext:
     retry_max_delay: float = 30.0
     # how long a vendor may take to apply a change it accepted (Route 53 INSYNC)
     change_timeout: float = 300.0
+    change_poll_interval: float = 1.0
+
+    def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before retry ``attempt`` (1-based): Retry-After, else backoff; capped."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_max_delay)
+        return min(self.retry_base_delay * 2 ** (attempt - 1), self.retry_max_delay)
 
 
 class DNSProvider(abc.ABC):

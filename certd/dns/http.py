@@ -56,15 +56,6 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - now)
 
 
-def backoff_delay(
-    attempt: int, retry_after: float | None, context: ProviderContext
-) -> float:
-    """Delay before retry number ``attempt`` (1-based), bounded by the context."""
-    if retry_after is not None:
-        return min(retry_after, context.retry_max_delay)
-    return min(context.retry_base_delay * 2 ** (attempt - 1), context.retry_max_delay)
-
-
 class JsonHttpClient:
     """Requests against one vendor API base URL with fixed auth headers."""
 
@@ -115,12 +106,12 @@ class JsonHttpClient:
                         f"{method} {url} failed: {reason}",
                         retryable=True,
                     ) from exc
-                delay = backoff_delay(attempt, None, self._context)
+                delay = self._context.retry_delay(attempt)
             else:
                 if reply.status not in RETRY_STATUSES or attempt == attempts:
                     return reply
                 retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
-                delay = backoff_delay(attempt, retry_after, self._context)
+                delay = self._context.retry_delay(attempt, retry_after)
                 reason = f"HTTP {reply.status}"
             log.info(
                 "http_request_retried",

@@ -55,11 +55,16 @@ class Client:
 
     async def raw(self, body: Any) -> tuple[int, Any]:
         """POST any JSON body; return the HTTP status and the decoded reply."""
-        async with self._session.post(
-            self._endpoint, data=json.dumps(body)
-        ) as response:
+        return await self.raw_text(json.dumps(body))
+
+    async def raw_text(self, body: str) -> tuple[int, Any]:
+        """POST a body as it is; return the HTTP status and the decoded reply."""
+        async with self._session.post(self._endpoint, data=body) as response:
             text = await response.text()
+        try:
             return response.status, (json.loads(text) if text else None)
+        except json.JSONDecodeError:
+            return response.status, text
 
     async def call(self, method: str, *params: Any) -> Any:
         """Call a method with positional params; raise RpcError on an error reply."""

@@ -33,6 +33,8 @@ from certd.errors import (
 
 log = structlog.get_logger(__name__)
 
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 NOT_AUTHENTICATED = -32001
@@ -181,15 +183,30 @@ class Dispatcher:
 
     async def handle(self, body: str, ctx: CallContext) -> str:
         """A response body for a request body ('' for notifications only)."""
+        try:
+            request = json.loads(body)
+        except (json.JSONDecodeError, RecursionError):
+            return _error_response(
+                PARSE_ERROR, "Parse error: the body is not valid JSON"
+            )
+        if isinstance(request, list) and len(request) > self.max_batch_size:
+            return _error_response(
+                INVALID_REQUEST,
+                "Invalid request",
+                f"a batch may hold at most {self.max_batch_size} requests",
+            )
         response = await dispatch_to_serializable(
             body,
             self.methods,
             context=ctx,
-            validator=self._validate_request,
+            deserializer=lambda _: request,
+            validator=default_validator,
         )
         return "" if response is None else json.dumps(response)
 
-    def _validate_request(self, request: Any) -> Any:
-        if isinstance(request, list) and len(request) > self.max_batch_size:
-            raise ValueError(f"a batch may hold at most {self.max_batch_size} requests")
-        return default_validator(request)
+
+def _error_response(code: int, message: str, data: Any = None) -> str:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return json.dumps({"jsonrpc": "2.0", "error": error, "id": None})

@@ -6,17 +6,17 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
 from certd.api.crud import CRUDService
-from certd.api.registry import api_method, validation_error_from_pydantic
+from certd.api.registry import api_method
 from certd.dns.base import (
     DNSProvider,
     ProviderAttributes,
     ProviderContext,
     attributes_schema,
     installed_providers,
+    parse_attributes,
 )
 from certd.errors import (
     ConflictError,
@@ -118,11 +118,9 @@ class DNSAuthenticatorService(CRUDService):
                 f"{where}.authenticator",
                 f"unknown provider {provider_name!r}; choose one of {', '.join(sorted(providers))}",
             )
-        try:
-            parsed = providers[provider_name].Attributes.model_validate(attributes)
-        except PydanticValidationError as exc:
-            raise validation_error_from_pydantic(exc, prefix=where) from None
-        return provider_name, parsed
+        return provider_name, parse_attributes(
+            providers[provider_name].Attributes, attributes, prefix=where
+        )
 
     async def _check_name(
         self, session: Any, name: str, exclude: int | None = None

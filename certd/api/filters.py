@@ -146,12 +146,18 @@ def _compile_one(item: Any, where: str) -> Predicate:
     return predicate
 
 
-def _sort_key(path: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+def _sort_key(
+    path: str, descending: bool
+) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    # Missing and null values sort last in both directions; with reverse=True
+    # the flag has to be inverted to keep them there.
+    present, absent = (1, 0) if descending else (0, 1)
+
     def key(entry: dict[str, Any]) -> tuple[int, Any]:
         value = lookup(entry, path)
         if value is _MISSING or value is None:
-            return (1, "")
-        return (0, value)
+            return (absent, "")
+        return (present, value)
 
     return key
 
@@ -163,7 +169,7 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
         descending = spec.startswith("-")
         path = spec.lstrip("-")
         try:
-            rows.sort(key=_sort_key(path), reverse=descending)
+            rows.sort(key=_sort_key(path, descending), reverse=descending)
         except TypeError as exc:
             raise ValidationError.single(
                 "options.order_by", f"cannot order by {path!r}: mixed value types"

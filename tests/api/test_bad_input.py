@@ -1,0 +1,247 @@
+"""Bad input gets a clear JSON-RPC error naming the field, and changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from certd.client import Client, RpcError
+from tests.daemon import RunningDaemon, call_job
+
+RFC2136 = {
+    "authenticator": "rfc2136",
+    "server": "127.0.0.1",
+    "port": 5399,
+    "tsig_key_name": "acme-key",
+    "tsig_secret": "c2VjcmV0LXRzaWcta2V5LWZvci10ZXN0cw==",
+}
+
+
+async def snapshot(client: Client) -> dict[str, Any]:
+    """Everything a bad call could have changed."""
+    return {
+        "authenticators": await client.call("acme.dns.authenticator.query"),
+        "certificates": await client.call("certificate.query"),
+        "jobs": await client.call("core.get_jobs"),
+    }
+
+
+async def expect_error(client: Client, method: str, *params: Any) -> RpcError:
+    with pytest.raises(RpcError) as caught:
+        await client.call(method, *params)
+    return caught.value
+
+
+def fields(error: RpcError) -> list[str]:
+    return [e["field"] for e in error.data["errors"]]
+
+
+async def test_unknown_method(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        error = await expect_error(client, "certificate.nonexistent")
+        assert error.code == -32601
+        assert error.data == "certificate.nonexistent"
+        assert await snapshot(client) == before
+
+
+async def test_wrong_types_name_the_field(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        error = await expect_error(
+            client, "acme.dns.authenticator.create", {"name": 42, "attributes": RFC2136}
+        )
+        assert error.code == -32602
+        assert fields(error) == ["data.name"]
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {"name": "x", "attributes": {**RFC2136, "port": "not-a-port"}},
+        )
+        assert fields(error) == ["data.attributes.port"]
+        error = await expect_error(client, "certificate.get_instance", "one")
+        assert fields(error) == ["id"]
+        error = await expect_error(client, "certificate.query", "not-a-list")
+        assert fields(error) == ["filters"]
+        assert await snapshot(client) == before
+
+
+async def test_missing_required_and_unknown_fields(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        error = await expect_error(
+            client, "acme.dns.authenticator.create", {"attributes": RFC2136}
+        )
+        assert error.data["errors"] == [
+            {"field": "data.name", "message": "this field is required", "errno": 22}
+        ]
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {"name": "x", "attributes": {**RFC2136, "colour": "blue"}},
+        )
+        assert fields(error) == ["data.attributes.colour"]
+        error = await expect_error(
+            client,
+            "certificate.create",
+            {"name": "x", "create_type": "CERTIFICATE_CREATE_ACME"},
+        )
+        assert sorted(fields(error)) == ["data.acme_directory_uri", "data.csr_id"]
+        error = await expect_error(client, "certificate.get_instance", 1, 2)
+        assert fields(error) == ["params"]
+        assert await snapshot(client) == before
+
+
+async def test_duplicate_names_are_refused(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        first = await client.call(
+            "acme.dns.authenticator.create", {"name": "bind", "attributes": RFC2136}
+        )
+        before = await snapshot(client)
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {"name": "bind", "attributes": RFC2136},
+        )
+        assert error.data["errors"][0]["field"] == "data.name"
+        assert "already exists" in error.message
+        assert await snapshot(client) == before
+
+        await call_job(
+            client,
+            "certificate.create",
+            {
+                "name": "csr",
+                "create_type": "CERTIFICATE_CREATE_CSR",
+                "key_type": "EC",
+                "san": ["a.example.test"],
+            },
+        )
+        before = await snapshot(client)
+        error = await expect_error(
+            client,
+            "certificate.create",
+            {
+                "name": "csr",
+                "create_type": "CERTIFICATE_CREATE_CSR",
+                "key_type": "EC",
+                "san": ["a.example.test"],
+            },
+        )
+        assert fields(error) == ["data.name"]
+        assert await snapshot(client) == before
+        assert first["id"] == before["authenticators"][0]["id"]
+
+
+async def test_cloudflare_with_token_and_global_key(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {
+                "name": "cf",
+                "attributes": {
+                    "authenticator": "cloudflare",
+                    "api_token": "token-canary-1234",
+                    "cloudflare_email": "admin@example.com",
+                    "api_key": "globalkey-canary-5678",
+                },
+            },
+        )
+        assert error.code == -32602
+        assert fields(error) == ["data.attributes.api_token"]
+        assert "not both" in error.message
+        assert "canary" not in error.message and "canary" not in str(error.data)
+        assert await snapshot(client) == before
+
+
+async def test_unknown_provider(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {"name": "x", "attributes": {"authenticator": "nosuchdns"}},
+        )
+        assert fields(error) == ["data.attributes.authenticator"]
+        assert "rfc2136" in error.message
+
+
+async def test_unmapped_domain_in_dns_mapping(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        authenticator = await client.call(
+            "acme.dns.authenticator.create", {"name": "bind", "attributes": RFC2136}
+        )
+        csr = await call_job(
+            client,
+            "certificate.create",
+            {
+                "name": "two-names",
+                "create_type": "CERTIFICATE_CREATE_CSR",
+                "key_type": "EC",
+                "san": ["a.example.test", "b.example.test"],
+            },
+        )
+        before = await snapshot(client)
+        error = await expect_error(
+            client,
+            "certificate.create",
+            {
+                "name": "acme-cert",
+                "create_type": "CERTIFICATE_CREATE_ACME",
+                "csr_id": csr["id"],
+                "acme_directory_uri": "https://127.0.0.1:1/dir",
+                "tos": True,
+                "dns_mapping": {
+                    "a.example.test": authenticator["id"],
+                    "c.example.test": authenticator["id"],
+                },
+            },
+        )
+        assert sorted(fields(error)) == [
+            "data.dns_mapping.b.example.test",
+            "data.dns_mapping.c.example.test",
+        ]
+        assert "needs a DNS authenticator" in error.message
+        # Refused before a job was started: no job, no certificate.
+        assert await snapshot(client) == before
+
+
+async def test_delete_of_a_used_authenticator_needs_force(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        authenticator = await client.call(
+            "acme.dns.authenticator.create", {"name": "bind", "attributes": RFC2136}
+        )
+        assert (
+            await client.call("acme.dns.authenticator.delete", authenticator["id"])
+            is True
+        )
+        error = await expect_error(
+            client, "acme.dns.authenticator.delete", authenticator["id"]
+        )
+        assert error.code == -32003
+
+
+async def test_protocol_errors(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        status, reply = await client.raw_text("{not json")
+        assert status == 200 and reply["error"]["code"] == -32700
+        status, reply = await client.raw({"jsonrpc": "2.0", "id": 1})
+        assert reply["error"]["code"] == -32600
+        status, reply = await client.raw(
+            [{"jsonrpc": "2.0", "method": "core.ping", "id": i} for i in range(101)]
+        )
+        assert reply["error"]["code"] == -32600
+        assert "at most 100" in reply["error"]["data"]
+        status, reply = await client.raw(
+            [
+                {"jsonrpc": "2.0", "method": "core.ping", "id": 1},
+                {"jsonrpc": "2.0", "method": "nope", "id": 2},
+                {"jsonrpc": "2.0", "method": "core.ping"},
+            ]
+        )
+        assert [r.get("result") for r in reply] == ["pong", None]
+        assert reply[1]["error"]["code"] == -32601
+        status, _ = await client.raw_text("x" * (5 * 1024 * 1024))
+        assert status == 413

@@ -1,0 +1,76 @@
+"""Discovery, jobs and their history."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from certd.api.jobs import JobState
+from certd.store.models import Job as JobRow
+from tests.daemon import RunningDaemon, make_config, running_daemon
+
+
+async def test_discover_describes_every_method(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        document = await client.call("rpc.discover")
+    assert document["openrpc"].startswith("1.2")
+    by_name = {m["name"]: m for m in document["methods"]}
+    assert set(by_name) == set(certd.daemon.registry.methods)
+    create = by_name["certificate.create"]
+    assert create["x-job"] is True
+    assert create["params"][0]["name"] == "data"
+    data_schema = create["params"][0]["schema"]
+    properties = data_schema["$defs"]["CertificateCreate"]["properties"]
+    assert {"name", "create_type", "csr_id", "dns_mapping", "san"} <= set(properties)
+    query = by_name["certificate.query"]
+    assert [p["name"] for p in query["params"]] == ["filters", "options"]
+    assert query["result"]["schema"]  # list of entries, an entry, or a count
+    for method in document["methods"]:
+        assert method["summary"], method["name"]
+        assert "schema" in method["result"], method["name"]
+
+
+async def test_job_progress_result_and_history(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    async with running_daemon(config) as running:
+        jobs = running.daemon.jobs
+        steps = asyncio.Event()
+
+        async def work(job) -> dict[str, int]:  # type: ignore[no-untyped-def]
+            await job.set_progress(50, "half way")
+            await steps.wait()
+            return {"answer": 42}
+
+        job = await jobs.submit("test.work", {"x": 1}, work, caller="tests")
+        seen = await jobs.wait_for_change(job.id, 5)
+        while seen["progress"]["percent"] < 50:
+            seen = await jobs.wait_for_change(job.id, 5)
+        assert seen["state"] == "RUNNING"
+        assert seen["progress"] == {"percent": 50.0, "description": "half way"}
+        steps.set()
+        done = await jobs.wait(job.id, 5)
+        assert done["state"] == "SUCCESS"
+        assert done["result"] == {"answer": 42}
+
+        async def forever(job) -> None:  # type: ignore[no-untyped-def]
+            await asyncio.sleep(3600)
+
+        stuck = await jobs.submit("test.forever", [], forever)
+        async with running.client() as client:
+            await client.call("core.job_abort", stuck.id)
+            aborted = await client.call("core.job_wait", stuck.id, 5)
+        assert aborted["state"] == JobState.ABORTED
+        assert aborted["error"] == "aborted by request"
+
+        # A job left running by a killed process is marked when the daemon starts.
+        async with running.daemon.db.session() as session:
+            left = JobRow(method="test.forever", arguments=[], state="RUNNING")
+            session.add(left)
+    async with running_daemon(config) as restarted:
+        async with restarted.client() as client:
+            history = await client.call("core.get_jobs", [], {"order_by": ["id"]})
+    states = {job["id"]: (job["state"], job["error"]) for job in history}
+    assert states[job.id] == ("SUCCESS", None)
+    assert states[stuck.id][0] == "ABORTED"
+    assert states[left.id][0] == "ABORTED"
+    assert "interrupted" in states[left.id][1]

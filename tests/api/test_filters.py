@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+
+from certd.api.filters import QueryOptions, filter_entries
+from certd.errors import NotFoundError, ValidationError
+
+ENTRIES = [
+    {
+        "id": 1,
+        "name": "www",
+        "days_left": 80,
+        "san": ["DNS:www.example.com"],
+        "acme": {"directory": "a"},
+    },
+    {
+        "id": 2,
+        "name": "mail",
+        "days_left": 5,
+        "san": ["DNS:mail.example.com"],
+        "acme": None,
+    },
+    {"id": 3, "name": "web2", "days_left": None, "san": [], "acme": {"directory": "b"}},
+]
+
+
+def names(result: list[dict[str, object]]) -> list[object]:
+    return [entry["name"] for entry in result]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ([], ["www", "mail", "web2"]),
+        ([["name", "=", "mail"]], ["mail"]),
+        ([["name", "!=", "mail"]], ["www", "web2"]),
+        ([["days_left", "<", 10]], ["mail"]),
+        ([["days_left", ">=", 5]], ["www", "mail"]),
+        ([["name", "in", ["www", "web2"]]], ["www", "web2"]),
+        ([["name", "nin", ["www"]]], ["mail", "web2"]),
+        ([["name", "~", "^w"]], ["www", "web2"]),
+        ([["name", "^", "we"]], ["web2"]),
+        ([["name", "$", "il"]], ["mail"]),
+        ([["san", "rin", "DNS:www.example.com"]], ["www"]),
+        ([["acme.directory", "=", "b"]], ["web2"]),
+        ([["OR", [["name", "=", "www"], ["days_left", "<", 10]]]], ["www", "mail"]),
+        ([["name", "^", "w"], ["days_left", ">", 10]], ["www"]),
+    ],
+)
+def test_filters_select_the_matching_entries(
+    filters: list[object], expected: list[str]
+) -> None:
+    assert names(filter_entries(ENTRIES, filters, QueryOptions())) == expected
+
+
+def test_options_order_page_count_and_get() -> None:
+    ordered = filter_entries(ENTRIES, [], QueryOptions(order_by=["-days_left"]))
+    assert names(ordered) == ["www", "mail", "web2"]  # None sorts last
+    assert names(
+        filter_entries(ENTRIES, [], QueryOptions(order_by=["name"], limit=2, offset=1))
+    ) == [
+        "web2",
+        "www",
+    ]
+    assert (
+        filter_entries(ENTRIES, [["days_left", ">", 0]], QueryOptions(count=True)) == 2
+    )
+    assert (
+        filter_entries(ENTRIES, [["id", "=", 2]], QueryOptions(get=True))["name"]
+        == "mail"
+    )
+    assert filter_entries(ENTRIES, [], QueryOptions(select=["id"])) == [
+        {"id": 1},
+        {"id": 2},
+        {"id": 3},
+    ]
+
+
+def test_get_without_a_match_is_not_found() -> None:
+    with pytest.raises(NotFoundError):
+        filter_entries(ENTRIES, [["id", "=", 99]], QueryOptions(get=True))
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        (["name"], "filters.0"),
+        ([["name", "=="]], "filters.0"),
+        ([["name", "like", "x"]], "filters.0.1"),
+        ([["name", "~", "("]], "filters.0.2"),
+        ([["name", "in", "www"]], "filters.0.2"),
+        ([[1, "=", "x"]], "filters.0.0"),
+        ([["OR", []]], "filters.0"),
+    ],
+)
+def test_malformed_filters_name_their_position(
+    filters: list[object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, filters, QueryOptions())
+    assert caught.value.errors[0].field == field

@@ -35,7 +35,7 @@ async def test_probes_need_no_key(certd: RunningDaemon) -> None:
 
 
 async def test_unknown_malformed_and_revoked_keys_get_401(certd: RunningDaemon) -> None:
-    entry, key = await certd.daemon.api_keys.create("short-lived")
+    _, key = await certd.daemon.api_keys.create("short-lived")
     async with certd.client(key) as client:
         assert await client.call("core.ping") == "pong"
     for bad in ("certd_nothere_secret", "not-a-key", key[:-3] + "abc"):

@@ -159,8 +159,76 @@ class Certificate(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Why next_attempt_at is what it is: renew_days, lifetime_fraction, ari,
+    # backoff or retry_after (the names certificate.renewal_plan reports).
+    next_attempt_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    # The CA's Retry-After of the last failure, as a point in time.
+    retry_not_before: Mapped[datetime | None] = mapped_column(default=None)
+    # Renewal keeps the key (and CSR) instead of generating a new one.
+    reuse_key: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The CA's suggested renewal window (RFC 9773) and when to ask again.
+    ari_window_start: Mapped[datetime | None] = mapped_column(default=None)
+    ari_window_end: Mapped[datetime | None] = mapped_column(default=None)
+    ari_next_fetch_at: Mapped[datetime | None] = mapped_column(default=None)
+    # File targets and hooks (certd.deploy.models.DeployConfig) and how the
+    # last deployment went; deploy_next_attempt_at is set while one is owed.
+    deploy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    deploy_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    deploy_next_attempt_at: Mapped[datetime | None] = mapped_column(
+        default=None, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RenewalAttempt(Base):
+    """One renewal of one certificate, written before each step it takes.
+
+    An attempt that is neither succeeded nor failed was cut short; the next
+    process resumes it from ``order_url`` (fetching an order the CA already
+    issued instead of ordering again). The new key lives here only until the
+    certificate is replaced, then it is cleared.
+    """
+
+    __tablename__ = "renewal_attempt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    certificate_id: Mapped[int] = mapped_column(
+        ForeignKey("certificate.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # running, succeeded, failed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # schedule, manual, resume
+    trigger: Mapped[str] = mapped_column(String(16))
+    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    csr: Mapped[str | None] = mapped_column(Text, default=None)
+    replaces: Mapped[str | None] = mapped_column(String(500), default=None)
+    order_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    order_count: Mapped[int] = mapped_column(Integer, default=0)
+    old_serial: Mapped[str | None] = mapped_column(String(64), default=None)
+    new_serial: Mapped[str | None] = mapped_column(String(64), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Event(Base):
+    """Something that happened to a certificate or CA, kept for event.query."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    # info, warning, error
+    severity: Mapped[str] = mapped_column(String(16))
+    certificate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("certificate.id", ondelete="SET NULL"), default=None, index=True
+    )
+    subject: Mapped[str | None] = mapped_column(String(120), default=None)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class ChallengeRecord(Base):

@@ -107,6 +107,7 @@ class AcmeAccount(Base):
     tos_agreed: Mapped[bool] = mapped_column(Boolean, default=False)
     terms_of_service: Mapped[str | None] = mapped_column(String(500), default=None)
     status: Mapped[str] = mapped_column(String(16), default="valid")
+    eab_kid: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

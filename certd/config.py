@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from certd.errors import FieldError, ValidationError
 
@@ -120,6 +120,44 @@ class RenewalConfig(_Section):
     renew_days: int = Field(default=30, ge=1, le=365)
     scan_interval: float = Field(default=3600.0, gt=0)
     max_concurrent: int = Field(default=4, ge=1)
+    tick_interval: float = Field(default=30.0, gt=0)
+    # A renewal never starts before this fraction of the lifetime has passed,
+    # however large renew_days is (short-lived certificates would loop).
+    earliest_fraction: float = Field(default=1 / 3, ge=0, lt=1)
+    jitter: float = Field(default=3600.0, ge=0)
+    retry_base: float = Field(default=300.0, gt=0)
+    retry_max: float = Field(default=21600.0, gt=0)
+    failure_alert_after: int = Field(default=3, ge=1)
+    expiry_warning_days: int = Field(default=14, ge=0)
+    ca_warning_days: int = Field(default=90, ge=0)
+    ari: bool = True
+    ari_fetch_interval: float = Field(default=21600.0, ge=60)
+
+
+class DeployConfig(_Section):
+    hook_timeout: float = Field(default=60.0, gt=0, le=3600)
+    hook_retries: int = Field(default=5, ge=0)
+    retry_base: float = Field(default=30.0, gt=0)
+    retry_max: float = Field(default=3600.0, gt=0)
+
+
+class WebhookConfig(_Section):
+    url: str = Field(pattern=r"^https?://")
+    # Event kinds to send (e.g. "certificate.renewal_failed"); empty: all.
+    kinds: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=5, ge=0)
+    retry_base: float = Field(default=2.0, gt=0)
+
+
+class EventsConfig(_Section):
+    retention_days: int = Field(default=180, ge=1)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
 
 
 class LogConfig(_Section):
@@ -133,7 +171,16 @@ class Config(_Section):
     acme: AcmeConfig = Field(default_factory=AcmeConfig)
     dns: DNSConfig = Field(default_factory=DNSConfig)
     renewal: RenewalConfig = Field(default_factory=RenewalConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    # The file this was read from, so that SIGHUP can read it again.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
 
 def load_config(path: Path | None) -> Config:
@@ -158,7 +205,7 @@ def load_config(path: Path | None) -> Config:
     import pydantic
 
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ValidationError(
             [
@@ -166,3 +213,5 @@ def load_config(path: Path | None) -> Config:
                 for err in exc.errors()
             ]
         ) from exc
+    config._source = Path(path)
+    return config

@@ -55,6 +55,9 @@ class ProviderContext:
     # how long a vendor may take to apply a change it accepted (Route 53 INSYNC)
     change_timeout: float = 300.0
     change_poll_interval: float = 1.0
+    # (host, port) of resolvers for providers that find zones through DNS
+    # (shell, acme-dns); the system resolver when empty
+    resolvers: tuple[tuple[str, int], ...] = ()
 
     def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before retry ``attempt`` (1-based): Retry-After, else backoff; capped."""

@@ -5,3 +5,4 @@ from certd.dns.base import register_builtin
 register_builtin("rfc2136", "certd.dns.rfc2136:RFC2136Provider")
 register_builtin("cloudflare", "certd.dns.cloudflare:CloudflareProvider")
 register_builtin("route53", "certd.dns.route53:Route53Provider")
+register_builtin("shell", "certd.dns.shell:ShellProvider")

@@ -112,6 +112,24 @@ async def follow_cname(fqdn: str, settings: PropagationSettings) -> str:
     )
 
 
+async def zone_of(fqdn: str, settings: PropagationSettings) -> str:
+    """The zone fqdn is in, from the SOA the resolvers return for it or a parent.
+
+    Raises:
+        DNSLookupError: no SOA was found on the way up to the root.
+    """
+    name = normalize_name(fqdn)
+    try:
+        zone = await dns.asyncresolver.zone_for_name(
+            _absolute(name), resolver=make_resolver(settings)
+        )
+    except dns.exception.DNSException as exc:
+        raise DNSLookupError(
+            name, f"could not find the zone of {name}: {exc}", retryable=True
+        ) from exc
+    return normalize_name(zone.to_text())
+
+
 async def authoritative_servers(
     zone: str, settings: PropagationSettings
 ) -> list[Server]:

@@ -9,10 +9,6 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import dns.exception
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
@@ -26,6 +22,7 @@ from certd.dns.base import (
     in_zone,
     normalize_name,
 )
+from certd.dns.txt import parse_txt, quote_txt
 from certd.errors import DNSProviderError
 
 TTL = 60
@@ -266,9 +263,9 @@ class Route53Provider(DNSProvider):
             try:
                 current = await self._read_txt(zone_id, fqdn)
                 records = list(current["ResourceRecords"]) if current else []
-                if any(_txt_value(r["Value"]) == value for r in records):
+                if any(parse_txt(r["Value"]) == value for r in records):
                     return
-                records.append({"Value": _quote(value)})
+                records.append({"Value": quote_txt(value)})
                 ttl = current["TTL"] if current else TTL
                 await self._change(zone_id, "UPSERT", fqdn, ttl, records)
             except ClientError as exc:
@@ -294,7 +291,7 @@ class Route53Provider(DNSProvider):
             if current is None:
                 return
             records = current["ResourceRecords"]
-            rest = [r for r in records if _txt_value(r["Value"]) != value]
+            rest = [r for r in records if parse_txt(r["Value"]) != value]
             if len(rest) == len(records):
                 return
             try:
@@ -387,27 +384,3 @@ def _zone_id(raw: str) -> str:
 def _name(raw: str) -> str:
     """A Route 53 name with its \\ooo octal escapes (e.g. \\052 for *) decoded."""
     return normalize_name(ESCAPED_OCTET.sub(lambda m: chr(int(m.group(1), 8)), raw))
-
-
-def _quote(value: str) -> str:
-    """value in zone-file syntax: quoted strings of at most 255 octets (RFC 1035 §5.1)."""
-    raw = value.encode()
-    chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
-    return " ".join('"' + "".join(map(_escape_octet, c)) + '"' for c in chunks)
-
-
-def _escape_octet(octet: int) -> str:
-    if octet in (0x22, 0x5C):  # " and \
-        return "\\" + chr(octet)
-    if 0x20 <= octet < 0x7F:
-        return chr(octet)
-    return f"\\{octet:03d}"
-
-
-def _txt_value(text: str) -> str | None:
-    """The joined strings of a Route 53 TXT value, or None if it does not parse."""
-    try:
-        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, text)
-    except dns.exception.DNSException:
-        return None
-    return b"".join(rdata.strings).decode(errors="replace")  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
 from certd.api.crud import CRUDService
+from certd.api.jobs import Job
 from certd.api.registry import api_method
 from certd.dns.base import (
     DNSProvider,
@@ -18,6 +19,7 @@ from certd.dns.base import (
     installed_providers,
     parse_attributes,
 )
+from certd.dns.probe import probe_provider
 from certd.errors import (
     ConflictError,
     NotFoundError,
@@ -52,6 +54,15 @@ class AuthenticatorEntry(BaseModel):
         description="secret attributes are never returned"
     )
     secrets_set: list[str]
+
+
+class ProbeResult(BaseModel):
+    fqdn: str
+    target: str = Field(description="where the value was written, after CNAMEs")
+    zone: str
+    timings: dict[str, float] = Field(description="seconds per step")
+    total: float
+    servers: Any
 
 
 class ProviderSchema(BaseModel):
@@ -214,6 +225,29 @@ class DNSAuthenticatorService(CRUDService):
             }  # type: ignore[misc]
             for name, cls in sorted(self.providers().items())
         ]
+
+    @api_method(job=True)
+    async def test(self, job: Job, id: int, name: str) -> ProbeResult:
+        """Write a random TXT value for ``name``, wait until every authoritative
+        server returns it, remove it, and report how long each step took."""
+        from certd.renewal.issuance import propagation_settings
+
+        domain = name.strip().rstrip(".").lower().removeprefix("*.")
+        if not domain or " " in domain:
+            raise ValidationError.single(
+                "name", "give a domain name, like www.example.com"
+            )
+        record = (
+            domain
+            if domain.startswith("_acme-challenge.")
+            else f"_acme-challenge.{domain}"
+        )
+        await job.set_progress(10, f"publishing a test value at {record}")
+        provider = await self.open_provider(id)
+        async with provider:
+            return await probe_provider(
+                provider, record, propagation_settings(self.app)
+            )  # type: ignore[return-value]
 
     async def open_provider(self, authenticator_id: int) -> DNSProvider:
         """An instance of the provider behind an authenticator, ready to use."""

@@ -1,5 +1,6 @@
 """Every namespace the daemon serves, in start-up order."""
 
+from certd.api.acme_registration import AcmeCertificateService, AcmeRegistrationService
 from certd.api.certificate import CertificateService
 from certd.api.core import CoreService, RpcService
 from certd.api.dns_authenticator import DNSAuthenticatorService
@@ -10,4 +11,6 @@ SERVICES: list[type[Service]] = [
     RpcService,
     DNSAuthenticatorService,
     CertificateService,
+    AcmeRegistrationService,
+    AcmeCertificateService,
 ]

@@ -26,7 +26,7 @@ from sqlalchemy import delete, select
 from certd.acme.client import AcmeClient, Dns01, PollPolicy
 from certd.dns.base import DNSProvider
 from certd.dns.resolve import PropagationSettings, follow_cname, wait_for_txt
-from certd.errors import AcmeError, CertdError, ValidationError
+from certd.errors import AcmeError, CertdError, ConflictError, ValidationError
 from certd.store.models import AcmeAccount, ChallengeRecord
 
 if TYPE_CHECKING:
@@ -78,6 +78,14 @@ def normalize_directory(url: str) -> str:
     return url.strip()
 
 
+def load_account_key(pem: str) -> josepy.JWK:
+    """The stored account key as a JWK of the right kind."""
+    key = serialization.load_pem_private_key(pem.encode(), None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return josepy.JWKEC(key=key)
+    return josepy.JWKRSA(key=key)
+
+
 class Issuer:
     """Owns ACME accounts and runs orders for the daemon."""
 
@@ -99,63 +107,121 @@ class Issuer:
         Raises:
             ValidationError: no account exists yet and the terms were not agreed to.
         """
-        assert self.daemon.http is not None
         directory = normalize_directory(directory)
         async with self._account_locks[directory]:
-            async with self.daemon.db.session() as session:
-                account = await session.scalar(
-                    select(AcmeAccount).where(AcmeAccount.directory == directory)
-                )
-            if account is not None and account.account_url:
-                key = josepy.JWKEC(
-                    key=serialization.load_pem_private_key(
-                        account.key_pem.encode(), None
-                    )
-                )
-                client = await AcmeClient.open(
-                    directory,
-                    key,
-                    session=self.daemon.http,
-                    account_url=account.account_url,
-                    poll=self.poll_policy(),
-                )
-                return client, account.id
-            if not tos:
-                raise ValidationError.single(
-                    "data.tos",
-                    f"no account exists yet at {directory}; agree to the CA's terms "
-                    "of service with tos=true to create one",
-                )
-            private = ec.generate_private_key(ec.SECP256R1())
-            key = josepy.JWKEC(key=private)
-            client = await AcmeClient.open(
-                directory, key, session=self.daemon.http, poll=self.poll_policy()
+            opened = await self.open_account(directory)
+            if opened is not None:
+                return opened
+            return await self._register(
+                directory, tos=tos, contact_email=contact_email, eab=None
             )
-            account_url = await client.register(
-                contact_email=contact_email, terms_of_service_agreed=True
+
+    async def open_account(self, directory: str) -> tuple[AcmeClient, int] | None:
+        """A client for the stored account at ``directory``, if there is one."""
+        assert self.daemon.http is not None
+        async with self.daemon.db.session() as session:
+            account = await session.scalar(
+                select(AcmeAccount).where(AcmeAccount.directory == directory)
             )
-            terms = getattr(client.directory.meta, "terms_of_service", None)
-            pem = private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ).decode()
-            async with self.daemon.db.session() as session:
-                row = AcmeAccount(
-                    directory=directory,
-                    account_url=account_url,
-                    key_pem=pem,
-                    contact_email=contact_email,
-                    tos_agreed=True,
-                    terms_of_service=str(terms) if terms else None,
-                )
-                session.add(row)
+        if account is None or not account.account_url or account.status != "valid":
+            return None
+        key = load_account_key(account.key_pem)
+        client = await AcmeClient.open(
+            directory,
+            key,
+            session=self.daemon.http,
+            account_url=account.account_url,
+            poll=self.poll_policy(),
+        )
+        return client, account.id
+
+    async def register(
+        self,
+        directory: str,
+        *,
+        tos: bool,
+        contact_email: str | None,
+        eab: tuple[str, bytes] | None,
+    ) -> tuple[AcmeClient, int]:
+        """Create the account at ``directory`` now.
+
+        Raises:
+            ConflictError: an account for this directory is already stored.
+            ValidationError: terms not agreed, or the CA requires an external
+                account binding that was not given.
+        """
+        directory = normalize_directory(directory)
+        async with self._account_locks[directory]:
+            if await self.open_account(directory) is not None:
+                raise ConflictError(f"an ACME account for {directory} already exists")
+            return await self._register(
+                directory, tos=tos, contact_email=contact_email, eab=eab
+            )
+
+    async def _register(
+        self,
+        directory: str,
+        *,
+        tos: bool,
+        contact_email: str | None,
+        eab: tuple[str, bytes] | None,
+    ) -> tuple[AcmeClient, int]:
+        assert self.daemon.http is not None
+        if not tos:
+            raise ValidationError.single(
+                "data.tos",
+                f"no account exists yet at {directory}; agree to the CA's terms "
+                "of service with tos=true to create one",
+            )
+        private = ec.generate_private_key(ec.SECP256R1())
+        client = await AcmeClient.open(
+            directory,
+            josepy.JWKEC(key=private),
+            session=self.daemon.http,
+            poll=self.poll_policy(),
+        )
+        meta = client.directory.meta
+        if getattr(meta, "external_account_required", False) and eab is None:
+            raise ValidationError.single(
+                "data.eab_kid",
+                f"{directory} requires an external account binding: create the "
+                "account with acme.registration.create and the CA's EAB key id "
+                "and HMAC key",
+            )
+        account_url = await client.register(
+            contact_email=contact_email, terms_of_service_agreed=True, eab=eab
+        )
+        terms = getattr(meta, "terms_of_service", None)
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        async with self.daemon.db.session() as session:
+            stale = await session.scalar(
+                select(AcmeAccount).where(AcmeAccount.directory == directory)
+            )
+            if stale is not None:
+                # A deactivated account keeps its row (certificates refer to it)
+                # but gives way to the new one.
+                stale.directory = f"{directory}#deactivated-{stale.id}"
                 await session.flush()
-                account_id = row.id
-            log.info(
-                "acme_account_registered", directory=directory, account_url=account_url
+            row = AcmeAccount(
+                directory=directory,
+                account_url=account_url,
+                key_pem=pem,
+                contact_email=contact_email,
+                tos_agreed=True,
+                terms_of_service=str(terms) if terms else None,
+                eab_kid=eab[0] if eab else None,
             )
-            return client, account_id
+            session.add(row)
+            await session.flush()
+            account_id = row.id
+        log.info(
+            "acme_account_registered", directory=directory, account_url=account_url
+        )
+        return client, account_id
 
     async def issue(
         self,

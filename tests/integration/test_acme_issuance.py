@@ -14,7 +14,7 @@ from tests.daemon import RunningDaemon, call_job
 from tests.testbed import NamedServer, PebbleServer
 
 
-async def _issue(
+async def issue(
     client: Client,
     pebble: PebbleServer,
     authenticator_id: int,
@@ -87,7 +87,7 @@ async def test_issue_one_name_and_wildcard_with_apex(
         assert "tsig_secret" not in authenticator["attributes"]
         assert authenticator["secrets_set"] == ["tsig_secret"]
 
-        single = await _issue(
+        single = await issue(
             client, pebble, authenticator["id"], "one", ["one.example.test"]
         )
         assert single["cert_type"] == "CERTIFICATE"
@@ -99,7 +99,7 @@ async def test_issue_one_name_and_wildcard_with_apex(
         assert _openssl_verify(tmp_path, pebble, single["certificate"]).endswith(": OK")
         assert named.query("_acme-challenge.one.example.test") == []
 
-        both = await _issue(
+        both = await issue(
             client,
             pebble,
             authenticator["id"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -16,7 +15,7 @@ from certd.dns.base import (
     in_zone,
     normalize_name,
 )
-from certd.dns.http import HttpReply, JsonHttpClient
+from certd.dns.http import HttpReply, JsonHttpClient, check_api_url
 from certd.errors import DNSProviderError
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
@@ -24,7 +23,6 @@ DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 # TTL keeps a stale negative answer from outliving the challenge.
 TTL = 120
 PAGE_SIZE = 100
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 # Codes that mean the credentials themselves are wrong, whatever the zone.
 CREDENTIAL_ERRORS: dict[int, str] = {
@@ -71,13 +69,7 @@ class CloudflareAttributes(ProviderAttributes):
     @field_validator("api_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        # Credentials travel in headers: plain HTTP only to this host (tests).
-        if parts.scheme == "https" or (
-            parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-        ):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL")
+        return check_api_url(value)
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> CloudflareAttributes:

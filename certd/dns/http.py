@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -22,9 +23,30 @@ from certd.errors import DNSProviderError
 
 log = structlog.get_logger("certd.dns")
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Repeating these after a lost connection cannot create a second record.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def check_api_url(value: str, *, allow_http: bool = False) -> str:
+    """An API base URL without trailing slash; https unless http is allowed.
+
+    Plain http always passes for loopback hosts, where the tests run fakes.
+
+    Raises:
+        ValueError: not an http(s) URL, or http where it is not allowed.
+    """
+    parts = urlsplit(value.strip())
+    if not parts.hostname:
+        raise ValueError("must be a URL such as https://host/path")
+    # Credentials travel in headers: plain HTTP only to this host or when the
+    # vendor is usually self-hosted on a private network.
+    if parts.scheme == "https" or (
+        parts.scheme == "http" and (allow_http or parts.hostname in LOOPBACK_HOSTS)
+    ):
+        return value.strip().rstrip("/")
+    raise ValueError("must be an https:// URL")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import contextlib
 import re
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -22,12 +21,12 @@ from certd.dns.base import (
     in_zone,
     normalize_name,
 )
+from certd.dns.http import check_api_url
 from certd.dns.txt import parse_txt, quote_txt
 from certd.errors import DNSProviderError
 
 TTL = 60
 COMMENT = "certd ACME DNS-01 challenge"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 RETRY_CODES = frozenset(
     {
         "Throttling",
@@ -79,16 +78,7 @@ class Route53Attributes(ProviderAttributes):
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        # Requests are signed, but the records and ids should not travel in clear
-        # except to this host (tests against moto).
-        if parts.scheme == "https" or (
-            parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-        ):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL")
+        return None if value is None else check_api_url(value)
 
     @field_validator("hosted_zone_id")
     @classmethod

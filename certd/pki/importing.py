@@ -90,34 +90,37 @@ def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
 def _gap_reason(
     certs: list[x509.Certificate], issuer_of: dict[int, int], leaves: list[int]
 ) -> str:
-    # Name the certificates below the gap: those whose issuer is not in the
-    # input although the chain has to continue above them.
-    missing = [
-        i
-        for i in range(len(certs))
-        if i not in issuer_of and certs[i].issuer != certs[i].subject
-    ]
-    tops = [i for i in missing if i not in leaves] or missing
-    for i in tops:
+    for i, cert in enumerate(certs):
+        if i in issuer_of or cert.issuer == cert.subject:
+            continue
         same_name = [
-            j for j, c in enumerate(certs) if j != i and c.subject == certs[i].issuer
+            j for j, c in enumerate(certs) if j != i and c.subject == cert.issuer
         ]
         if same_name:
             return (
-                f"the chain is broken: certificate {i} ({_label(certs[i])}) names "
+                f"the chain is broken: certificate {i} ({_label(cert)}) names "
                 f"certificate {same_name[0]} as issuer, but its signature does not "
                 "verify with that certificate's key"
             )
-    if tops:
-        i = tops[0]
-        return (
-            f"the chain has a gap: the issuer of certificate {i} "
-            f"({_label(certs[i])}), {certs[i].issuer.rfc4514_string()!r}, is missing"
-        )
-    named = ", ".join(f"{i} ({_label(certs[i])})" for i in leaves)
+    if not leaves:
+        return "the certificates issue each other in a loop"
+
+    parts = []
+    for leaf in leaves:
+        path = [leaf]
+        while path[-1] in issuer_of and issuer_of[path[-1]] not in path:
+            path.append(issuer_of[path[-1]])
+        top = certs[path[-1]]
+        if top.issuer == top.subject:
+            end = "self-signed"
+        else:
+            end = f"issued by missing {top.issuer.rfc4514_string()!r}"
+        steps = " -> ".join(f"{i} ({_label(certs[i])})" for i in path)
+        parts.append(f"{steps}, {end}")
     return (
-        "the certificates do not form a single chain: no certificate issued "
-        f"any of certificates {named}"
+        f"the certificates form {len(leaves)} separate chains instead of one: "
+        + "; ".join(parts)
+        + "; a certificate between them is missing or one does not belong"
     )
 
 

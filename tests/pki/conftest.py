@@ -172,7 +172,9 @@ class OpenSSL:
         path.write_bytes(data.encode() if isinstance(data, str) else data)
         return path
 
-    def run(self, *args: str | Path, input: bytes | None = None) -> str:
+    def run(
+        self, *args: str | Path, input: bytes | None = None, with_stderr: bool = False
+    ) -> str:
         result = subprocess.run(
             ["openssl", *map(str, args)], capture_output=True, input=input, check=False
         )
@@ -181,7 +183,8 @@ class OpenSSL:
                 f"openssl {' '.join(map(str, args))} failed: "
                 f"{result.stderr.decode(errors='replace')}"
             )
-        return result.stdout.decode(errors="replace")
+        out = result.stdout.decode(errors="replace")
+        return out + result.stderr.decode(errors="replace") if with_stderr else out
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pkilint import finding_filter, loader, pkix, validation
 from pkilint.cabf import cabf_crl, serverauth
-from pkilint.cabf.serverauth import serverauth_constants
+from pkilint.cabf.serverauth.serverauth_constants import CertificateType
 from pkilint.pkix import certificate, crl, extension, name
 
 Severity = validation.ValidationFindingSeverity
-CertificateType = serverauth_constants.CertificateType
 
 
 def _findings(results: list[validation.ValidationResult]) -> list[str]:

@@ -127,7 +127,7 @@ def test_load_csr_refuses_bad_input(make_key: MakeKey) -> None:
     )
     der = load_csr(text).public_bytes(serialization.Encoding.DER)
 
-    cases = {
+    cases: dict[str | bytes, str] = {
         "garbage": "no PEM certificate signing request found in the input",
         der: "the certificate signing request looks like binary DER",
         text + text: "found 2 CSRs; give exactly one",

@@ -721,3 +721,25 @@ def test_describe_accepts_issued_fixture(make_cert: MakeCert) -> None:
 
     assert (info["DN"], info["common"], info["san"]) == ("", None, ["DNS:b.example"])
     assert info["extensions"]["SubjectAlternativeName"]["critical"] is True
+
+
+def test_describe_never_expiring_certificate(make_key: MakeKey) -> None:
+    key = make_key("EC")
+    forever = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forever")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forever")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(forever)
+        .sign(key, hashes.SHA256())
+    )
+
+    info = describe_certificate(to_pem(cert), now=NOW)
+
+    assert info["parsed"] is True
+    assert info["not_valid_after"] == "9999-12-31T23:59:59+00:00"
+    assert info["expired"] is False
+    assert info["days_left"] == (forever - NOW).days

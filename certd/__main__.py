@@ -1,4 +1,8 @@
-from certd.cli import main
+"""``python -m certd``: the same as the ``certd`` command."""
+
 import sys
 
-sys.exit(main())
+from certd.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

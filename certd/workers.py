@@ -1,16 +1,16 @@
-"""CPU-heavy work (key generation) in worker processes, off the event loop.
+"""CPU-heavy work (key generation) off the event loop.
 
-RSA-4096 generation takes up to seconds; in a thread it would still compete
-with the event loop for the interpreter, so it runs in processes. Only plain
-data crosses the boundary: options in, PEM out.
+OpenSSL's key generation runs without the interpreter lock held, so worker
+threads keep the event loop answering while an RSA-4096 key is made; the pool
+bounds how many such keys are made at once. Only plain data crosses over:
+options in, PEM out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,18 +25,17 @@ def generate_key_pem(options: dict[str, Any]) -> str:
 
 
 class Workers:
-    """A lazily started pool of worker processes."""
+    """A lazily started pool of worker threads for CPU-bound calls."""
 
-    def __init__(self, processes: int = 2) -> None:
-        self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
+    def __init__(self, threads: int = 2) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
-            # forkserver: forking a process that runs threads and an event loop
-            # could copy held locks into the child.
-            context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+            self._pool = ThreadPoolExecutor(
+                self.threads, thread_name_prefix="certd-cpu"
+            )
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:

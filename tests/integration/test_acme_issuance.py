@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,15 @@ async def test_issue_one_name_and_wildcard_with_apex(
         assert single["parsed"] is True
         assert len(single["chain_list"]) >= 2
         assert single["acme"]["directory"] == pebble.directory_url
+        assert single["issuer_dn"].startswith("CN=Pebble Intermediate CA")
+        assert re.fullmatch(r"[0-9A-F]+", single["serial"])
+        assert single["not_valid_after"].endswith("+00:00")
+        assert single["days_left"] > 300
+        assert re.fullmatch(
+            r"([0-9A-F]{2}:){31}[0-9A-F]{2}", single["fingerprint_sha256"]
+        )
+        assert single["key_type"] == "EC" and single["ec_curve"] == "SECP256R1"
+        assert single["has_privatekey"] is True
         assert "privatekey" not in single
         assert _openssl_verify(tmp_path, pebble, single["certificate"]).endswith(": OK")
         assert named.query("_acme-challenge.one.example.test") == []

@@ -162,3 +162,14 @@ class AcmeError(CertdError):
         self.problem_type = problem_type
         self.domain = domain
         self.retry_after = retry_after
+
+
+class DeployError(CertdError):
+    """A certificate's file or hook target could not be written or run."""
+
+    errno = _errno.EIO
+    retryable = True
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

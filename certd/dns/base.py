@@ -144,7 +144,11 @@ def attributes_schema(model: type[ProviderAttributes]) -> dict[str, Any]:
     """The JSON schema of a provider's attributes, with secret fields marked."""
     schema = model.model_json_schema()
     for prop in schema.get("properties", {}).values():
-        if prop.get("format") == "password" or prop.get("writeOnly"):
+        # an optional secret is an anyOf of the secret string and null
+        if any(
+            choice.get("format") == "password" or choice.get("writeOnly")
+            for choice in [prop, *prop.get("anyOf", [])]
+        ):
             prop["secret"] = True
     return schema
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[float, str], Awaitable[None]]
+# Told the order URL at a step; awaited before the step goes on.
+OrderStep = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,15 @@ class Issuer:
         progress: Progress,
         job_id: int | None = None,
         replaces: str | None = None,
+        on_order: OrderStep | None = None,
+        before_finalize: OrderStep | None = None,
     ) -> IssuedChain:
         """Run one order to its end and return the chain.
+
+        ``on_order`` is awaited once the CA created the order and
+        ``before_finalize`` just before the CSR is sent, so that a caller can
+        record the order and, after a crash, fetch what it produced instead
+        of ordering again.
 
         Raises:
             AcmeError: the CA refused or an authorization failed; the message
@@ -250,6 +259,8 @@ class Issuer:
         providers: dict[int, DNSProvider] = {}
         publications: list[Publication] = []
         try:
+            if on_order is not None:
+                await on_order(order.url)
             authzs = await asyncio.gather(
                 *(client.authorization(url) for url in order.authorizations)
             )
@@ -280,6 +291,8 @@ class Issuer:
                 )
                 await client.poll_authorizations([url for url, _ in pending])
             await progress(80, "finalizing the order")
+            if before_finalize is not None:
+                await before_finalize(order.url)
             csr = x509.load_pem_x509_csr(csr_pem.encode())
             order = await client.finalize(
                 order, csr.public_bytes(serialization.Encoding.DER)

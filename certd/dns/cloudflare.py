@@ -238,11 +238,11 @@ class CloudflareProvider(DNSProvider):
     ) -> DNSProviderError:
         codes = _codes(reply)
         detail = _error_text(reply)
-        for code, message in CREDENTIAL_ERRORS.items():
-            if code in codes and code != 6003:
-                return self.error(f"{action}: {message} ({detail})")
-        if 6003 in codes:
-            return self.error(f"{action}: {CREDENTIAL_ERRORS[6003]} ({detail})")
+        # an error_chain entry says more than the generic 6003 it hangs under
+        credential = sorted(codes & CREDENTIAL_ERRORS.keys(), key=lambda c: c == 6003)
+        if credential:
+            message = CREDENTIAL_ERRORS[credential[0]]
+            return self.error(f"{action}: {message} ({detail})")
         if PERMISSION_DENIED in codes or reply.status == 403:
             where = f"zone {zone}" if zone else "this zone"
             return self.error(

@@ -126,6 +126,9 @@ class CertificateAuthority(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
     crl_number: Mapped[int] = mapped_column(Integer, default=0)
+    # The newest CRL (PEM) this CA signed; rebuilt whenever a revocation under
+    # the CA changes and before it grows stale.
+    crl: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -259,5 +259,8 @@ class DNSAuthenticatorService(CRUDService):
         if cls is None:
             raise NotFoundError("DNS provider", row.provider)
         attributes = cls.Attributes.model_validate(row.attributes)
-        context = ProviderContext(request_timeout=self.app.config.dns.request_timeout)
+        context = ProviderContext(
+            request_timeout=self.app.config.dns.request_timeout,
+            resolvers=self.app.config.dns.resolver_addresses(),
+        )
         return cls(attributes, context)

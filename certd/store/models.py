@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -93,6 +94,10 @@ class DNSAuthenticator(Base):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     provider: Mapped[str] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Whether _acme-challenge CNAMEs are followed to the zone they point into.
+    follow_cnames: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default="1"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -130,6 +135,31 @@ class CertificateAuthority(Base):
     # the CA changes and before it grows stale.
     crl: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Revocation(Base):
+    """One serial a local CA revoked: the source of that CA's CRL.
+
+    Kept apart from the certificate row, so deleting a revoked certificate
+    does not take it off the CRL.
+    """
+
+    __tablename__ = "revocation"
+    __table_args__ = (UniqueConstraint("authority_id", "serial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_id: Mapped[int] = mapped_column(
+        ForeignKey("certificate_authority.id", ondelete="CASCADE"), index=True
+    )
+    # Upper-case hex, as certificate.query shows serials.
+    serial: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An RFC 5280 5.3.1 reason name, e.g. keyCompromise.
+    reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    # What was revoked, for people reading the list: a name and its kind.
+    subject: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(16))
+    not_valid_after: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Certificate(Base):

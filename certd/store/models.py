@@ -63,6 +63,12 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(128))
+    # SCRAM-SHA-512 verifiers (RFC 5802): base64 of the salt, StoredKey and
+    # ServerKey. Null for keys made before SCRAM existed, until their first use.
+    scram_salt: Mapped[str | None] = mapped_column(String(64), default=None)
+    scram_iterations: Mapped[int | None] = mapped_column(Integer, default=None)
+    scram_stored_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    scram_server_key: Mapped[str | None] = mapped_column(String(128), default=None)
     readonly: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

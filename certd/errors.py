@@ -173,3 +173,9 @@ class DeployError(CertdError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+class SecretStoreError(CertdError):
+    """The master key is missing or wrong, or a stored secret does not decrypt."""
+
+    errno = _errno.EIO

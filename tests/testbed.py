@@ -256,8 +256,20 @@ def _zone_file(zone: str, records: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ROOT_ZONE = """\
+$TTL 60
+. IN SOA localhost. hostmaster.localhost. ( 1 60 60 3600 1 )
+. IN NS localhost.
+localhost. IN A 127.0.0.1
+"""
+
+
 def _named_conf(
-    rundir: Path, port: int, zones: Iterable[str], keys: Mapping[str, tuple[str, str]]
+    rundir: Path,
+    port: int,
+    zones: Iterable[str],
+    keys: Mapping[str, tuple[str, str]],
+    resolving: bool = False,
 ) -> str:
     key_blocks = "".join(
         f'key "{name}" {{ algorithm {alg}; secret "{secret}"; }};\n'
@@ -269,6 +281,14 @@ def _named_conf(
         f"update-policy {{ {grants} }}; }};\n"
         for zone in zones
     )
+    if resolving:
+        # Recursion lets the server chase a CNAME from one of its zones into
+        # another, as a real resolver would; being authoritative for the root
+        # as well keeps every other name local instead of asking the Internet.
+        recursion = "recursion yes; allow-recursion { 127.0.0.1; };"
+        zone_blocks += 'zone "." { type primary; file "root.zone"; };\n'
+    else:
+        recursion = "recursion no;"
     return f"""\
 options {{
     directory "{rundir}";
@@ -277,7 +297,7 @@ options {{
     managed-keys-directory "{rundir}";
     listen-on port {port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
-    recursion no;
+    {recursion}
     allow-query {{ 127.0.0.1; }};
     allow-transfer {{ none; }};
     notify no;
@@ -310,6 +330,7 @@ def start_named(
     zones: Iterable[str] = DEFAULT_ZONES,
     extra_keys: Mapping[str, tuple[str, str]] | None = None,
     records: Mapping[str, Iterable[str]] | None = None,
+    resolving: bool = False,
 ) -> Iterator[NamedServer]:
     """Start BIND serving ``zones`` on a free port of 127.0.0.1.
 
@@ -336,7 +357,9 @@ def start_named(
         (rundir / f"{zone}.zone").write_text(_zone_file(zone, records.get(zone, ())))
     port = free_port()
     conf = rundir / "named.conf"
-    conf.write_text(_named_conf(rundir, port, zones, keys))
+    if resolving:
+        (rundir / "root.zone").write_text(ROOT_ZONE)
+    conf.write_text(_named_conf(rundir, port, zones, keys, resolving))
     log = rundir / "named.log"
 
     with _process([binary, "-g", "-4", "-c", str(conf)], log) as proc:

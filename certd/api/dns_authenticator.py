@@ -38,6 +38,10 @@ class AuthenticatorCreate(BaseModel):
     attributes: dict[str, Any] = Field(
         description="'authenticator' names the provider; the rest are its attributes"
     )
+    follow_cnames: bool = Field(
+        default=True,
+        description="follow an _acme-challenge CNAME and write the value where it points",
+    )
 
 
 class AuthenticatorUpdate(BaseModel):
@@ -45,6 +49,7 @@ class AuthenticatorUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
     attributes: dict[str, Any] | None = None
+    follow_cnames: bool | None = None
 
 
 class AuthenticatorEntry(BaseModel):
@@ -54,6 +59,7 @@ class AuthenticatorEntry(BaseModel):
         description="secret attributes are never returned"
     )
     secrets_set: list[str]
+    follow_cnames: bool
 
 
 class ProbeResult(BaseModel):
@@ -109,6 +115,7 @@ class DNSAuthenticatorService(CRUDService):
             "name": row.name,
             "attributes": {"authenticator": row.provider, **shown},
             "secrets_set": sorted(k for k in row.attributes if k in secrets),
+            "follow_cnames": row.follow_cnames,
         }
 
     async def entries(self) -> list[dict[str, Any]]:
@@ -162,6 +169,7 @@ class DNSAuthenticatorService(CRUDService):
                 name=data.name,
                 provider=provider_name,
                 attributes=plain_attributes(parsed),
+                follow_cnames=data.follow_cnames,
             )
             session.add(row)
             await session.flush()
@@ -177,6 +185,8 @@ class DNSAuthenticatorService(CRUDService):
             if data.name is not None:
                 await self._check_name(session, data.name, exclude=id)
                 row.name = data.name
+            if data.follow_cnames is not None:
+                row.follow_cnames = data.follow_cnames
             if data.attributes is not None:
                 attributes = dict(data.attributes)
                 provider_name = attributes.pop("authenticator", row.provider)
@@ -245,9 +255,16 @@ class DNSAuthenticatorService(CRUDService):
         await job.set_progress(10, f"publishing a test value at {record}")
         provider = await self.open_provider(id)
         async with provider:
-            return await probe_provider(
-                provider, record, propagation_settings(self.app)
-            )  # type: ignore[return-value]
+            settings = propagation_settings(self.app, await self.follows_cnames(id))
+            return await probe_provider(provider, record, settings)  # type: ignore[return-value]
+
+    async def follows_cnames(self, authenticator_id: int) -> bool:
+        """Whether DNS-01 through this authenticator follows _acme-challenge CNAMEs."""
+        async with self.app.db.session() as session:
+            row = await session.get(DNSAuthenticator, authenticator_id)
+        if row is None:
+            raise NotFoundError(self.kind, authenticator_id)
+        return row.follow_cnames
 
     async def open_provider(self, authenticator_id: int) -> DNSProvider:
         """An instance of the provider behind an authenticator, ready to use."""

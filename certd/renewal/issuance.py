@@ -333,12 +333,12 @@ class Issuer:
         job_id: int | None,
     ) -> None:
         settings = propagation_settings(self.daemon)
+        service: Any = self.daemon.services["acme.dns.authenticator"]
         for pub in publications:
             provider = await self._provider(providers, pub.authenticator_id)
             name = pub.challenge.record_name.rstrip(".")
-            pub.fqdn = (
-                await follow_cname(name, settings) if settings.follow_cnames else name
-            )
+            follow = await service.follows_cnames(pub.authenticator_id)
+            pub.fqdn = await follow_cname(name, settings) if follow else name
             pub.zone = await provider.find_zone(pub.fqdn)
             # Written (and committed) before the value exists, so that a crash
             # right after publishing still leaves a record of what to remove.

@@ -23,9 +23,15 @@ from certd.api.dispatch import Dispatcher
 from certd.api.http import build_app
 from certd.api.jobs import JobManager
 from certd.api.registry import Registry, Service
-from certd.config import Config
+from certd.config import Config, load_config
+from certd.deploy.deployer import Deployer
+from certd.deploy.events import EventBus
+from certd.errors import CertdError
+from certd.metrics import Metrics, metrics_handler
 from certd.renewal.issuance import Issuer
+from certd.renewal.scheduler import RenewalEngine
 from certd.store.db import Database
+from certd.systemd import Notifier
 from certd.workers import Workers
 
 log = structlog.get_logger(__name__)
@@ -46,7 +52,13 @@ class Daemon:
         self.api_keys = ApiKeys(self.db)
         self.jobs = JobManager(self.db)
         self.registry = Registry()
+        self.metrics = Metrics()
+        self.events = EventBus(self)
+        self.deployer = Deployer(self)
+        self.renewal = RenewalEngine(self)
         self.extra_routes: list[tuple[str, str, Callable[..., Any]]] = []
+        if config.metrics.enabled:
+            self.extra_routes.append(("GET", "/metrics", metrics_handler(self)))
         self.services: dict[str, Service] = {}
         for cls in service_classes():
             service = cls(self)
@@ -84,6 +96,7 @@ class Daemon:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.config.acme.request_timeout),
             headers={"User-Agent": f"certd/{__version__}"},
+            trace_configs=[self.metrics.http_trace()],
         )
         self._stack.push_async_callback(self.http.close)
         self._stack.callback(self.workers.close)
@@ -92,6 +105,8 @@ class Daemon:
             if starter is not None:
                 await starter()
         await self._start_listeners()
+        self._stack.push_async_callback(self.events.close)
+        await self.renewal.start()
         self.started = True
         log.info("daemon_started", version=__version__, http_port=self.http_port)
 
@@ -136,11 +151,47 @@ class Daemon:
             store = await self.db.ping()
         except Exception:
             store = False
-        return {"store": store, "started": self.started}
+        checks = {"store": store, "started": self.started}
+        if self.config.renewal.enabled:
+            checks["scheduler"] = self.renewal.running
+        return checks
+
+    async def reload(self) -> None:
+        """Read the config file again and apply it; running jobs go on.
+
+        The listeners and the store stay as they are until a restart; a bad
+        file is reported and the running config is kept.
+        """
+        if self.config.source is None:
+            log.warning("config_reload_skipped", reason="started without a file")
+            return
+        try:
+            new = load_config(self.config.source)
+        except CertdError as exc:
+            log.error("config_reload_failed", error=exc.message)
+            return
+        needs_restart = [
+            name
+            for name in ("server", "store")
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        if needs_restart:
+            log.warning("config_needs_restart", sections=needs_restart)
+        new.server = self.config.server
+        new.store = self.config.store
+        if new.log != self.config.log:
+            from certd.logs import configure_logging
+
+            configure_logging(new.log.level, new.log.format)
+        self.config = new
+        await self.renewal.reconfigure()
+        log.info("config_reloaded", path=str(new.source))
 
     async def stop(self) -> None:
         log.info("daemon_stopping")
         self.started = False
+        # no new renewals while the running ones are being stopped
+        await self.renewal.stop()
         await self.jobs.shutdown()
         for service in reversed(list(self.services.values())):
             stopper = getattr(service, "on_stop", None)
@@ -153,17 +204,42 @@ class Daemon:
         log.info("daemon_stopped")
 
 
+def _status(daemon: Daemon) -> str:
+    renewal = "renewal on" if daemon.renewal.running else "renewal off"
+    return f"serving; {renewal}; {len(daemon.jobs.running)} job(s) running"
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     daemon = Daemon(config)
+    notifier = Notifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        notifier.reloading()
+        await daemon.reload()
+        notifier.reloaded(_status(daemon))
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    notifier.status("starting: opening the store")
     await daemon.start()
+    notifier.ready(_status(daemon))
+    notifier.start_watchdog()
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        notifier.stopping()
         await daemon.stop()
+        await notifier.close()

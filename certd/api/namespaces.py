@@ -4,7 +4,9 @@ from certd.api.acme_registration import AcmeCertificateService, AcmeRegistration
 from certd.api.certificate import CertificateService
 from certd.api.core import CoreService, RpcService
 from certd.api.dns_authenticator import DNSAuthenticatorService
+from certd.api.events import EventService
 from certd.api.registry import Service
+from certd.api.renewal import RenewalService
 
 SERVICES: list[type[Service]] = [
     CoreService,
@@ -13,4 +15,6 @@ SERVICES: list[type[Service]] = [
     CertificateService,
     AcmeRegistrationService,
     AcmeCertificateService,
+    RenewalService,
+    EventService,
 ]

@@ -1,0 +1,169 @@
+"""Renewal and deployment methods of the ``certificate`` namespace.
+
+``certificate.renew`` forces a renewal now, ``certificate.renewal_plan`` says
+when each certificate renews next and why, and ``certificate.get_deploy`` /
+``certificate.set_deploy`` / ``certificate.deploy`` manage where a
+certificate's files go and which hooks run when it changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from certd.api.jobs import Job
+from certd.api.registry import Service, api_method
+from certd.deploy.files import group_id, user_id
+from certd.deploy.models import DeploySpec, load_spec
+from certd.errors import (
+    DeployError,
+    NotFoundError,
+    ValidationCollector,
+    ValidationError,
+)
+from certd.renewal.planning import renewal_kind
+from certd.store.models import Certificate, utcnow
+
+
+class Span(BaseModel):
+    start: str | None
+    end: str | None
+
+
+class PlanEntry(BaseModel):
+    """When a certificate renews next, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    name: str
+    kind: Literal["acme", "internal"] | None
+    renewable: bool
+    not_before: str | None
+    not_after: str | None
+    next_attempt_at: str | None
+    reason: str | None
+    window: Span | None
+    window_source: Literal["renew_days", "lifetime_fraction", "ari"] | None
+    due: bool
+    failure_count: int
+    last_attempt_at: str | None
+    last_error: str | None
+    retry_not_before: str | None
+    ari_window: Span | None
+    reuse_key: bool
+    job_id: int | None
+
+
+class RenewResult(BaseModel):
+    id: int
+    name: str
+    serial: str
+    resumed: bool
+    deployed: bool | None
+
+
+class DeployEntry(BaseModel):
+    """A certificate's deploy targets and hooks (secrets hidden) and the last outcome."""
+
+    id: int
+    name: str
+    deploy: dict[str, Any]
+    state: dict[str, Any]
+    next_attempt_at: str | None
+
+
+def _deploy_entry(row: Certificate) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "deploy": load_spec(row.deploy).public(),
+        "state": row.deploy_state or {},
+        "next_attempt_at": row.deploy_next_attempt_at.isoformat()
+        if row.deploy_next_attempt_at
+        else None,
+    }
+
+
+class RenewalService(Service):
+    namespace = "certificate.renewal"
+
+    async def _row(self, id: int) -> Certificate:
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, id)
+        if row is None:
+            raise NotFoundError("certificate", id)
+        return row
+
+    async def check_renew(self, id: int) -> None:
+        """Refuse at once what cannot be renewed, or what is being renewed."""
+        row = await self._row(id)
+        if renewal_kind(row) is None:
+            raise ValidationError.single(
+                "id",
+                f"certificate {row.name!r} cannot be renewed: it is a CSR, "
+                "imported, revoked, or not from ACME or one of certd's CAs",
+            )
+        self.app.renewal.check_idle(id)
+
+    @api_method(job=True, name="certificate.renew", check="check_renew")
+    async def renew(self, job: Job, id: int) -> RenewResult:
+        """Renew a certificate now, whatever its plan says."""
+        return await self.app.renewal.run_renewal(job, id, "manual")  # type: ignore[no-any-return]
+
+    @api_method(readonly=True, name="certificate.renewal_plan")
+    async def renewal_plan(self) -> list[PlanEntry]:
+        """For every certificate: when it renews next and which rule decided."""
+        return await self.app.renewal.plan_entries(utcnow())  # type: ignore[no-any-return]
+
+    @api_method(readonly=True, name="certificate.get_deploy")
+    async def get_deploy(self, id: int) -> DeployEntry:
+        """A certificate's file targets and hooks, and how the last deployment went."""
+        return _deploy_entry(await self._row(id))  # type: ignore[return-value]
+
+    @api_method(name="certificate.set_deploy", secret_params=("deploy",))
+    async def set_deploy(self, id: int, deploy: DeploySpec) -> DeployEntry:
+        """Replace a certificate's file targets and hooks; deploys them soon after.
+
+        A PKCS#12 passphrase is write-only: send it again with every change.
+        """
+        spec = deploy
+        errors = ValidationCollector()
+        for index, target in enumerate(spec.targets):
+            for field, lookup, value in (
+                ("owner", user_id, target.owner),
+                ("group", group_id, target.group),
+            ):
+                try:
+                    lookup(value)
+                except DeployError as exc:
+                    errors.add(f"deploy.targets.{index}.{field}", exc.message)
+        errors.check()
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, id)
+            if row is None:
+                raise NotFoundError("certificate", id)
+            if row.cert_type != "CERTIFICATE" and not spec.empty:
+                raise ValidationError.single(
+                    "id", f"{row.name!r} is a CSR; only certificates are deployed"
+                )
+            row.deploy = spec.stored()
+            row.deploy_next_attempt_at = (
+                utcnow() if not spec.empty and row.certificate else None
+            )
+            entry = _deploy_entry(row)
+        self.app.renewal.wake()
+        return entry  # type: ignore[return-value]
+
+    async def check_deploy(self, id: int) -> None:
+        row = await self._row(id)
+        if load_spec(row.deploy).empty:
+            raise ValidationError.single(
+                "id", f"{row.name!r} has no deploy targets or hooks; set them first"
+            )
+
+    @api_method(job=True, name="certificate.deploy", check="check_deploy")
+    async def deploy(self, job: Job, id: int) -> dict[str, Any]:
+        """Write a certificate's files and run its hooks now."""
+        return await self.app.renewal.run_deploy(job, id, "manual")  # type: ignore[no-any-return]

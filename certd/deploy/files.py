@@ -1,0 +1,254 @@
+"""Writing a certificate's files so that a reader never sees half of one.
+
+Each file is written to a temporary name in the same directory, synced,
+renamed over the old one and the directory synced, so a reader sees the old
+file or the new one and a power cut leaves one of the two. Key files are
+created owner-only and get their final mode before any byte of the key is
+written; no file is ever wider than its final mode, not even for a moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from certd.deploy.models import (
+    DEFAULT_KEY_MODE,
+    DEFAULT_MODE,
+    KEY_FILES,
+    FileTarget,
+)
+from certd.errors import DeployError, PkiError
+from certd.pki.keys import load_private_key
+
+
+@dataclass(frozen=True)
+class Material:
+    """What a certificate's files are made of."""
+
+    name: str
+    certificates: tuple[x509.Certificate, ...]
+    key_pem: str
+
+    @classmethod
+    def load(cls, name: str, fullchain_pem: str, key_pem: str) -> Material:
+        """Split a stored chain (leaf first) and keep its key.
+
+        Raises:
+            PkiError: the chain cannot be read or holds no certificate.
+        """
+        try:
+            certs = x509.load_pem_x509_certificates(fullchain_pem.encode())
+        except ValueError as exc:
+            raise PkiError(f"the chain of {name!r} cannot be read: {exc}") from None
+        return cls(name, tuple(certs), key_pem)
+
+    @staticmethod
+    def _pem(certs: tuple[x509.Certificate, ...]) -> bytes:
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+    def render(self, kind: str, passphrase: str | None = None) -> bytes:
+        """The bytes of one file kind."""
+        if kind == "cert":
+            return self._pem(self.certificates[:1])
+        if kind == "chain":
+            return self._pem(self.certificates[1:])
+        if kind == "fullchain":
+            return self._pem(self.certificates)
+        if kind == "privkey":
+            return self.key_pem.encode()
+        if kind == "combined":
+            return self._pem(self.certificates) + self.key_pem.encode()
+        if kind == "pkcs12":
+            encryption: serialization.KeySerializationEncryption = (
+                serialization.BestAvailableEncryption(passphrase.encode())
+                if passphrase
+                else serialization.NoEncryption()
+            )
+            return pkcs12.serialize_key_and_certificates(
+                self.name.encode(),
+                load_private_key(self.key_pem),  # type: ignore[arg-type]
+                self.certificates[0],
+                list(self.certificates[1:]) or None,
+                encryption,
+            )
+        raise ValueError(f"unknown file kind {kind!r}")
+
+
+def user_id(owner: str | None) -> int:
+    """A user name or number as a uid; -1 for None.
+
+    Raises:
+        DeployError: there is no such user.
+    """
+    if owner is None:
+        return -1
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise DeployError(owner, "no such user") from None
+
+
+def group_id(group: str | None) -> int:
+    """A group name or number as a gid; -1 for None.
+
+    Raises:
+        DeployError: there is no such group.
+    """
+    if group is None:
+        return -1
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise DeployError(group, "no such group") from None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Owner, group and mode a file gets; -1 leaves the owner or group as created."""
+
+    uid: int
+    gid: int
+    mode: int
+
+
+def ownership(path: Path, target: FileTarget, *, key: bool) -> Ownership:
+    """Configured values first, then those of the file being replaced, then defaults.
+
+    Raises:
+        DeployError: the path is a symbolic link or not a regular file, or the
+            owner or group does not exist.
+    """
+    try:
+        current: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        current = None
+    if current is not None and not stat.S_ISREG(current.st_mode):
+        raise DeployError(
+            str(path), "is not a regular file (certd replaces regular files only)"
+        )
+    uid = user_id(target.owner)
+    gid = group_id(target.group)
+    if uid == -1 and current is not None:
+        uid = current.st_uid
+    if gid == -1 and current is not None:
+        gid = current.st_gid
+    configured = target.key_mode if key else target.mode
+    if configured is not None:
+        mode = configured
+    elif current is not None:
+        mode = stat.S_IMODE(current.st_mode)
+    else:
+        mode = DEFAULT_KEY_MODE if key else DEFAULT_MODE
+    if key:
+        # whatever the old file allowed, a key is never readable by others
+        mode &= ~0o007
+    return Ownership(uid, gid, mode)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
+    """Replace ``path`` with ``data`` atomically, with the given owner and mode.
+
+    Raises:
+        DeployError: the file cannot be written (permissions, disk full, ...).
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.certd-tmp")
+    try:
+        # Created owner-only, then given its owner and final mode while still
+        # empty: at no point can anyone but the daemon read more than they
+        # may read in the end.
+        fd = os.open(
+            temporary,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+    except OSError as exc:
+        raise DeployError(str(path), f"cannot create a file: {exc.strerror}") from None
+    try:
+        try:
+            if owner.uid != -1 or owner.gid != -1:
+                os.fchown(fd, owner.uid, owner.gid)
+            os.fchmod(fd, owner.mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise DeployError(str(path), f"cannot write: {exc.strerror}") from None
+    _fsync_directory(path.parent)
+
+
+def ensure_directory(target: FileTarget) -> Path:
+    """The target directory, created (one level) if its parent exists.
+
+    Raises:
+        DeployError: the parent is missing or the path is not a directory.
+    """
+    directory = Path(target.directory)
+    if directory.is_dir():
+        return directory
+    if directory.exists() or directory.is_symlink():
+        raise DeployError(str(directory), "exists and is not a directory")
+    if not directory.parent.is_dir():
+        raise DeployError(
+            str(directory), f"the parent directory {directory.parent} does not exist"
+        )
+    try:
+        directory.mkdir()
+        # the daemon's umask is 077; a deploy directory is meant to be read
+        # by the services that use the certificate
+        os.chmod(directory, 0o755)
+        uid, gid = user_id(target.owner), group_id(target.group)
+        if uid != -1 or gid != -1:
+            os.chown(directory, uid, gid)
+    except OSError as exc:
+        raise DeployError(str(directory), f"cannot create: {exc.strerror}") from None
+    return directory
+
+
+def write_target(target: FileTarget, material: Material) -> dict[str, str]:
+    """Write every file of one target; return the path of each kind written.
+
+    Raises:
+        DeployError: a file could not be written (earlier ones stay written).
+    """
+    directory = ensure_directory(target)
+    passphrase = (
+        target.pkcs12_passphrase.get_secret_value()
+        if target.pkcs12_passphrase
+        else None
+    )
+    written: dict[str, str] = {}
+    for kind in target.files:
+        path = directory / target.name_of(kind)
+        data = material.render(kind, passphrase)
+        write_atomic(path, data, ownership(path, target, key=kind in KEY_FILES))
+        written[kind] = str(path)
+    return written

@@ -1,0 +1,158 @@
+"""Where a certificate is deployed: file targets and hooks, as the API takes them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+FileKind = Literal["cert", "chain", "fullchain", "privkey", "combined", "pkcs12"]
+
+DEFAULT_FILES: tuple[FileKind, ...] = ("cert", "chain", "fullchain", "privkey")
+DEFAULT_FILE_NAMES: dict[str, str] = {
+    "cert": "cert.pem",
+    "chain": "chain.pem",
+    "fullchain": "fullchain.pem",
+    "privkey": "privkey.pem",
+    "combined": "combined.pem",
+    "pkcs12": "certificate.p12",
+}
+# Files that hold the private key: created owner-only unless key_mode says
+# otherwise, and never readable by others.
+KEY_FILES = frozenset({"privkey", "combined", "pkcs12"})
+DEFAULT_MODE = 0o644
+DEFAULT_KEY_MODE = 0o600
+
+
+def _octal(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return int(value, 8)
+        except ValueError:
+            raise ValueError("give the mode as an octal string like '0640'") from None
+    return value
+
+
+class FileTarget(BaseModel):
+    """A directory that receives the certificate's files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    directory: str = Field(min_length=2, max_length=1024)
+    files: list[FileKind] = Field(
+        default_factory=lambda: list(DEFAULT_FILES),
+        min_length=1,
+    )
+    # Other names for some files, e.g. {"fullchain": "server.crt"}.
+    file_names: dict[FileKind, str] = Field(default_factory=dict)
+    # Owner and group (names or numeric ids); default: kept from the file
+    # being replaced, else the daemon's user.
+    owner: str | None = None
+    group: str | None = None
+    # Modes of certificate files and of files holding the key; default: kept
+    # from the file being replaced, else 0644 and 0600.
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+    key_mode: int | None = Field(default=None, ge=0, le=0o770)
+    pkcs12_passphrase: SecretStr | None = None
+
+    _mode_octal = field_validator("mode", "key_mode", mode="before")(_octal)
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if "\0" in value or not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return os.path.normpath(value)
+
+    @field_validator("files")
+    @classmethod
+    def _unique(cls, value: list[FileKind]) -> list[FileKind]:
+        if len(set(value)) != len(value):
+            raise ValueError("each file kind may be listed once")
+        return value
+
+    @field_validator("file_names")
+    @classmethod
+    def _base_names(cls, value: dict[FileKind, str]) -> dict[FileKind, str]:
+        for kind, name in value.items():
+            if not name or "/" in name or "\0" in name or name in (".", ".."):
+                raise ValueError(f"{kind}: a file name without '/', not '.' or '..'")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two files cannot have the same name")
+        return value
+
+    @field_validator("key_mode")
+    @classmethod
+    def _not_for_others(cls, value: int | None) -> int | None:
+        if value is not None and value & 0o007:
+            raise ValueError("a key file must not be readable by others")
+        return value
+
+    def name_of(self, kind: str) -> str:
+        return self.file_names.get(kind, DEFAULT_FILE_NAMES[kind])  # type: ignore[call-overload]
+
+    def path_of(self, kind: str) -> str:
+        return os.path.join(self.directory, self.name_of(kind))
+
+
+class Hook(BaseModel):
+    """A command run after the certificate changed; argv, never a shell."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1, max_length=64)
+    # Seconds before the command is killed; default deploy.hook_timeout.
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+
+    @field_validator("argv")
+    @classmethod
+    def _absolute_program(cls, value: list[str]) -> list[str]:
+        if not value[0].startswith("/"):
+            raise ValueError("argv[0] must be an absolute path (no PATH lookup)")
+        if any("\0" in arg for arg in value):
+            raise ValueError("arguments cannot contain NUL")
+        return value
+
+
+class DeploySpec(BaseModel):
+    """Every target and hook of one certificate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[FileTarget] = Field(default_factory=list, max_length=16)
+    hooks: list[Hook] = Field(default_factory=list, max_length=16)
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_directories(cls, value: list[FileTarget]) -> list[FileTarget]:
+        directories = [t.directory for t in value]
+        if len(set(directories)) != len(directories):
+            raise ValueError("each directory may be a target once")
+        return value
+
+    @property
+    def empty(self) -> bool:
+        return not self.targets and not self.hooks
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON kept in the store, secrets included."""
+        data = self.model_dump(mode="json")
+        for target, dumped in zip(self.targets, data["targets"], strict=True):
+            if target.pkcs12_passphrase is not None:
+                dumped["pkcs12_passphrase"] = (
+                    target.pkcs12_passphrase.get_secret_value()
+                )
+        return data
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shown to callers: secrets replaced by whether they are set."""
+        data = self.model_dump(mode="json")
+        for dumped in data["targets"]:
+            dumped["pkcs12_passphrase_set"] = bool(dumped.pop("pkcs12_passphrase"))
+        return data
+
+
+def load_spec(stored: dict[str, Any] | None) -> DeploySpec:
+    """The spec kept in the store (an empty one for a certificate without)."""
+    return DeploySpec.model_validate(stored or {})

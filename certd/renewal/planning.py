@@ -1,0 +1,87 @@
+"""From stored certificates to the policy's facts and back.
+
+The policy knows dates; this module knows rows: which certificates can be
+renewed and how, what their leaf says, and where a plan is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+from cryptography import x509
+
+from certd.pki.extensions import serial_hex
+from certd.renewal.policy import Facts, Plan, PolicySettings, Window, plan
+from certd.store.models import Certificate
+
+RenewalKind = Literal["acme", "internal"]
+
+# next_attempt_reason values that are not policy reasons.
+NOT_RENEWABLE = "not_renewable"
+REVOKED = "revoked"
+
+_LEAVES: dict[str, x509.Certificate | None] = {}
+_LEAVES_MAX = 10_000
+
+
+def leaf_of(row: Certificate) -> x509.Certificate | None:
+    """The first certificate of the row's chain; None when it cannot be read."""
+    pem = row.certificate or ""
+    key = hashlib.sha256(pem.encode()).hexdigest()
+    if key not in _LEAVES:
+        if len(_LEAVES) >= _LEAVES_MAX:
+            _LEAVES.clear()
+        try:
+            _LEAVES[key] = x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            _LEAVES[key] = None
+    return _LEAVES[key]
+
+
+def renewal_kind(row: Certificate) -> RenewalKind | None:
+    """How a certificate is renewed: over ACME, by our CA, or not at all."""
+    if row.cert_type != "CERTIFICATE" or not row.certificate or row.revoked:
+        return None
+    if row.acme_account_id is not None and row.acme_directory_uri and row.dns_mapping:
+        return "acme"
+    if row.signedby_id is not None:
+        return "internal"
+    return None
+
+
+def facts_for(row: Certificate, leaf: x509.Certificate) -> Facts:
+    ari = None
+    if row.ari_window_start is not None and row.ari_window_end is not None:
+        ari = Window(row.ari_window_start, row.ari_window_end)
+    return Facts(
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        renew_days=row.renew_days,
+        failure_count=row.failure_count,
+        last_attempt_at=row.last_attempt_at,
+        retry_not_before=row.retry_not_before,
+        ari_window=ari,
+        seed=serial_hex(leaf.serial_number),
+    )
+
+
+def plan_row(row: Certificate, settings: PolicySettings, now: datetime) -> Plan | None:
+    """Compute the row's next attempt and write it to the row.
+
+    A row that cannot be renewed gets no time and a reason saying why, so
+    that it is not looked at again on every tick.
+    """
+    leaf = leaf_of(row)
+    if row.revoked:
+        row.next_attempt_at, row.next_attempt_reason = None, REVOKED
+        return None
+    if renewal_kind(row) is None or leaf is None:
+        row.next_attempt_at, row.next_attempt_reason = None, NOT_RENEWABLE
+        return None
+    result = plan(facts_for(row, leaf), settings, now)
+    if row.next_attempt_at != result.at:
+        row.next_attempt_at = result.at
+    row.next_attempt_reason = result.reason
+    return result

@@ -1,0 +1,540 @@
+"""One renewal of one certificate, written down before each step it takes.
+
+A renewal is a ``renewal_attempt`` row: the new key and CSR are stored before
+anything is ordered, the order URL as soon as the CA created the order, and
+the state ``finalizing`` just before the CSR is sent. The certificate row
+itself changes only once, in the transaction that installs the new chain and
+key. So after a crash at any point the certificate in use is intact, and the
+next run of the renewal resumes the open attempt: an order the CA already
+issued is fetched, never ordered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+
+from certd.acme.client import AcmeClient, Order
+from certd.errors import (
+    AcmeError,
+    CertdError,
+    NotFoundError,
+    PkiError,
+    ValidationError,
+)
+from certd.pki.extensions import serial_hex
+from certd.pki.keys import load_private_key, public_key_der
+from certd.renewal.checkpoints import checkpoint
+from certd.renewal.issuance import IssuedChain
+from certd.renewal.planning import leaf_of, plan_row, renewal_kind
+from certd.renewal.policy import PolicySettings
+from certd.renewal.rekey import new_key_and_csr, renewal_csr
+from certd.store.models import (
+    Certificate,
+    CertificateAuthority,
+    RenewalAttempt,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from certd.api.jobs import Job
+    from certd.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+OPEN_STATES = ("running", "finalizing")
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """The parts of an attempt row a renewal reads (rows are not shared across sessions)."""
+
+    id: int
+    state: str
+    privatekey: str
+    csr: str
+    replaces: str | None
+    order_url: str | None
+    resumed: bool
+
+
+def _attempt_view(row: RenewalAttempt, resumed: bool) -> AttemptView:
+    return AttemptView(
+        row.id,
+        row.state,
+        row.privatekey or "",
+        row.csr or "",
+        row.replaces,
+        row.order_url,
+        resumed,
+    )
+
+
+class Renewer:
+    """Renews certificates; one renewal per certificate at a time."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def settings(self) -> PolicySettings:
+        return PolicySettings.from_config(self.daemon.config.renewal)
+
+    async def renew(
+        self, job: Job, certificate_id: int, trigger: str
+    ) -> dict[str, Any]:
+        """Renew one certificate (or finish its interrupted renewal); return the result.
+
+        Raises:
+            NotFoundError: no such certificate.
+            ValidationError: the certificate cannot be renewed (a CSR, an
+                imported or revoked certificate).
+            AcmeError, DNSProviderError, DNSPropagationError, PkiError: the
+                renewal failed; the failure is recorded on the certificate.
+        """
+        async with self._locks[certificate_id]:
+            async with self.daemon.db.session() as session:
+                row = await session.get(Certificate, certificate_id)
+            if row is None:
+                raise NotFoundError("certificate", certificate_id)
+            kind = renewal_kind(row)
+            if kind is None:
+                raise ValidationError.single(
+                    "id",
+                    f"certificate {row.name!r} cannot be renewed: it is a CSR, "
+                    "imported, revoked, or not from ACME or one of certd's CAs",
+                )
+            bound = structlog.contextvars.bind_contextvars(certificate=row.name)
+            try:
+                return await self._renew(job, row, kind, trigger)
+            finally:
+                structlog.contextvars.reset_contextvars(**bound)
+
+    async def _renew(
+        self, job: Job, row: Certificate, kind: str, trigger: str
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        await job.set_progress(2, f"renewing {row.name}")
+        attempt: AttemptView | None = None
+        try:
+            attempt = await self._open_attempt(job, row, kind, trigger)
+            await checkpoint("attempt_recorded", job)
+            if kind == "acme":
+                issued = await self._renew_acme(job, row, attempt)
+            else:
+                issued = await self._renew_internal(job, row, attempt)
+            await job.set_progress(92, "storing the new certificate")
+            serial = await self._install(row, attempt, issued)
+        except asyncio.CancelledError:
+            if self.daemon.started:
+                # aborted by a caller: back off like a failure, but keep the
+                # attempt open, since the CA may have issued already
+                await asyncio.shield(
+                    self._record_failure(row, attempt, "aborted", None, keep_open=True)
+                )
+            raise
+        except Exception as exc:
+            message = (
+                exc.message
+                if isinstance(exc, CertdError)
+                else f"internal error ({type(exc).__name__}); see the daemon log"
+            )
+            if not isinstance(exc, CertdError):
+                log.exception("renewal_crashed")
+            retry_after = exc.retry_after if isinstance(exc, AcmeError) else None
+            await self._record_failure(row, attempt, message, retry_after)
+            self.daemon.metrics.renewals.labels("failure").inc()
+            self.daemon.metrics.renewal_duration.observe(time.monotonic() - started)
+            raise
+        self.daemon.metrics.renewals.labels("success").inc()
+        self.daemon.metrics.renewal_duration.observe(time.monotonic() - started)
+        await checkpoint("installed", job)
+
+        deploy: dict[str, Any] | None = None
+        if row.deploy:
+            await job.set_progress(95, "deploying")
+            try:
+                deploy = await self.daemon.deployer.deploy(row.id, reason="renewed")
+            except Exception:
+                # the deployer records its own failures and retries; the
+                # renewal itself has succeeded and stays so
+                log.exception("deploy_after_renewal_crashed")
+        return {
+            "id": row.id,
+            "name": row.name,
+            "serial": serial,
+            "resumed": attempt is not None and attempt.resumed,
+            "deployed": None if deploy is None else bool(deploy.get("ok")),
+        }
+
+    # --- the attempt row ------------------------------------------------------
+
+    async def _open_attempt(
+        self, job: Job, row: Certificate, kind: str, trigger: str
+    ) -> AttemptView:
+        async with self.daemon.db.session() as session:
+            current = await session.scalar(
+                select(RenewalAttempt)
+                .where(
+                    RenewalAttempt.certificate_id == row.id,
+                    RenewalAttempt.state.in_(OPEN_STATES),
+                )
+                .order_by(RenewalAttempt.id.desc())
+                .limit(1)
+            )
+            if current is not None:
+                current.job_id = job.id
+                log.info(
+                    "renewal_resumed",
+                    attempt_id=current.id,
+                    state=current.state,
+                    order_url=current.order_url,
+                )
+                return _attempt_view(current, resumed=True)
+
+        await job.set_progress(5, "preparing the key and CSR")
+        if not row.privatekey:
+            raise PkiError(f"{row.name!r} has no private key stored with it")
+        if row.reuse_key:
+            key_pem = row.privatekey
+            csr_pem = row.csr or renewal_csr(
+                load_private_key(key_pem), None, row.certificate or ""
+            )
+        else:
+            key_pem, csr_pem = await new_key_and_csr(
+                self.daemon.workers, row.privatekey, row.csr, row.certificate or ""
+            )
+        replaces = await self._replaces(row) if kind == "acme" else None
+        leaf = leaf_of(row)
+        async with self.daemon.db.session() as session:
+            attempt = RenewalAttempt(
+                certificate_id=row.id,
+                job_id=job.id,
+                state="running",
+                trigger=trigger,
+                privatekey=key_pem,
+                csr=csr_pem,
+                replaces=replaces,
+                old_serial=serial_hex(leaf.serial_number) if leaf else None,
+                started_at=utcnow(),
+            )
+            session.add(attempt)
+            await session.flush()
+            log.info(
+                "renewal_attempt_recorded",
+                attempt_id=attempt.id,
+                new_key=not row.reuse_key,
+                replaces=replaces,
+            )
+            return _attempt_view(attempt, resumed=False)
+
+    async def _update_attempt(self, attempt_id: int, **values: Any) -> None:
+        async with self.daemon.db.session() as session:
+            row = await session.get(RenewalAttempt, attempt_id)
+            if row is not None:
+                for name, value in values.items():
+                    setattr(row, name, value)
+
+    async def _replaces(self, row: Certificate) -> str | None:
+        """The ARI id of the certificate being replaced, when its CA speaks ARI."""
+        if not self.daemon.config.renewal.ari or self.daemon.renewal.ari is None:
+            return None
+        from certd.renewal.ari import cert_id
+
+        leaf = leaf_of(row)
+        if leaf is None:
+            return None
+        try:
+            url = await self.daemon.renewal.ari.renewal_info_url(
+                row.acme_directory_uri or ""
+            )
+        except Exception as exc:
+            log.warning("renewal_info_unavailable", error=str(exc) or repr(exc))
+            return None
+        return cert_id(leaf) if url else None
+
+    # --- ACME -----------------------------------------------------------------
+
+    def _progress(self, job: Job) -> Any:
+        """Issuance progress, passed on, timed and turned into checkpoints."""
+        published_at: list[float] = []
+
+        async def progress(percent: float, description: str) -> None:
+            await job.set_progress(10 + percent * 0.8, description)
+            if percent == 40:
+                published_at.append(time.monotonic())
+                await checkpoint("txt_published", job)
+            elif percent == 60 and published_at:
+                self.daemon.metrics.dns_propagation.observe(
+                    time.monotonic() - published_at[-1]
+                )
+            elif percent == 90:
+                await checkpoint("finalized", job)
+
+        return progress
+
+    async def _renew_acme(
+        self, job: Job, row: Certificate, attempt: AttemptView
+    ) -> IssuedChain:
+        progress = self._progress(job)
+        if attempt.order_url is not None:
+            resumed = await self._resume_order(job, row, attempt)
+            if resumed is not None:
+                return resumed
+
+        order_created = False
+
+        async def on_order(url: str) -> None:
+            nonlocal order_created
+            order_created = True
+            async with self.daemon.db.session() as session:
+                stored = await session.get(RenewalAttempt, attempt.id)
+                if stored is not None:
+                    stored.order_url = url
+                    stored.order_count += 1
+                    stored.state = "running"
+            await checkpoint("order_created", job)
+
+        async def before_finalize(url: str) -> None:
+            await self._update_attempt(attempt.id, state="finalizing")
+
+        async def issue(replaces: str | None) -> IssuedChain:
+            return await self.daemon.issuer.issue(
+                csr_pem=attempt.csr,
+                directory=row.acme_directory_uri or "",
+                dns_mapping=dict(row.dns_mapping or {}),
+                tos=False,
+                progress=progress,
+                job_id=job.id,
+                replaces=replaces,
+                on_order=on_order,
+                before_finalize=before_finalize,
+            )
+
+        try:
+            return await issue(attempt.replaces)
+        except AcmeError as exc:
+            if attempt.replaces is None or order_created:
+                raise
+            # RFC 9773 §5: a CA may refuse "replaces" (already replaced, not
+            # known to it); the renewal must not fail for that
+            log.warning("replaces_refused", error=exc.message)
+            await self._update_attempt(attempt.id, replaces=None)
+            return await issue(None)
+
+    async def _resume_order(
+        self, job: Job, row: Certificate, attempt: AttemptView
+    ) -> IssuedChain | None:
+        """What the earlier order of this attempt produced; None to order again.
+
+        An order that was never finalized (or that the CA no longer knows) is
+        let go: without a finalize it issued nothing. One that is ready is
+        finalized now, one that is processing is waited for, and a valid one
+        is downloaded: the CA issued it, so it is used.
+        """
+        assert attempt.order_url is not None
+        await job.set_progress(10, f"looking up the earlier order {attempt.order_url}")
+        client, account_id = await self.daemon.issuer.client(
+            row.acme_directory_uri or "", tos=False
+        )
+        try:
+            order = await client.order(attempt.order_url)
+        except AcmeError as exc:
+            if exc.retryable:
+                raise
+            log.warning("earlier_order_gone", order_url=attempt.order_url)
+            return None
+        log.info("earlier_order_found", order_url=order.url, status=order.status)
+        if order.status == "ready":
+            await self._update_attempt(attempt.id, state="finalizing")
+            await job.set_progress(80, "finalizing the earlier order")
+            csr = x509.load_pem_x509_csr(attempt.csr.encode())
+            order = await client.finalize(
+                order, csr.public_bytes(serialization.Encoding.DER)
+            )
+        elif order.status == "processing":
+            order = await self._wait_processing(client, order)
+        if order.status != "valid" or order.certificate_url is None:
+            return None
+        await checkpoint("finalized", job)
+        await job.set_progress(90, "downloading the certificate of the earlier order")
+        fullchain, alternates = await client.download(order.certificate_url)
+        return IssuedChain(fullchain, order.url, account_id, alternates)
+
+    async def _wait_processing(self, client: AcmeClient, order: Order) -> Order:
+        policy = self.daemon.issuer.poll_policy()
+        deadline = time.monotonic() + policy.timeout
+        interval = policy.initial
+        while order.status == "processing":
+            if time.monotonic() > deadline:
+                raise AcmeError(
+                    f"order {order.url} is still processing after {policy.timeout:g} s",
+                    retryable=True,
+                )
+            await asyncio.sleep(interval)
+            interval = policy.next_interval(interval)
+            order = await client.order(order.url)
+        return order
+
+    # --- certificates signed by certd's own CAs ---------------------------------
+
+    async def _renew_internal(
+        self, job: Job, row: Certificate, attempt: AttemptView
+    ) -> IssuedChain:
+        from certd.renewal.resign import resign
+
+        async with self.daemon.db.session() as session:
+            ca = await session.get(CertificateAuthority, row.signedby_id)
+        if ca is None or not ca.privatekey:
+            raise PkiError(
+                f"the CA that signed {row.name!r} is gone or has no private key"
+            )
+        await job.set_progress(50, f"signing with CA {ca.name!r}")
+        fullchain = resign(
+            row.certificate or "",
+            attempt.csr,
+            ca.certificate,
+            ca.privatekey,
+            now=utcnow(),
+        )
+        return IssuedChain(fullchain, "", 0, [])
+
+    # --- the outcome ------------------------------------------------------------
+
+    async def _install(
+        self, row: Certificate, attempt: AttemptView, issued: IssuedChain
+    ) -> str:
+        """Replace the certificate and its key in one transaction; return the serial."""
+        leaf = x509.load_pem_x509_certificate(issued.fullchain_pem.encode())
+        key = load_private_key(attempt.privatekey)
+        if public_key_der(leaf.public_key()) != public_key_der(key):  # type: ignore[arg-type]
+            raise PkiError(
+                "the new certificate is not for the renewal's key; the current "
+                "certificate is kept"
+            )
+        serial = serial_hex(leaf.serial_number)
+        now = utcnow()
+        async with self.daemon.db.session() as session:
+            cert = await session.get(Certificate, row.id)
+            stored = await session.get(RenewalAttempt, attempt.id)
+            if cert is None or stored is None:
+                raise NotFoundError("certificate", row.id)
+            cert.certificate = issued.fullchain_pem
+            cert.privatekey = attempt.privatekey
+            cert.csr = attempt.csr
+            if issued.order_url:
+                cert.acme_uri = issued.order_url
+            cert.failure_count = 0
+            cert.last_error = None
+            cert.retry_not_before = None
+            cert.last_attempt_at = now
+            cert.ari_window_start = cert.ari_window_end = None
+            cert.ari_next_fetch_at = None
+            plan_row(cert, self.settings(), now)
+            if cert.deploy:
+                cert.deploy_next_attempt_at = now
+            stored.state = "succeeded"
+            stored.privatekey = None
+            stored.new_serial = serial
+            stored.finished_at = now
+            event = self.daemon.events.stage(
+                session,
+                "certificate.renewed",
+                f"renewed {cert.name}: serial {serial}, valid until "
+                f"{leaf.not_valid_after_utc.isoformat()}",
+                certificate_id=cert.id,
+                subject=cert.name,
+                data={
+                    "serial": serial,
+                    "old_serial": stored.old_serial,
+                    "not_after": leaf.not_valid_after_utc.isoformat(),
+                    "order_url": issued.order_url or None,
+                    "next_attempt_at": cert.next_attempt_at.isoformat()
+                    if cert.next_attempt_at
+                    else None,
+                },
+            )
+            await session.flush()
+        self.daemon.events.deliver(event)
+        log.info("certificate_renewed", serial=serial, order_url=issued.order_url)
+        return serial
+
+    async def _record_failure(
+        self,
+        row: Certificate,
+        attempt: AttemptView | None,
+        message: str,
+        retry_after: float | None,
+        *,
+        keep_open: bool = False,
+    ) -> None:
+        now = utcnow()
+        threshold = self.daemon.config.renewal.failure_alert_after
+        async with self.daemon.db.session() as session:
+            cert = await session.get(Certificate, row.id)
+            stored = await session.get(RenewalAttempt, attempt.id) if attempt else None
+            if cert is None:
+                return
+            if stored is not None:
+                stored.error = message
+                # once the CSR may have reached the CA, only the order can say
+                # whether it issued: keep the attempt for the next run to ask
+                if not keep_open and stored.state != "finalizing":
+                    stored.state = "failed"
+                    stored.privatekey = None
+                    stored.finished_at = now
+            cert.failure_count += 1
+            cert.last_error = message
+            cert.last_attempt_at = now
+            cert.retry_not_before = (
+                now + timedelta(seconds=retry_after) if retry_after else None
+            )
+            plan_row(cert, self.settings(), now)
+            events = [
+                self.daemon.events.stage(
+                    session,
+                    "certificate.renewal_failed",
+                    f"renewing {cert.name} failed ({cert.failure_count} in a row): "
+                    f"{message}",
+                    certificate_id=cert.id,
+                    subject=cert.name,
+                    data={
+                        "error": message,
+                        "failure_count": cert.failure_count,
+                        "next_attempt_at": cert.next_attempt_at.isoformat()
+                        if cert.next_attempt_at
+                        else None,
+                        "retry_after": retry_after,
+                    },
+                )
+            ]
+            if cert.failure_count % threshold == 0:
+                events.append(
+                    self.daemon.events.stage(
+                        session,
+                        "certificate.renewal_failing",
+                        f"{cert.name} has failed to renew {cert.failure_count} "
+                        f"times in a row; last error: {message}",
+                        certificate_id=cert.id,
+                        subject=cert.name,
+                        data={"error": message, "failure_count": cert.failure_count},
+                    )
+                )
+            await session.flush()
+        for event in events:
+            self.daemon.events.deliver(event)
+        log.warning(
+            "renewal_failed",
+            error=message,
+            failure_count=cert.failure_count,
+            next_attempt_at=cert.next_attempt_at,
+        )

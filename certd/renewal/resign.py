@@ -1,0 +1,79 @@
+"""Renewing a certificate signed by one of certd's own CAs: sign it again.
+
+The new certificate asks for nothing new: the old leaf's subject and
+extensions are kept (key identifiers are made afresh for the new key and the
+CA), the lifetime is the old one's, cut at the CA's own end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certd.errors import PkiError
+from certd.pki.keys import hash_algorithm, load_private_key
+from certd.pki.sign import CLOCK_SKEW, random_serial
+
+_REMADE = (x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier)
+
+
+def resign(
+    certificate_pem: str,
+    csr_pem: str,
+    ca_certificate_pem: str,
+    ca_key_pem: str,
+    *,
+    now: dt.datetime,
+) -> str:
+    """A new chain (leaf, then the CA) for the CSR's key with the old leaf's content.
+
+    Raises:
+        PkiError: the CA has expired or its key does not match its certificate.
+    """
+    old = x509.load_pem_x509_certificate(certificate_pem.encode())
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    ca = x509.load_pem_x509_certificate(ca_certificate_pem.encode())
+    ca_key = load_private_key(ca_key_pem)
+    if ca.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != ca_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise PkiError("the CA's private key does not match its certificate")
+
+    lifetime = old.not_valid_after_utc - old.not_valid_before_utc
+    not_before = now.replace(microsecond=0) - CLOCK_SKEW
+    not_after = min(not_before + lifetime, ca.not_valid_after_utc)
+    if not_after <= now:
+        raise PkiError(f"the CA {ca.subject.rfc4514_string()} has expired")
+
+    public_key = csr.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(random_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension in old.extensions:
+        if not isinstance(extension.value, _REMADE):
+            builder = builder.add_extension(extension.value, extension.critical)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public_key),  # type: ignore[arg-type]
+        critical=False,
+    )
+    try:
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca.public_key()  # type: ignore[arg-type]
+        )
+    builder = builder.add_extension(aki, critical=False)
+    leaf = builder.sign(ca_key, hash_algorithm(None, ca_key))
+    pem = serialization.Encoding.PEM
+    return (leaf.public_bytes(pem) + ca.public_bytes(pem)).decode("ascii")

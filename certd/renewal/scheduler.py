@@ -1,0 +1,590 @@
+"""The renewal loop: a scan now and then, a cheap tick often.
+
+The scan (at start and every ``renewal.scan_interval``) refreshes each
+certificate's plan, asks ARI CAs for their windows and raises expiry events.
+The tick (every ``renewal.tick_interval``) is one indexed query for
+certificates whose ``next_attempt_at`` has come and starts a renewal job for
+each, never more than ``renewal.max_concurrent`` at once and never two for one
+certificate; it also plans certificates stored since, and starts owed
+deployments. A failing certificate only moves its own next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from cryptography import x509
+from sqlalchemy import and_, or_, select
+
+from certd.api.jobs import Job
+from certd.config import Config
+from certd.errors import ConflictError
+from certd.pki.extensions import serial_hex
+from certd.renewal.ari import AriClient
+from certd.renewal.planning import (
+    REVOKED,
+    facts_for,
+    leaf_of,
+    plan_row,
+    renewal_kind,
+)
+from certd.renewal.policy import PolicySettings, plan, renewal_window
+from certd.renewal.renewer import OPEN_STATES, Renewer
+from certd.store.models import (
+    Certificate,
+    CertificateAuthority,
+    Event,
+    RenewalAttempt,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from certd.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+# An expiry event is raised at most this often for one certificate or CA.
+EXPIRY_EVENT_INTERVAL = timedelta(days=1)
+
+
+class Limiter:
+    """A semaphore whose size can change while it is in use (on reload)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def free(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    async def set_limit(self, limit: int) -> None:
+        async with self._changed:
+            self.limit = limit
+            self._changed.notify_all()
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used < self.limit)
+            self.used += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self.used -= 1
+            self._changed.notify_all()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class RenewalEngine:
+    """Owns the scheduler and starts renewal and deploy jobs."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.renewer = Renewer(daemon)
+        self.ari: AriClient | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        # certificate id -> id of the job renewing or deploying it
+        self.active: dict[int, int] = {}
+        self.deploying: dict[int, int] = {}
+        self.slots = Limiter(daemon.config.renewal.max_concurrent)
+        self.last_scan_at: datetime | None = None
+        self.last_tick_at: datetime | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def config(self) -> Config:
+        return self.daemon.config
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler is not None and self.scheduler.running
+
+    def settings(self) -> PolicySettings:
+        return PolicySettings.from_config(self.config.renewal)
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume interrupted renewals, then start the loop if renewal is enabled."""
+        assert self.daemon.http is not None
+        self.ari = AriClient(self.daemon.http)
+        await self.resume_interrupted()
+        if self.config.renewal.enabled:
+            self._start_scheduler()
+
+    def _start_scheduler(self) -> None:
+        renewal = self.config.renewal
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        now = datetime.now(UTC)
+        common: dict[str, Any] = {
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": None,
+        }
+        scheduler.add_job(
+            self._tracked(self.scan),
+            "interval",
+            seconds=renewal.scan_interval,
+            id="scan",
+            next_run_time=now,
+            **common,
+        )
+        scheduler.add_job(
+            self._tracked(self.tick),
+            "interval",
+            seconds=renewal.tick_interval,
+            id="tick",
+            next_run_time=now + timedelta(seconds=min(renewal.tick_interval, 0.5)),
+            **common,
+        )
+        scheduler.start()
+        self.scheduler = scheduler
+        self.daemon.metrics.scheduler_running.set(1)
+        log.info(
+            "renewal_scheduler_started",
+            scan_interval=renewal.scan_interval,
+            tick_interval=renewal.tick_interval,
+            max_concurrent=renewal.max_concurrent,
+        )
+
+    def _tracked(
+        self, run: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Wrap a scheduled run so that stop() can cancel it and errors are logged."""
+
+        async def runner() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # a broken run must not stop the loop: the next one tries again
+                log.exception("scheduled_run_crashed", run=run.__name__)
+            finally:
+                self._tasks.discard(task)
+
+        runner.__name__ = run.__name__
+        return runner
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        if event.scheduled_run_times:
+            lag = datetime.now(UTC) - event.scheduled_run_times[0]
+            self.daemon.metrics.scheduler_lag.set(max(lag.total_seconds(), 0.0))
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        self.daemon.metrics.scheduler_running.set(0)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reconfigure(self) -> None:
+        """Apply a reloaded config: intervals, concurrency, on or off."""
+        renewal = self.config.renewal
+        await self.slots.set_limit(renewal.max_concurrent)
+        if not renewal.enabled:
+            if self.scheduler is not None:
+                self.scheduler.shutdown(wait=False)
+                self.scheduler = None
+                self.daemon.metrics.scheduler_running.set(0)
+                log.info("renewal_scheduler_stopped")
+            return
+        if self.scheduler is None:
+            self._start_scheduler()
+            return
+        self.scheduler.reschedule_job(
+            "scan", trigger="interval", seconds=renewal.scan_interval
+        )
+        self.scheduler.reschedule_job(
+            "tick", trigger="interval", seconds=renewal.tick_interval
+        )
+        # plans depend on renew_days, jitter and the rest: redo them now
+        self.scheduler.modify_job("scan", next_run_time=datetime.now(UTC))
+
+    def wake(self) -> None:
+        """Run the tick now (after something changed that may make work due)."""
+        if self.scheduler is not None:
+            self.scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+
+    # --- jobs -------------------------------------------------------------------
+
+    def check_idle(self, certificate_id: int) -> None:
+        """Raises ConflictError while a renewal of the certificate runs."""
+        if certificate_id in self.active:
+            raise ConflictError(
+                f"certificate {certificate_id} is being renewed by job "
+                f"{self.active[certificate_id]}; wait for it or abort it"
+            )
+
+    async def run_renewal(
+        self, job: Job, certificate_id: int, trigger: str
+    ) -> dict[str, Any]:
+        """The body of a renewal job: wait for a slot, then renew."""
+        self.active[certificate_id] = job.id
+        try:
+            if self.slots.free == 0:
+                await job.set_progress(0, "waiting for a free renewal slot")
+            async with self.slots:
+                self.daemon.metrics.renewals_running.inc()
+                try:
+                    return await self.renewer.renew(job, certificate_id, trigger)
+                finally:
+                    self.daemon.metrics.renewals_running.dec()
+        finally:
+            if self.active.get(certificate_id) == job.id:
+                del self.active[certificate_id]
+
+    async def submit_renewal(self, certificate_id: int, trigger: str) -> Job:
+        """Start a renewal job as the scheduler (not a caller) does."""
+        self.check_idle(certificate_id)
+        job = await self.daemon.jobs.submit(
+            "certificate.renew",
+            {"id": certificate_id, "trigger": trigger},
+            lambda job: self.run_renewal(job, certificate_id, trigger),
+            caller="scheduler",
+        )
+        # set before the job's task first runs, so the next tick sees it
+        self.active[certificate_id] = job.id
+        return job
+
+    async def run_deploy(self, job: Job, certificate_id: int, reason: str) -> Any:
+        self.deploying[certificate_id] = job.id
+        try:
+            await job.set_progress(10, "writing files and running hooks")
+            return await self.daemon.deployer.deploy(certificate_id, reason=reason)
+        finally:
+            if self.deploying.get(certificate_id) == job.id:
+                del self.deploying[certificate_id]
+
+    async def submit_deploy(self, certificate_id: int, reason: str) -> Job:
+        job = await self.daemon.jobs.submit(
+            "certificate.deploy",
+            {"id": certificate_id, "reason": reason},
+            lambda job: self.run_deploy(job, certificate_id, reason),
+            caller="scheduler",
+        )
+        self.deploying[certificate_id] = job.id
+        return job
+
+    async def resume_interrupted(self) -> int:
+        """Start a job for every renewal a previous process left open."""
+        async with self.daemon.db.session() as session:
+            ids = (
+                await session.scalars(
+                    select(RenewalAttempt.certificate_id)
+                    .where(RenewalAttempt.state.in_(OPEN_STATES))
+                    .distinct()
+                )
+            ).all()
+        for certificate_id in ids:
+            if certificate_id not in self.active:
+                log.info("interrupted_renewal_resuming", certificate_id=certificate_id)
+                await self.submit_renewal(certificate_id, "resume")
+        return len(ids)
+
+    # --- the tick ---------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Plan new certificates, then start due renewals and owed deployments."""
+        if not self.daemon.started:
+            return
+        now = utcnow()
+        self.last_tick_at = now
+        settings = self.settings()
+        staged: list[Event] = []
+        async with self.daemon.db.session() as session:
+            fresh = (
+                await session.scalars(
+                    select(Certificate).where(
+                        Certificate.next_attempt_at.is_(None),
+                        Certificate.next_attempt_reason.is_(None),
+                        Certificate.cert_type == "CERTIFICATE",
+                    )
+                )
+            ).all()
+            for row in fresh:
+                plan_row(row, settings, now)
+                if not row.revoked:
+                    staged.append(self._issued_event(session, row))
+            revoked = (
+                await session.scalars(
+                    select(Certificate).where(
+                        Certificate.revoked.is_(True),
+                        or_(
+                            Certificate.next_attempt_reason.is_(None),
+                            Certificate.next_attempt_reason != REVOKED,
+                        ),
+                    )
+                )
+            ).all()
+            for row in revoked:
+                plan_row(row, settings, now)
+                staged.append(
+                    self.daemon.events.stage(
+                        session,
+                        "certificate.revoked",
+                        f"{row.name} was revoked"
+                        + (f" ({row.revoked_reason})" if row.revoked_reason else ""),
+                        certificate_id=row.id,
+                        subject=row.name,
+                        data={"reason": row.revoked_reason},
+                    )
+                )
+            due = (
+                await session.scalars(
+                    select(Certificate.id)
+                    .where(Certificate.next_attempt_at <= now)
+                    .order_by(Certificate.next_attempt_at)
+                    .limit(self.config.renewal.max_concurrent + len(self.active))
+                )
+            ).all()
+            owed = (
+                await session.scalars(
+                    select(Certificate.id).where(
+                        and_(
+                            Certificate.deploy_next_attempt_at.is_not(None),
+                            Certificate.deploy_next_attempt_at <= now,
+                        )
+                    )
+                )
+            ).all()
+        for event in staged:
+            self.daemon.events.deliver(event)
+
+        for certificate_id in due:
+            # jobs waiting for a slot count too: the tick never piles them up
+            if len(self.active) >= self.slots.limit:
+                break
+            if certificate_id not in self.active:
+                await self.submit_renewal(certificate_id, "schedule")
+        for certificate_id in owed:
+            if certificate_id not in self.active | self.deploying:
+                await self.submit_deploy(certificate_id, "retry")
+
+    def _issued_event(self, session: Any, row: Certificate) -> Event:
+        leaf = leaf_of(row)
+        data: dict[str, Any] = {"create_type": row.create_type}
+        if leaf is not None:
+            data["serial"] = serial_hex(leaf.serial_number)
+            data["not_after"] = leaf.not_valid_after_utc.isoformat()
+        return self.daemon.events.stage(
+            session,
+            "certificate.issued",
+            f"{row.name} was stored"
+            + (f", valid until {data['not_after']}" if "not_after" in data else ""),
+            certificate_id=row.id,
+            subject=row.name,
+            data=data,
+        )
+
+    # --- the scan ---------------------------------------------------------------
+
+    async def scan(self) -> None:
+        """Refresh ARI windows and every plan; raise expiry events; prune old events."""
+        if not self.daemon.started:
+            return
+        now = utcnow()
+        self.last_scan_at = now
+        renewal = self.config.renewal
+        async with self.daemon.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(Certificate).where(Certificate.cert_type == "CERTIFICATE")
+                )
+            ).all()
+        windows: dict[int, Any] = {}
+        if renewal.ari and self.ari is not None:
+            for row in rows:
+                leaf = leaf_of(row)
+                if (
+                    leaf is not None
+                    and renewal_kind(row) == "acme"
+                    and (row.ari_next_fetch_at is None or row.ari_next_fetch_at <= now)
+                ):
+                    windows[row.id] = await self.ari.fetch(
+                        row.acme_directory_uri or "",
+                        leaf,
+                        now,
+                        timedelta(seconds=renewal.ari_fetch_interval),
+                    )
+
+        settings = self.settings()
+        staged: list[Event] = []
+        async with self.daemon.db.session() as session:
+            for row in rows:
+                current = await session.get(Certificate, row.id)
+                if current is None:
+                    continue
+                info = windows.get(row.id)
+                if row.id in windows:
+                    current.ari_next_fetch_at = (
+                        info.next_fetch_at if info is not None else None
+                    )
+                    if info is not None and info.window is not None:
+                        current.ari_window_start = info.window.start
+                        current.ari_window_end = info.window.end
+                if current.id not in self.active:
+                    plan_row(current, settings, now)
+                staged += await self._expiry_events(session, current, now)
+            staged += await self._ca_events(session, now)
+        for event in staged:
+            self.daemon.events.deliver(event)
+        pruned = await self.daemon.events.prune(now, self.config.events.retention_days)
+        log.info("renewal_scan_finished", certificates=len(rows), events_pruned=pruned)
+
+    async def _recent_event(
+        self,
+        session: Any,
+        kind: str,
+        now: datetime,
+        *,
+        certificate_id: int | None = None,
+        subject: str | None = None,
+    ) -> bool:
+        query = select(Event.id).where(
+            Event.kind == kind, Event.created_at > now - EXPIRY_EVENT_INTERVAL
+        )
+        if certificate_id is not None:
+            query = query.where(Event.certificate_id == certificate_id)
+        if subject is not None:
+            query = query.where(Event.subject == subject)
+        return await session.scalar(query.limit(1)) is not None
+
+    async def _expiry_events(
+        self, session: Any, row: Certificate, now: datetime
+    ) -> list[Event]:
+        leaf = leaf_of(row)
+        if leaf is None or row.revoked:
+            return []
+        left = leaf.not_valid_after_utc - now
+        warning = timedelta(days=self.config.renewal.expiry_warning_days)
+        if left <= timedelta(0):
+            kind, text = "certificate.expired", f"{row.name} expired at"
+        elif left <= warning:
+            kind, text = "certificate.expiring", f"{row.name} expires at"
+        else:
+            return []
+        if await self._recent_event(session, kind, now, certificate_id=row.id):
+            return []
+        return [
+            self.daemon.events.stage(
+                session,
+                kind,
+                f"{text} {leaf.not_valid_after_utc.isoformat()}",
+                certificate_id=row.id,
+                subject=row.name,
+                data={
+                    "not_after": leaf.not_valid_after_utc.isoformat(),
+                    "seconds_left": int(left.total_seconds()),
+                    "next_attempt_at": _iso(row.next_attempt_at),
+                    "last_error": row.last_error,
+                },
+            )
+        ]
+
+    async def _ca_events(self, session: Any, now: datetime) -> list[Event]:
+        warning = timedelta(days=self.config.renewal.ca_warning_days)
+        staged: list[Event] = []
+        for ca in (await session.scalars(select(CertificateAuthority))).all():
+            try:
+                cert = x509.load_pem_x509_certificate(ca.certificate.encode())
+            except ValueError:
+                continue
+            left = cert.not_valid_after_utc - now
+            if left > warning:
+                continue
+            kind = "ca.expired" if left <= timedelta(0) else "ca.expiring"
+            if await self._recent_event(session, kind, now, subject=ca.name):
+                continue
+            staged.append(
+                self.daemon.events.stage(
+                    session,
+                    kind,
+                    f"CA {ca.name} "
+                    + ("expired" if left <= timedelta(0) else "expires")
+                    + f" at {cert.not_valid_after_utc.isoformat()}; certificates it "
+                    "signs cannot outlive it",
+                    subject=ca.name,
+                    data={
+                        "ca_id": ca.id,
+                        "not_after": cert.not_valid_after_utc.isoformat(),
+                        "seconds_left": int(left.total_seconds()),
+                    },
+                )
+            )
+        return staged
+
+    # --- the plan as the API shows it -----------------------------------------
+
+    async def plan_entries(self, now: datetime) -> list[dict[str, Any]]:
+        """When every certificate renews next and why."""
+        settings = self.settings()
+        async with self.daemon.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(Certificate)
+                    .where(Certificate.cert_type == "CERTIFICATE")
+                    .order_by(Certificate.id)
+                )
+            ).all()
+        entries = []
+        for row in rows:
+            kind = renewal_kind(row)
+            leaf = leaf_of(row)
+            entry: dict[str, Any] = {
+                "id": row.id,
+                "name": row.name,
+                "kind": kind,
+                "renewable": kind is not None and leaf is not None,
+                "not_before": _iso(leaf.not_valid_before_utc) if leaf else None,
+                "not_after": _iso(leaf.not_valid_after_utc) if leaf else None,
+                "next_attempt_at": _iso(row.next_attempt_at),
+                "reason": row.next_attempt_reason,
+                "window": None,
+                "window_source": None,
+                "due": False,
+                "failure_count": row.failure_count,
+                "last_attempt_at": _iso(row.last_attempt_at),
+                "last_error": row.last_error,
+                "retry_not_before": _iso(row.retry_not_before),
+                "ari_window": {
+                    "start": _iso(row.ari_window_start),
+                    "end": _iso(row.ari_window_end),
+                }
+                if row.ari_window_start and row.ari_window_end
+                else None,
+                "reuse_key": row.reuse_key,
+                "job_id": self.active.get(row.id),
+            }
+            if entry["renewable"] and leaf is not None:
+                facts = facts_for(row, leaf)
+                window, source = renewal_window(facts, settings)
+                result = plan(facts, settings, now)
+                entry["window"] = {"start": _iso(window.start), "end": _iso(window.end)}
+                entry["window_source"] = source
+                if row.next_attempt_at is None:
+                    entry["next_attempt_at"] = _iso(result.at)
+                    entry["reason"] = result.reason
+                at = row.next_attempt_at or result.at
+                entry["due"] = at <= now
+            entries.append(entry)
+        return entries

@@ -4,16 +4,25 @@ An API key reads ``certd_<key id>_<secret>``. Only a SHA-256 digest of the
 secret is stored; the key id finds the row without a scan. SHA-256 suffices
 because the secret has 256 bits of entropy, so nothing is gained from a slow
 password hash.
+
+The NAS middleware's client takes keys as ``<number>-<letters and digits>``;
+the same key reads so as ``<row id>-<secret>``. For its SCRAM login each key
+also keeps a SCRAM-SHA-512 verifier, derived when the key is made (or, for
+older keys, the first time the key is used).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import grp
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import socket
+import string
 import struct
 import time
 from dataclasses import dataclass
@@ -21,11 +30,17 @@ from typing import Any
 
 from sqlalchemy import select
 
+from certd.api.scram import ScramVerifier, b64, derive_verifier
 from certd.errors import ConflictError, NotFoundError, ValidationError
 from certd.store.db import Database
 from certd.store.models import ApiKey, utcnow
 
 KEY_PREFIX = "certd"
+# Letters and digits only, so the secret also fits the NAS client's key form;
+# 43 characters of 62 carry 256 bits.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_SECRET_LENGTH = 43
+_CLIENT_FORM = re.compile(r"(\d+)-(\S+)")
 # Verified keys are remembered briefly so a busy client does not cost a query
 # per call; revocation from another process takes effect within this time.
 CACHE_SECONDS = 5.0
@@ -51,6 +66,41 @@ def split_key(token: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+def _lookup(token: str) -> tuple[str, Any, str] | None:
+    """(column, value, secret) that find a key in either of its forms."""
+    if parts := split_key(token):
+        return "key_id", parts[0], parts[1]
+    if match := _CLIENT_FORM.fullmatch(token):
+        return "id", int(match[1]), match[2]
+    return None
+
+
+def client_form(row_id: int, key: str) -> str:
+    """The ``<id>-<secret>`` form of a key, as the NAS middleware's client takes it."""
+    parts = split_key(key)
+    if parts is None:
+        raise ValueError("not a certd API key")
+    return f"{row_id}-{parts[1]}"
+
+
+def _store_verifier(row: ApiKey, verifier: ScramVerifier) -> None:
+    row.scram_salt = b64(verifier.salt)
+    row.scram_iterations = verifier.iterations
+    row.scram_stored_key = b64(verifier.stored_key)
+    row.scram_server_key = b64(verifier.server_key)
+
+
+def _verifier(row: ApiKey) -> ScramVerifier | None:
+    if not (row.scram_salt and row.scram_iterations and row.scram_stored_key):
+        return None
+    return ScramVerifier(
+        salt=base64.b64decode(row.scram_salt),
+        iterations=row.scram_iterations,
+        stored_key=base64.b64decode(row.scram_stored_key),
+        server_key=base64.b64decode(row.scram_server_key or ""),
+    )
 
 
 def entry(row: ApiKey) -> dict[str, Any]:
@@ -79,13 +129,17 @@ class ApiKeys:
         if not name or len(name) > 120:
             raise ValidationError.single("name", "must be 1 to 120 characters")
         key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
+        secret = "".join(
+            secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH)
+        )
+        verifier = await asyncio.to_thread(derive_verifier, secret)
         async with self.db.session() as session:
             if await session.scalar(select(ApiKey.id).where(ApiKey.name == name)):
                 raise ConflictError(f"an API key named {name!r} already exists")
             row = ApiKey(
                 name=name, key_id=key_id, key_hash=_digest(secret), readonly=readonly
             )
+            _store_verifier(row, verifier)
             session.add(row)
             await session.flush()
             return entry(row), f"{KEY_PREFIX}_{key_id}_{secret}"
@@ -106,29 +160,61 @@ class ApiKeys:
         }
 
     async def verify(self, token: str) -> Caller | None:
-        """The caller a key belongs to, or None for an unknown or revoked key."""
-        parts = split_key(token)
-        if parts is None:
+        """The caller a key (in either form) belongs to; None if unknown or revoked."""
+        found = _lookup(token)
+        if found is None:
             return None
-        key_id, secret = parts
+        column, value, secret = found
+        cache_key = f"{column}:{value}"
         digest = _digest(secret)
-        cached = self._cache.get(key_id)
+        cached = self._cache.get(cache_key)
         now = time.monotonic()
         if cached and cached[0] > now and hmac.compare_digest(cached[1], digest):
             return cached[2]
         async with self.db.session() as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+            row = await session.scalar(
+                select(ApiKey).where(getattr(ApiKey, column) == value)
+            )
             if (
                 row is None
                 or row.revoked
                 or not hmac.compare_digest(row.key_hash, digest)
             ):
-                self._cache.pop(key_id, None)
+                self._cache.pop(cache_key, None)
                 return None
             row.last_used_at = utcnow()
+            if _verifier(row) is None:
+                _store_verifier(row, await asyncio.to_thread(derive_verifier, secret))
             caller = Caller(name=f"apikey:{row.name}", readonly=row.readonly)
-        self._cache[key_id] = (now + CACHE_SECONDS, digest, caller)
+        self._cache[cache_key] = (now + CACHE_SECONDS, digest, caller)
         return caller
+
+    async def login(self, name: str, token: str) -> Caller | None:
+        """The caller for a key given with the name it was created under, or None."""
+        caller = await self.verify(token)
+        if caller is None or caller.name != f"apikey:{name}":
+            return None
+        return caller
+
+    async def scram_verifier(
+        self, name: str, row_id: int
+    ) -> tuple[Caller, ScramVerifier] | None:
+        """The caller and SCRAM verifier of an active key with this name and id."""
+        async with self.db.session() as session:
+            row = await session.get(ApiKey, row_id)
+            if row is None or row.revoked or row.name != name:
+                return None
+            verifier = _verifier(row)
+            if verifier is None:
+                return None
+            return Caller(name=f"apikey:{row.name}", readonly=row.readonly), verifier
+
+    async def mark_used(self, row_id: int) -> None:
+        """Record a successful login that did not go through :meth:`verify`."""
+        async with self.db.session() as session:
+            row = await session.get(ApiKey, row_id)
+            if row is not None:
+                row.last_used_at = utcnow()
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:

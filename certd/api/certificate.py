@@ -100,6 +100,8 @@ class CertificateUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     renew_days: int | None = Field(default=None, ge=1, le=365)
     dns_mapping: dict[str, int] | None = None
+    # Renew with the same key and CSR instead of a new key each time.
+    reuse_key: bool | None = None
 
 
 class CertificateEntry(BaseModel):
@@ -218,6 +220,7 @@ class CertificateService(CRUDService):
             "acme": acme,
             "dns_mapping": row.dns_mapping or {},
             "renew_days": row.renew_days,
+            "reuse_key": row.reuse_key,
             "revoked": row.revoked,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "revoked_reason": row.revoked_reason,
@@ -457,6 +460,11 @@ class CertificateService(CRUDService):
                 row.name = data.name
             if data.renew_days is not None:
                 row.renew_days = data.renew_days
+            if data.reuse_key is not None:
+                row.reuse_key = data.reuse_key
+            if data.renew_days is not None or data.dns_mapping is not None:
+                # the renewal scheduler plans the certificate again on its next tick
+                row.next_attempt_at = None
             row.updated_at = utcnow()
             await session.flush()
             return self.entry(row)  # type: ignore[return-value]

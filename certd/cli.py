@@ -1,4 +1,4 @@
-"""The ``certd`` command: run the daemon, call its API, manage API keys."""
+"""The certd command: run the daemon, call its API, manage API keys."""
 
 from __future__ import annotations
 
@@ -90,10 +90,20 @@ async def _call(args: argparse.Namespace) -> Any:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    import aiohttp
+
     from certd.client import RpcError
 
     try:
         result = asyncio.run(_call(args))
+    except aiohttp.ClientConnectionError as exc:
+        where = args.url or "the unix socket"
+        print(
+            f"certd: cannot reach the daemon at {where} ({exc.__class__.__name__}); "
+            "is it running, and does --config (or CERTD_CONFIG) name its config?",
+            file=sys.stderr,
+        )
+        return 3
     except RpcError as exc:
         print(
             json.dumps(
@@ -102,7 +112,12 @@ def cmd_call(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(result, indent=2))
+    try:
+        print(json.dumps(result, indent=2))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -112,6 +127,9 @@ async def _apikey(args: argparse.Namespace) -> int:
 
     config = _config(args)
     config.store.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Keys live in the daemon's store; say which one, since a missing
+    # --config silently means the default one.
+    print(f"store: {config.store.url()}", file=sys.stderr)
     db = Database(config.store.url())
     try:
         await db.migrate()
@@ -141,6 +159,43 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
     configure_logging("warning", "console")
     return asyncio.run(_apikey(args))
+
+
+async def _rotate_master_key(args: argparse.Namespace) -> int:
+    from certd.store.db import Database
+    from certd.store.masterkey import rotate_master_key, state_lock
+
+    config = _config(args)
+    store = config.store
+    new_key_file = Path(args.new_key_file) if args.new_key_file else None
+    with state_lock(store.state_dir, exclusive=True):
+        db = Database(store.url())
+        try:
+            await db.migrate()
+            old_id, new_id, count = await rotate_master_key(
+                db, store.state_dir, store.master_key_file, new_key_file
+            )
+        finally:
+            await db.close()
+    print(
+        f"master key rotated from {old_id} to {new_id}; "
+        f"{count} stored secret(s) re-encrypted",
+        file=sys.stderr,
+    )
+    if new_key_file is not None:
+        print(
+            f"point store.master_key_file (or the certd-master-key credential) "
+            f"at {new_key_file} before the next start",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_rotate_master_key(args: argparse.Namespace) -> int:
+    from certd.logs import configure_logging
+
+    configure_logging("warning", "console")
+    return asyncio.run(_rotate_master_key(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("name")
     apikey.set_defaults(func=cmd_apikey)
+
+    rotate = sub.add_parser(
+        "rotate-master-key",
+        parents=[common],
+        help="re-encrypt every stored secret under a new master key "
+        "(stop the daemon first)",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        help="read the new key from this file (created if missing); needed when "
+        "the key is a configured file or a systemd credential",
+    )
+    rotate.set_defaults(func=cmd_rotate_master_key)
     return parser
 
 

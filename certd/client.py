@@ -92,6 +92,7 @@ class Client:
             if job["state"] == "SUCCESS":
                 return job["result"]
             if job["state"] in ("FAILED", "ABORTED"):
+                details = job.get("exc_info") or {}
                 raise RpcError(
-                    -32000, job["error"] or job["state"], job.get("exc_info")
+                    details.get("code", -32000), job["error"] or job["state"], details
                 )

@@ -209,7 +209,10 @@ def load_config(path: Path | None) -> Config:
     except pydantic.ValidationError as exc:
         raise ValidationError(
             [
-                FieldError(".".join(str(p) for p in err["loc"]), err["msg"])
+                FieldError(
+                    ".".join(str(p) for p in err["loc"]),
+                    "unknown key" if err["type"] == "extra_forbidden" else err["msg"],
+                )
                 for err in exc.errors()
             ]
         ) from exc

@@ -192,7 +192,7 @@ class AcmeRegistrationService(CRUDService):
                     f"an account for {directory} already exists",
                 )
 
-    @api_method(job=True, secret_params=("data",), check="check_create")
+    @api_method(job=True, secret_params=("data.eab_hmac_key",), check="check_create")
     async def create(self, job: Job, data: RegistrationCreate) -> RegistrationEntry:
         """Register an account at an ACME directory now."""
         await self.check_create(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,40 +22,33 @@ from jsonrpcserver.main import default_validator
 from jsonrpcserver.methods import Methods
 
 from certd.api.auth import Caller
-from certd.api.jobs import JobManager, error_details
+from certd.api.codes import (  # noqa: F401  (re-exported for the transports)
+    CALL_ERROR,
+    CONFLICT,
+    ERROR_CODES,
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    NOT_AUTHENTICATED,
+    NOT_FOUND,
+    PARSE_ERROR,
+    REQUEST_TOO_LARGE,
+    code_for,
+)
+from certd.api.jobs import Job, JobManager, error_details
 from certd.api.registry import MethodSpec, Registry
 from certd.errors import (
     AuthenticationError,
     CertdError,
-    ConflictError,
-    NotFoundError,
     ValidationError,
 )
 
 log = structlog.get_logger(__name__)
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-NOT_AUTHENTICATED = -32001
-FORBIDDEN = -32002
-NOT_FOUND = -32003
-CONFLICT = -32004
-CALL_ERROR = -32000
-REQUEST_TOO_LARGE = -32005
-
-ERROR_CODES: list[tuple[type[CertdError], int]] = [
-    (ValidationError, INVALID_PARAMS),
-    (AuthenticationError, FORBIDDEN),
-    (NotFoundError, NOT_FOUND),
-    (ConflictError, CONFLICT),
-    (CertdError, CALL_ERROR),
-]
-
 
 def rpc_error(exc: CertdError) -> JsonRpcError:
-    code = next(code for kind, code in ERROR_CODES if isinstance(exc, kind))
+    code = code_for(exc)
     message = exc.message
     if isinstance(exc, ValidationError):
         message = f"Invalid params: {exc.message}"
@@ -68,16 +62,25 @@ class CallContext:
     caller: Caller | None
     transport: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Told of a job the call submits before the job first runs, so a transport
+    # can follow it from its start.
+    on_job: Callable[[Job], None] | None = None
 
 
 def redact(spec: MethodSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments safe to keep in a job record: secret parameters dropped."""
-    out: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name in spec.options.secret_params:
-            out[name] = "********"
-        else:
-            out[name] = _plain(value)
+    """Arguments safe to keep in a job record, with secrets masked.
+
+    ``secret_params`` names a parameter (``data``) or a path into one
+    (``data.attributes``); SecretStr values are masked wherever they are.
+    """
+    out = {name: _plain(value) for name, value in kwargs.items()}
+    for path in spec.options.secret_params:
+        *parents, leaf = path.split(".")
+        holder: Any = out
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and leaf in holder and holder[leaf] is not None:
+            holder[leaf] = "********"
     return out
 
 
@@ -120,12 +123,36 @@ class Dispatcher:
         ctx: CallContext,
         params: list[Any] | dict[str, Any] | None,
     ) -> Any:
+        try:
+            result = await self.run(spec, ctx, params)
+        except CertdError as exc:
+            raise rpc_error(exc) from None
+        except JsonRpcError:
+            raise
+        except Exception:
+            raise JsonRpcError(
+                INTERNAL_ERROR,
+                "Internal error: see the daemon log",
+                {"type": "InternalError"},
+            ) from None
+        return Success(result)
+
+    async def run(
+        self,
+        spec: MethodSpec,
+        ctx: CallContext,
+        params: list[Any] | dict[str, Any] | None,
+    ) -> Any:
+        """Call one method, logged; certd's errors and crashes propagate as raised.
+
+        A job method returns the job's id at once, as over HTTP.
+        """
         started = time.monotonic()
         bound = structlog.contextvars.bind_contextvars(
             request_id=ctx.request_id, method=spec.name
         )
         try:
-            result = await self._invoke(spec, ctx, params)
+            return await self._invoke(spec, ctx, params)
         except CertdError as exc:
             log.info(
                 "rpc_failed",
@@ -133,19 +160,14 @@ class Dispatcher:
                 error=exc.message,
                 seconds=round(time.monotonic() - started, 4),
             )
-            raise rpc_error(exc) from None
+            raise
         except JsonRpcError:
             raise
         except Exception:
             log.exception("rpc_crashed")
-            raise JsonRpcError(
-                INTERNAL_ERROR,
-                "Internal error: see the daemon log",
-                {"type": "InternalError"},
-            ) from None
+            raise
         finally:
             structlog.contextvars.reset_contextvars(**bound)
-        return Success(result)
 
     async def _invoke(
         self,
@@ -178,6 +200,8 @@ class Dispatcher:
                 caller=str(ctx.caller or ""),
                 dump_result=spec.dump_result,
             )
+            if ctx.on_job is not None:
+                ctx.on_job(job)
             return job.id
         return spec.dump_result(await spec.func(**kwargs))
 

@@ -155,7 +155,7 @@ class DNSAuthenticatorService(CRUDService):
             )
         errors.check()
 
-    @api_method(secret_params=("data",))
+    @api_method(secret_params=("data.attributes",))
     async def create(self, data: AuthenticatorCreate) -> AuthenticatorEntry:
         """Store a named provider with its credentials."""
         attributes = dict(data.attributes)
@@ -175,7 +175,7 @@ class DNSAuthenticatorService(CRUDService):
             await session.flush()
             return self._entry(row)  # type: ignore[return-value]
 
-    @api_method(secret_params=("data",))
+    @api_method(secret_params=("data.attributes",))
     async def update(self, id: int, data: AuthenticatorUpdate) -> AuthenticatorEntry:
         """Rename, or change attributes; secrets left out keep their stored value."""
         async with self.app.db.session() as session:

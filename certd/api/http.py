@@ -11,7 +11,8 @@ import structlog
 from aiohttp import web
 
 from certd.api.auth import Caller, unix_caller
-from certd.api.dispatch import REQUEST_TOO_LARGE, CallContext
+from certd.api.codes import NOT_AUTHENTICATED, REQUEST_TOO_LARGE
+from certd.api.dispatch import CallContext
 
 if TYPE_CHECKING:
     from certd.service import Daemon
@@ -21,10 +22,9 @@ log = structlog.get_logger(__name__)
 DAEMON_KEY = web.AppKey("daemon", object)
 
 
-def _error_body(code: int, message: str) -> str:
-    return json.dumps(
-        {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None}
-    )
+def _error_body(code: int, message: str, kind: str, errno: int) -> str:
+    error = {"code": code, "message": message, "data": {"type": kind, "errno": errno}}
+    return json.dumps({"jsonrpc": "2.0", "error": error, "id": None})
 
 
 def _transport_socket(request: web.Request) -> socket.socket | None:
@@ -62,7 +62,9 @@ async def rpc(request: web.Request) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge:
         return web.Response(
             status=413,
-            text=_error_body(REQUEST_TOO_LARGE, "Request body too large"),
+            text=_error_body(
+                REQUEST_TOO_LARGE, "Request body too large", "RequestTooLarge", 27
+            ),
             content_type="application/json",
         )
     caller, transport, bad_credentials = await _caller(daemon, request)
@@ -71,7 +73,10 @@ async def rpc(request: web.Request) -> web.StreamResponse:
         return web.Response(
             status=401,
             text=_error_body(
-                -32001, "Not authenticated: the API key is unknown or revoked"
+                NOT_AUTHENTICATED,
+                "Not authenticated: the API key is unknown or revoked",
+                "AuthenticationError",
+                13,
             ),
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="certd"'},

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select, update
 
+from certd.api.codes import code_for
 from certd.errors import CertdError, JobAbortedError, NotFoundError, ValidationError
 from certd.store.db import Database
 from certd.store.models import Job as JobRow
@@ -42,6 +43,7 @@ def error_details(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, CertdError):
         details: dict[str, Any] = {
             "type": type(exc).__name__,
+            "code": code_for(exc),
             "errno": exc.errno,
             "retryable": exc.retryable,
         }
@@ -54,7 +56,12 @@ def error_details(exc: BaseException) -> dict[str, Any]:
             if getattr(exc, attr, None) is not None:
                 details[attr] = getattr(exc, attr)
         return details
-    return {"type": "InternalError", "errno": 14, "retryable": False}
+    return {
+        "type": "InternalError",
+        "code": code_for(exc),
+        "errno": 14,
+        "retryable": False,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -90,6 +97,7 @@ class Job:
         await self.manager._persist(
             self.id, progress_percent=self.percent, progress_description=description
         )
+        self.manager._announce(self)
         await self._notify()
 
     async def _notify(self) -> None:
@@ -134,6 +142,8 @@ def row_entry(row: JobRow) -> dict[str, Any]:
 
 
 JobFunction = Callable[[Job], Awaitable[Any]]
+# Called, without awaiting, each time a job starts, reports progress or ends.
+JobListener = Callable[[Job], None]
 
 
 class JobManager:
@@ -142,6 +152,19 @@ class JobManager:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.running: dict[int, Job] = {}
+        self.listeners: list[JobListener] = []
+
+    def add_listener(self, listener: JobListener) -> Callable[[], None]:
+        """Call ``listener`` on every change of every job; return the remover."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    def _announce(self, job: Job) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(job)
+            except Exception:
+                log.exception("job_listener_failed", job_id=job.id)
 
     async def recover(self) -> int:
         """Mark jobs left running by a previous process as aborted."""
@@ -193,6 +216,7 @@ class JobManager:
         started = time.monotonic()
         await self._persist(job.id, state=job.state, started_at=job.started_at)
         log.info("job_started")
+        self._announce(job)
         try:
             job.result = dump_result(await run(job))
             job.state = JobState.SUCCESS
@@ -233,6 +257,7 @@ class JobManager:
             structlog.contextvars.reset_contextvars(**bound)
             self.running.pop(job.id, None)
             job.done.set()
+            self._announce(job)
             await job._notify()
 
     async def _persist(self, job_id: int, **values: Any) -> None:

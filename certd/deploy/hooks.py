@@ -51,9 +51,7 @@ class HookResult:
         if self.error:
             return self.error
         if self.timed_out:
-            return (
-                f"{self.argv[0]} was killed after its timeout of {self.seconds:.0f} s"
-            )
+            return f"{self.argv[0]} was killed after its timeout of {self.seconds:g} s"
         return f"{self.argv[0]} exited with status {self.returncode}"
 
     def record(self) -> dict[str, Any]:

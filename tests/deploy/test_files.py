@@ -1,0 +1,255 @@
+"""Writing certificate files: content, modes, owners, atomic replacement."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+from certd.deploy.files import (
+    Material,
+    Ownership,
+    ensure_directory,
+    ownership,
+    write_atomic,
+    write_target,
+)
+from certd.deploy.models import DeploySpec, FileTarget
+from certd.errors import DeployError
+from tests.renewal.factory import Chain, make_chain
+
+ALL_FILES = ["cert", "chain", "fullchain", "privkey", "combined", "pkcs12"]
+
+
+@pytest.fixture(scope="module")
+def chain() -> Chain:
+    return make_chain(["www.example.test", "example.test"])
+
+
+@pytest.fixture
+def material(chain: Chain) -> Material:
+    return Material.load("www", chain.fullchain_pem, chain.key_pem)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_write_target_contents(
+    tmp_path: Path, chain: Chain, material: Material
+) -> None:
+    target = FileTarget(directory=str(tmp_path), files=ALL_FILES)
+
+    written = write_target(target, material)
+
+    leaf_pem = chain.leaf.public_bytes(Encoding.PEM)
+    ca_pem = chain.ca.public_bytes(Encoding.PEM)
+    assert (tmp_path / "cert.pem").read_bytes() == leaf_pem
+    assert (tmp_path / "chain.pem").read_bytes() == ca_pem
+    assert (tmp_path / "fullchain.pem").read_bytes() == leaf_pem + ca_pem
+    assert (tmp_path / "privkey.pem").read_text() == chain.key_pem
+    assert (tmp_path / "combined.pem").read_bytes() == (
+        leaf_pem + ca_pem + chain.key_pem.encode()
+    )
+    key, cert, extra = pkcs12.load_key_and_certificates(
+        (tmp_path / "certificate.p12").read_bytes(), None
+    )
+    assert cert == chain.leaf
+    assert extra == [chain.ca]
+    assert key is not None
+    assert written == {
+        kind: str(tmp_path / name)
+        for kind, name in [
+            ("cert", "cert.pem"),
+            ("chain", "chain.pem"),
+            ("fullchain", "fullchain.pem"),
+            ("privkey", "privkey.pem"),
+            ("combined", "combined.pem"),
+            ("pkcs12", "certificate.p12"),
+        ]
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        Path(p).name for p in written.values()
+    )
+
+
+def test_write_target_default_modes(tmp_path: Path, material: Material) -> None:
+    write_target(FileTarget(directory=str(tmp_path), files=ALL_FILES), material)
+
+    assert _mode(tmp_path / "cert.pem") == 0o644
+    assert _mode(tmp_path / "fullchain.pem") == 0o644
+    assert _mode(tmp_path / "privkey.pem") == 0o600
+    assert _mode(tmp_path / "combined.pem") == 0o600
+    assert _mode(tmp_path / "certificate.p12") == 0o600
+
+
+def test_write_target_configured_modes_names_and_passphrase(
+    tmp_path: Path, chain: Chain, material: Material
+) -> None:
+    target = FileTarget(
+        directory=str(tmp_path),
+        files=["fullchain", "privkey", "pkcs12"],
+        file_names={"fullchain": "server.crt", "privkey": "server.key"},
+        mode="0640",
+        key_mode="0640",
+        pkcs12_passphrase="s3cret",
+    )
+
+    write_target(target, material)
+
+    assert _mode(tmp_path / "server.crt") == 0o640
+    assert _mode(tmp_path / "server.key") == 0o640
+    _, cert, _ = pkcs12.load_key_and_certificates(
+        (tmp_path / "certificate.p12").read_bytes(), b"s3cret"
+    )
+    assert cert == chain.leaf
+    with pytest.raises(ValueError):
+        pkcs12.load_key_and_certificates(
+            (tmp_path / "certificate.p12").read_bytes(), None
+        )
+
+
+def test_write_target_keeps_existing_owner_group_and_mode(
+    tmp_path: Path, material: Material
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    cert, key = tmp_path / "cert.pem", tmp_path / "privkey.pem"
+    cert.write_text("old")
+    key.write_text("old")
+    os.chown(cert, 65534, 65534)
+    os.chmod(cert, 0o604)
+    os.chown(key, 65534, 0)
+    os.chmod(key, 0o646)  # readable by others: never kept for a key
+
+    write_target(
+        FileTarget(directory=str(tmp_path), files=["cert", "privkey"]), material
+    )
+
+    assert (cert.stat().st_uid, cert.stat().st_gid, _mode(cert)) == (
+        65534,
+        65534,
+        0o604,
+    )
+    assert (key.stat().st_uid, key.stat().st_gid, _mode(key)) == (65534, 0, 0o640)
+    assert key.read_text() == material.key_pem
+
+
+def test_write_target_configured_owner_wins(tmp_path: Path, material: Material) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    (tmp_path / "privkey.pem").write_text("old")
+    target = FileTarget(
+        directory=str(tmp_path), files=["privkey"], owner="65534", group="nogroup"
+    )
+
+    write_target(target, material)
+
+    info = (tmp_path / "privkey.pem").stat()
+    assert (info.st_uid, info.st_gid) == (65534, 65534)
+    assert _mode(tmp_path / "privkey.pem") == 0o644 & 0o770  # kept 0644 less others
+
+
+def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "file.pem"
+    path.write_text("old")
+    inode = path.stat().st_ino
+
+    write_atomic(path, b"new", Ownership(-1, -1, 0o600))
+
+    assert path.read_bytes() == b"new"
+    assert path.stat().st_ino != inode  # renamed over, not rewritten in place
+    assert [p.name for p in tmp_path.iterdir()] == ["file.pem"]
+
+
+def test_write_atomic_failure_cleans_up(tmp_path: Path) -> None:
+    # a directory where the file should go: the rename fails after the
+    # temporary file was written
+    (tmp_path / "file.pem").mkdir()
+
+    with pytest.raises(DeployError, match=r"file\.pem: cannot write"):
+        write_atomic(tmp_path / "file.pem", b"new", Ownership(-1, -1, 0o600))
+
+    assert [p.name for p in tmp_path.iterdir()] == ["file.pem"]
+    assert (tmp_path / "file.pem").is_dir()
+
+
+def test_write_target_unknown_owner(tmp_path: Path, material: Material) -> None:
+    (tmp_path / "cert.pem").write_text("old")
+    target = FileTarget(directory=str(tmp_path), files=["cert"], owner="no-such-user")
+
+    with pytest.raises(DeployError, match="no-such-user: no such user"):
+        write_target(target, material)
+
+    assert (tmp_path / "cert.pem").read_text() == "old"
+
+
+def test_ownership_refuses_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real.pem").write_text("x")
+    (tmp_path / "cert.pem").symlink_to(tmp_path / "real.pem")
+
+    with pytest.raises(DeployError, match="not a regular file"):
+        ownership(tmp_path / "cert.pem", FileTarget(directory=str(tmp_path)), key=False)
+
+
+def test_ensure_directory_creates_one_level(tmp_path: Path) -> None:
+    target = FileTarget(directory=str(tmp_path / "live"))
+
+    directory = ensure_directory(target)
+
+    assert directory.is_dir()
+    assert _mode(directory) == 0o755
+    with pytest.raises(DeployError, match="parent directory"):
+        ensure_directory(FileTarget(directory=str(tmp_path / "a" / "b")))
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({"directory": "relative/dir"}, "absolute path"),
+        ({"directory": "/tmp/x", "files": ["cert", "cert"]}, "listed once"),
+        ({"directory": "/tmp/x", "file_names": {"cert": "../x"}}, "without '/'"),
+        ({"directory": "/tmp/x", "key_mode": "0644"}, "readable by others"),
+        ({"directory": "/tmp/x", "mode": "rw"}, "octal"),
+    ],
+)
+def test_file_target_rejects(target: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FileTarget.model_validate(target)
+
+
+def test_deploy_spec_hides_the_passphrase() -> None:
+    spec = DeploySpec.model_validate(
+        {
+            "targets": [{"directory": "/srv/tls", "pkcs12_passphrase": "pw"}],
+            "hooks": [{"argv": ["/bin/true"]}],
+        }
+    )
+
+    assert spec.stored()["targets"][0]["pkcs12_passphrase"] == "pw"
+    public = spec.public()["targets"][0]
+    assert "pkcs12_passphrase" not in public
+    assert public["pkcs12_passphrase_set"] is True
+    with pytest.raises(ValueError, match="absolute path"):
+        DeploySpec.model_validate({"hooks": [{"argv": ["systemctl", "reload"]}]})
+    with pytest.raises(ValueError, match="once"):
+        DeploySpec.model_validate(
+            {"targets": [{"directory": "/srv/a"}, {"directory": "/srv/a/"}]}
+        )
+
+
+def test_material_rejects_garbage() -> None:
+    from certd.errors import PkiError
+
+    with pytest.raises(PkiError, match="cannot be read"):
+        Material.load("x", "not a certificate", "")
+    assert isinstance(
+        Material.load(
+            "x", make_chain(["a.example.test"]).fullchain_pem, ""
+        ).certificates[0],
+        x509.Certificate,
+    )

@@ -1,65 +1,105 @@
 """``certificate``: certificates and signing requests, created, listed and deleted.
 
-Create types follow the NAS middleware: a new key and CSR
-(``CERTIFICATE_CREATE_CSR``) and a certificate obtained over ACME DNS-01 from
-such a CSR (``CERTIFICATE_CREATE_ACME``).
+Create types follow the NAS middleware: a certificate signed by one of our
+CAs (``CERTIFICATE_CREATE_INTERNAL``), an imported certificate with its key
+(``CERTIFICATE_CREATE_IMPORTED``), a new key and CSR
+(``CERTIFICATE_CREATE_CSR``), an imported CSR with its key
+(``CERTIFICATE_CREATE_IMPORTED_CSR``), and a certificate obtained over ACME
+DNS-01 from such a CSR (``CERTIFICATE_CREATE_ACME``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
-from certd.api.registry import api_method, validation_error_from_pydantic
+from certd.api.pki_params import (
+    Parsed,
+    apply_profile,
+    given,
+    parse_request,
+    pick_profile,
+)
+from certd.api.pki_store import (
+    Signer,
+    chain_pem,
+    find_issuer,
+    is_ca_certificate,
+    load_chain,
+    load_signer,
+    probe_key,
+    record_revocation,
+    remove_revocation,
+    sign_request,
+)
+from certd.api.registry import api_method
 from certd.errors import (
     ConflictError,
     NotFoundError,
+    PkiError,
     ValidationCollector,
     ValidationError,
 )
-from certd.pki.csr import create_csr, load_csr
+from certd.pki.csr import create_csr, csr_matches_key, load_csr
+from certd.pki.export import to_pkcs12
+from certd.pki.importing import check_key_matches, import_chain
 from certd.pki.inspect import describe_certificate, describe_csr
-from certd.pki.keys import load_private_key
-from certd.pki.models import (
-    CertExtensions,
-    Digest,
-    EcCurve,
-    KeyOptions,
-    KeyType,
-    Subject,
+from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
+from certd.pki.profiles import certificate_profiles, csr_profiles
+from certd.store.models import (
+    Certificate,
+    CertificateAuthority,
+    DNSAuthenticator,
+    utcnow,
 )
-from certd.store.models import Certificate, DNSAuthenticator, utcnow
 from certd.workers import generate_key_pem
 
 log = structlog.get_logger(__name__)
 
+_SHA256 = hashes.SHA256()
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 CreateType = Literal[
+    "CERTIFICATE_CREATE_INTERNAL",
+    "CERTIFICATE_CREATE_IMPORTED",
     "CERTIFICATE_CREATE_CSR",
+    "CERTIFICATE_CREATE_IMPORTED_CSR",
     "CERTIFICATE_CREATE_ACME",
 ]
-
-KEY_FIELDS = ("key_type", "key_length", "ec_curve", "digest_algorithm")
-SUBJECT_FIELDS = (
-    "country",
-    "state",
-    "city",
-    "organization",
-    "organizational_unit",
-    "email",
-    "common",
-)
+CREATE_TYPE_LABELS: dict[str, str] = {
+    "CERTIFICATE_CREATE_INTERNAL": "Internal Certificate",
+    "CERTIFICATE_CREATE_IMPORTED": "Import Certificate",
+    "CERTIFICATE_CREATE_CSR": "Certificate Signing Request",
+    "CERTIFICATE_CREATE_IMPORTED_CSR": "Import Certificate Signing Request",
+    "CERTIFICATE_CREATE_ACME": "ACME Certificate",
+}
+CrlReason = Literal[
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "privilegeWithdrawn",
+    "aACompromise",
+]
+# RFC 5280 5.3.1: only a hold may be lifted; every other reason is final.
+HOLD = "certificateHold"
 
 
 class CertificateCreate(BaseModel):
@@ -69,12 +109,19 @@ class CertificateCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=120)
     create_type: CreateType
-    # key and digest (CSR)
-    key_type: KeyType | None = None
+    profile: str | None = Field(
+        default=None,
+        description="A preset from certificate.profiles (INTERNAL) or "
+        "certificate.csr_profiles (CSR); fields given here win over it.",
+    )
+    # key, digest and lifetime (INTERNAL, CSR)
+    key_type: str | None = None
     key_length: int | None = None
-    ec_curve: EcCurve | str | None = None
-    digest_algorithm: Digest | str | None = None
-    # subject (CSR)
+    ec_curve: str | None = None
+    digest_algorithm: str | None = None
+    lifetime: int | None = Field(default=None, description="days (INTERNAL)")
+    signedby: int | None = Field(default=None, description="CA id (INTERNAL)")
+    # subject (INTERNAL, CSR)
     country: str | None = None
     state: str | None = None
     city: str | None = None
@@ -84,14 +131,19 @@ class CertificateCreate(BaseModel):
     common: str | None = None
     san: list[str] = Field(default_factory=list)
     cert_extensions: dict[str, Any] | None = None
-    # ACME
+    # imports
+    certificate: str | None = Field(default=None, description="PEM chain (IMPORTED)")
+    privatekey: SecretStr | None = Field(
+        default=None, description="PEM key (IMPORTED, IMPORTED_CSR)"
+    )
+    CSR: str | None = Field(default=None, description="PEM CSR (IMPORTED_CSR)")
+    passphrase: SecretStr | None = None
+    # ACME; csr_id also names the CSR whose key an IMPORTED certificate uses
     csr_id: int | None = None
     acme_directory_uri: str | None = None
     tos: bool = False
     dns_mapping: dict[str, int] = Field(default_factory=dict)
     renew_days: int | None = Field(default=None, ge=1, le=365)
-    # imports
-    passphrase: SecretStr | None = None
 
 
 class CertificateUpdate(BaseModel):
@@ -100,8 +152,14 @@ class CertificateUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     renew_days: int | None = Field(default=None, ge=1, le=365)
     dns_mapping: dict[str, int] | None = None
-    # Renew with the same key and CSR instead of a new key each time.
-    reuse_key: bool | None = None
+    revoked: bool | None = Field(
+        default=None,
+        description="Revoke a certificate signed by a local CA; only a "
+        "certificateHold can be lifted again.",
+    )
+    revoked_reason: CrlReason | None = Field(
+        default=None, description="RFC 5280 reason, with revoked: true"
+    )
 
 
 class CertificateEntry(BaseModel):
@@ -114,6 +172,7 @@ class CertificateEntry(BaseModel):
     cert_type: Literal["CERTIFICATE", "CSR"]
     create_type: str
     parsed: bool
+    parse_error: str | None
     certificate: str | None
     CSR: str | None
     has_privatekey: bool
@@ -124,9 +183,36 @@ class CertificateEntry(BaseModel):
     days_left: int | None
     fingerprint_sha256: str | None
     chain_list: list[str] | None
+    signedby: int | None
+    issuer: str | None
+    revoked: bool
+    revoked_at: str | None
+    revoked_reason: str | None
     acme: dict[str, Any] | None
     dns_mapping: dict[str, int]
     renew_days: int | None
+
+
+class ExportResult(BaseModel):
+    """A certificate with its chain and key, as certificate.export returns it."""
+
+    id: int
+    name: str
+    format: Literal["PEM", "PKCS12"]
+    certificate: str = Field(description="the leaf, PEM")
+    chain: list[str] = Field(description="its issuers, PEM, leaf's issuer first")
+    privatekey: str | None = Field(description="unencrypted PKCS#8 PEM (PEM format)")
+    pkcs12: str | None = Field(description="base64 PKCS#12 (PKCS12 format)")
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """A checked import: chain leaf first, its key, and what it relates to."""
+
+    chain: list[x509.Certificate]
+    key_pem: str
+    signedby: int | None
+    csr_row: Certificate | None
 
 
 # describe_certificate parses a whole chain; entries are listed far more often
@@ -155,8 +241,6 @@ def _describe(pem: str, kind: str) -> dict[str, Any]:
 
 def acme_domains(csr_pem: str) -> tuple[list[str], list[str]]:
     """(DNS names an ACME order for this CSR covers, entries dns-01 cannot prove)."""
-    from cryptography import x509
-
     csr = load_csr(csr_pem)
     names: list[str] = []
     unprovable: list[str] = []
@@ -172,6 +256,24 @@ def acme_domains(csr_pem: str) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(names)), unprovable
 
 
+def issuer_label(described: dict[str, Any], authority: str | None) -> str | None:
+    """Who issued it, as the list shows: our CA's name, self-signed or external."""
+    if authority is not None:
+        return authority
+    if not described.get("parsed") or described.get("self_signed") is None:
+        return None
+    return "self-signed" if described["self_signed"] else "external"
+
+
+def _key_field(exc: PkiError) -> str:
+    # The key loader says "passphrase" exactly when the passphrase is at fault.
+    return "data.passphrase" if "passphrase" in exc.message else "data.privatekey"
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 class CertificateService(CRUDService):
     namespace = "certificate"
     kind = "certificate"
@@ -182,7 +284,10 @@ class CertificateService(CRUDService):
         self.create_handlers: dict[
             str, Callable[[Job, CertificateCreate], Awaitable[int]]
         ] = {
+            "CERTIFICATE_CREATE_INTERNAL": self._create_internal,
+            "CERTIFICATE_CREATE_IMPORTED": self._create_imported,
             "CERTIFICATE_CREATE_CSR": self._create_csr,
+            "CERTIFICATE_CREATE_IMPORTED_CSR": self._create_imported_csr,
             "CERTIFICATE_CREATE_ACME": self._create_acme,
         }
 
@@ -193,7 +298,9 @@ class CertificateService(CRUDService):
 
     # --- results ----------------------------------------------------------
 
-    def entry(self, row: Certificate) -> dict[str, Any]:
+    def entry(
+        self, row: Certificate, authorities: dict[int, str] | None = None
+    ) -> dict[str, Any]:
         if row.cert_type == "CSR":
             described = _describe(row.csr or "", "csr")
         else:
@@ -205,6 +312,7 @@ class CertificateService(CRUDService):
                 "directory": row.acme_directory_uri,
                 "order_uri": row.acme_uri,
             }
+        authority = (authorities or {}).get(row.signedby_id or 0)
         return {
             **described,
             "id": row.id,
@@ -217,10 +325,16 @@ class CertificateService(CRUDService):
             "has_privatekey": bool(row.privatekey),
             "csr_id": row.csr_id,
             "signedby": row.signedby_id,
+            "issuer": issuer_label(described, authority)
+            if row.cert_type != "CSR"
+            else None,
+            "can_be_revoked": row.signedby_id is not None
+            and row.cert_type == "CERTIFICATE"
+            and row.acme_account_id is None
+            and (not row.revoked or row.revoked_reason == HOLD),
             "acme": acme,
             "dns_mapping": row.dns_mapping or {},
             "renew_days": row.renew_days,
-            "reuse_key": row.reuse_key,
             "revoked": row.revoked,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "revoked_reason": row.revoked_reason,
@@ -233,21 +347,29 @@ class CertificateService(CRUDService):
             "created_at": _iso(row.created_at),
         }
 
+    async def _authorities(self, session: Any) -> dict[int, str]:
+        rows = await session.execute(
+            select(CertificateAuthority.id, CertificateAuthority.name)
+        )
+        return dict(rows.tuples().all())
+
     async def entries(self) -> list[dict[str, Any]]:
         async with self.app.db.session() as session:
             rows = (
                 await session.scalars(select(Certificate).order_by(Certificate.id))
             ).all()
-        return [self.entry(row) for row in rows]
+            authorities = await self._authorities(session)
+        return [self.entry(row, authorities) for row in rows]
 
     async def get_entry(self, id: int) -> dict[str, Any]:
         async with self.app.db.session() as session:
             row = await session.get(Certificate, id)
-        if row is None:
-            raise NotFoundError(self.kind, id)
-        return self.entry(row)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            authorities = await self._authorities(session)
+        return self.entry(row, authorities)
 
-    # --- create -------------------------------------------------------------
+    # --- create: checks -------------------------------------------------------
 
     async def check_create(self, data: CertificateCreate) -> None:
         """Everything that can be checked before the job starts."""
@@ -261,43 +383,142 @@ class CertificateService(CRUDService):
                 errors.add(
                     "data.name", f"a certificate named {data.name!r} already exists"
                 )
+        if data.profile is not None and data.create_type not in (
+            "CERTIFICATE_CREATE_INTERNAL",
+            "CERTIFICATE_CREATE_CSR",
+        ):
+            errors.add(
+                "data.profile",
+                f"profiles apply to internal certificates and CSRs, not to "
+                f"{data.create_type}",
+            )
         errors.check()
-        if data.create_type == "CERTIFICATE_CREATE_CSR":
+        if data.create_type == "CERTIFICATE_CREATE_INTERNAL":
+            await self._plan_internal(data)
+        elif data.create_type == "CERTIFICATE_CREATE_IMPORTED":
+            await self._plan_import(data)
+        elif data.create_type == "CERTIFICATE_CREATE_CSR":
             self._csr_options(data)
+        elif data.create_type == "CERTIFICATE_CREATE_IMPORTED_CSR":
+            self._read_imported_csr(data)
         elif data.create_type == "CERTIFICATE_CREATE_ACME":
             await self._check_acme(data)
 
-    def _csr_options(
-        self, data: CertificateCreate
-    ) -> tuple[KeyOptions, Subject, CertExtensions]:
-        values = data.model_dump(exclude_unset=True)
-        collector = ValidationCollector()
-        parsed: list[Any] = []
-        for model, fields in (
-            (KeyOptions, KEY_FIELDS),
-            (Subject, SUBJECT_FIELDS),
-        ):
-            try:
-                parsed.append(
-                    model.model_validate({k: values[k] for k in fields if k in values})
-                )
-            except PydanticValidationError as exc:
-                collector.errors.extend(
-                    validation_error_from_pydantic(exc, "data").errors
-                )
-        try:
-            parsed.append(CertExtensions.model_validate(data.cert_extensions or {}))
-        except PydanticValidationError as exc:
-            collector.errors.extend(
-                validation_error_from_pydantic(exc, "data.cert_extensions").errors
-            )
-        collector.check()
-        if not data.san and not data.common:
+    def _request_values(
+        self, data: CertificateCreate, profiles: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        values = given(data.model_dump(exclude_unset=True))
+        return apply_profile(
+            values, pick_profile(data.profile, profiles, "data.profile")
+        )
+
+    def _csr_options(self, data: CertificateCreate) -> Parsed:
+        return parse_request(self._request_values(data, csr_profiles()), lifetime=False)
+
+    async def _plan_internal(self, data: CertificateCreate) -> tuple[Parsed, Signer]:
+        if data.signedby is None:
             raise ValidationError.single(
-                "data.san",
-                "give a common name or at least one subject alternative name",
+                "data.signedby",
+                "required for CERTIFICATE_CREATE_INTERNAL: the id of the signing CA",
             )
-        return parsed[0], parsed[1], parsed[2]
+        parsed = parse_request(self._request_values(data, certificate_profiles()))
+        if parsed.extensions.is_ca:
+            raise ValidationError.single(
+                "data.cert_extensions.BasicConstraints.ca",
+                "a CA certificate is made with certificateauthority.create",
+            )
+        now = utcnow()
+        async with self.app.db.session() as session:
+            signer = await load_signer(session, data.signedby, "data.signedby", now)
+        # A trial signature with a throwaway key applies every rule of the
+        # library (lifetime within the CA's, SAN syntax) before a job starts.
+        sign_request(parsed, probe_key().public_key(), now, signer=signer)
+        return parsed, signer
+
+    async def _plan_import(self, data: CertificateCreate) -> ImportPlan:
+        errors = ValidationCollector()
+        if not data.certificate:
+            errors.add("data.certificate", "required for CERTIFICATE_CREATE_IMPORTED")
+        if data.privatekey is None and data.csr_id is None:
+            errors.add(
+                "data.privatekey",
+                "required: the certificate's private key, or csr_id of the CSR "
+                "it was issued for",
+            )
+        errors.check()
+
+        try:
+            chain = import_chain(data.certificate or "")
+        except PkiError as exc:
+            raise ValidationError.single("data.certificate", exc.message) from None
+        if is_ca_certificate(chain[0]):
+            raise ValidationError.single(
+                "data.certificate",
+                "this is a CA certificate; import it with certificateauthority.create "
+                "(CA_CREATE_IMPORTED)",
+            )
+
+        csr_row = None
+        if data.csr_id is not None and data.privatekey is None:
+            csr_row = await self._csr_row(data.csr_id)
+            key_pem = csr_row.privatekey or ""
+            field = "data.csr_id"
+        else:
+            key_pem = _secret(data.privatekey) or ""
+            field = "data.privatekey"
+        try:
+            key = load_private_key(key_pem, _secret(data.passphrase))
+        except PkiError as exc:
+            raise ValidationError.single(_key_field(exc), exc.message) from None
+        try:
+            check_key_matches(chain[0], key)
+        except PkiError as exc:
+            raise ValidationError.single(field, exc.message) from None
+
+        async with self.app.db.session() as session:
+            authority = await find_issuer(session, chain[0])
+        return ImportPlan(
+            chain,
+            private_key_to_pem(key),
+            authority.id if authority else None,
+            csr_row,
+        )
+
+    def _read_imported_csr(
+        self, data: CertificateCreate
+    ) -> tuple[x509.CertificateSigningRequest, PrivateKey]:
+        errors = ValidationCollector()
+        if not data.CSR:
+            errors.add("data.CSR", "required for CERTIFICATE_CREATE_IMPORTED_CSR")
+        if data.privatekey is None:
+            errors.add("data.privatekey", "required: the CSR's private key")
+        errors.check()
+        try:
+            csr = load_csr(data.CSR or "")
+        except PkiError as exc:
+            raise ValidationError.single("data.CSR", exc.message) from None
+        try:
+            key = load_private_key(
+                _secret(data.privatekey) or "", _secret(data.passphrase)
+            )
+        except PkiError as exc:
+            raise ValidationError.single(_key_field(exc), exc.message) from None
+        if not csr_matches_key(csr, key):
+            raise ValidationError.single(
+                "data.privatekey", "the private key does not match the CSR"
+            )
+        return csr, key
+
+    async def _csr_row(self, csr_id: int) -> Certificate:
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, csr_id)
+        if row is None or row.cert_type != "CSR":
+            raise ValidationError.single("data.csr_id", f"no CSR with id {csr_id}")
+        if not row.privatekey:
+            raise ValidationError.single(
+                "data.csr_id", "the CSR has no private key stored with it"
+            )
+        return row
 
     async def _check_acme(self, data: CertificateCreate) -> Certificate:
         errors = ValidationCollector()
@@ -350,6 +571,8 @@ class CertificateService(CRUDService):
         data.dns_mapping = mapping
         return csr_row
 
+    # --- create: the job --------------------------------------------------------
+
     @api_method(job=True, secret_params=("data",), check="check_create")
     async def create(self, job: Job, data: CertificateCreate) -> CertificateEntry:
         """Create a certificate or CSR; the job's result is the new entry."""
@@ -373,15 +596,59 @@ class CertificateService(CRUDService):
             )
             return row.id
 
+    async def _create_internal(self, job: Job, data: CertificateCreate) -> int:
+        parsed, signer = await self._plan_internal(data)
+        await job.set_progress(10, f"generating a {parsed.key.key_type} key")
+        key_pem = await self.app.workers.run(generate_key_pem, parsed.key.model_dump())
+        key = load_private_key(key_pem)
+        await job.set_progress(70, f"signing with CA {signer.name!r}")
+        cert = sign_request(parsed, key.public_key(), utcnow(), signer=signer)
+        log.info(
+            "certificate_issued",
+            certificate=data.name,
+            authority=signer.name,
+            serial=f"{cert.serial_number:X}",
+        )
+        return await self._insert(
+            Certificate(
+                name=data.name,
+                cert_type="CERTIFICATE",
+                create_type=data.create_type,
+                certificate=chain_pem([cert, *signer.chain]),
+                privatekey=key_pem,
+                signedby_id=signer.id,
+            )
+        )
+
+    async def _create_imported(self, job: Job, data: CertificateCreate) -> int:
+        plan = await self._plan_import(data)
+        await job.set_progress(50, "storing the imported certificate")
+        return await self._insert(
+            Certificate(
+                name=data.name,
+                cert_type="CERTIFICATE",
+                create_type=data.create_type,
+                certificate=chain_pem(plan.chain),
+                privatekey=plan.key_pem,
+                signedby_id=plan.signedby,
+                csr=plan.csr_row.csr if plan.csr_row else None,
+                csr_id=plan.csr_row.id if plan.csr_row else None,
+            )
+        )
+
     async def _create_csr(self, job: Job, data: CertificateCreate) -> int:
-        options, subject, extensions = self._csr_options(data)
-        await job.set_progress(10, f"generating a {options.key_type} key")
-        key_pem = await self.app.workers.run(generate_key_pem, options.model_dump())
+        parsed = self._csr_options(data)
+        await job.set_progress(10, f"generating a {parsed.key.key_type} key")
+        key_pem = await self.app.workers.run(generate_key_pem, parsed.key.model_dump())
         key = load_private_key(key_pem)
         await job.set_progress(70, "signing the CSR")
-        from cryptography.hazmat.primitives import serialization
-
-        csr = create_csr(key, subject, data.san, extensions, options.digest_algorithm)
+        csr = create_csr(
+            key,
+            parsed.subject,
+            parsed.san,
+            parsed.extensions,
+            parsed.key.digest_algorithm,
+        )
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
         return await self._insert(
             Certificate(
@@ -390,6 +657,19 @@ class CertificateService(CRUDService):
                 create_type=data.create_type,
                 csr=csr_pem,
                 privatekey=key_pem,
+            )
+        )
+
+    async def _create_imported_csr(self, job: Job, data: CertificateCreate) -> int:
+        csr, key = self._read_imported_csr(data)
+        await job.set_progress(50, "storing the imported CSR")
+        return await self._insert(
+            Certificate(
+                name=data.name,
+                cert_type="CSR",
+                create_type=data.create_type,
+                csr=csr.public_bytes(serialization.Encoding.PEM).decode(),
+                privatekey=private_key_to_pem(key),
             )
         )
 
@@ -425,7 +705,8 @@ class CertificateService(CRUDService):
 
     @api_method()
     async def update(self, id: int, data: CertificateUpdate) -> CertificateEntry:
-        """Rename, or change renewal settings of an ACME certificate."""
+        """Rename, change ACME renewal settings, or revoke a certificate of our CA."""
+        revocation_changed = False
         async with self.app.db.session() as session:
             row = await session.get(Certificate, id)
             if row is None:
@@ -445,6 +726,7 @@ class CertificateService(CRUDService):
                 errors.add("data.renew_days", "applies to ACME certificates only")
             if data.dns_mapping is not None and not is_acme:
                 errors.add("data.dns_mapping", "applies to ACME certificates only")
+            self._check_revocation(row, data, errors)
             errors.check()
             if data.dns_mapping is not None:
                 probe = CertificateCreate(
@@ -460,14 +742,103 @@ class CertificateService(CRUDService):
                 row.name = data.name
             if data.renew_days is not None:
                 row.renew_days = data.renew_days
-            if data.reuse_key is not None:
-                row.reuse_key = data.reuse_key
-            if data.renew_days is not None or data.dns_mapping is not None:
-                # the renewal scheduler plans the certificate again on its next tick
-                row.next_attempt_at = None
+            if data.revoked is not None:
+                revocation_changed = await self._apply_revocation(session, row, data)
             row.updated_at = utcnow()
             await session.flush()
-            return self.entry(row)  # type: ignore[return-value]
+            authority_id = row.signedby_id
+        if revocation_changed and authority_id is not None:
+            await self.app.services["certificateauthority"].crls.publish(authority_id)
+        return await self.get_entry(id)  # type: ignore[return-value]
+
+    def _check_revocation(
+        self, row: Certificate, data: CertificateUpdate, errors: ValidationCollector
+    ) -> None:
+        if data.revoked_reason is not None and data.revoked is not True:
+            errors.add("data.revoked_reason", "give it together with revoked: true")
+        if data.revoked is None:
+            return
+        if row.cert_type == "CSR":
+            errors.add(
+                "data.revoked", "a CSR is not a certificate and cannot be revoked"
+            )
+        elif row.acme_account_id is not None:
+            errors.add(
+                "data.revoked",
+                "an ACME certificate is revoked at its CA: call certificate.revoke",
+            )
+        elif row.signedby_id is None:
+            errors.add(
+                "data.revoked",
+                "only certificates signed by a local CA can be revoked here",
+            )
+        elif data.revoked and row.revoked and row.revoked_reason != HOLD:
+            if (data.revoked_reason or "unspecified") != (
+                row.revoked_reason or "unspecified"
+            ):
+                errors.add(
+                    "data.revoked_reason",
+                    f"already revoked ({row.revoked_reason or 'unspecified'}); "
+                    "only a certificateHold may change (RFC 5280 5.3.1)",
+                )
+        elif not data.revoked and row.revoked and row.revoked_reason != HOLD:
+            errors.add(
+                "data.revoked",
+                "revocation is permanent; only a certificateHold can be lifted "
+                "(RFC 5280 5.3.1)",
+            )
+
+    async def _apply_revocation(
+        self, session: Any, row: Certificate, data: CertificateUpdate
+    ) -> bool:
+        """Record or lift the revocation; True when the CRL must change."""
+        assert row.signedby_id is not None
+        try:
+            leaf = load_chain(row.certificate or "")[0]
+        except PkiError as exc:
+            raise ValidationError.single(
+                "data.revoked", f"the stored certificate cannot be read: {exc.message}"
+            ) from None
+        authority = await session.get(CertificateAuthority, row.signedby_id)
+        if authority is None or not authority.privatekey:
+            raise ValidationError.single(
+                "data.revoked",
+                "the signing CA has no private key, so it cannot publish a CRL",
+            )
+        if data.revoked:
+            reason = data.revoked_reason
+            if row.revoked and row.revoked_reason == reason:
+                return False
+            now = utcnow()
+            await record_revocation(
+                session,
+                authority_id=row.signedby_id,
+                cert=leaf,
+                subject=row.name,
+                kind="certificate",
+                reason=reason,
+                revoked_at=row.revoked_at or now,
+            )
+            row.revoked = True
+            row.revoked_at = row.revoked_at or now
+            row.revoked_reason = reason
+            row.next_attempt_at = None
+            log.info(
+                "certificate_revoked",
+                certificate=row.name,
+                authority=authority.name,
+                serial=f"{leaf.serial_number:X}",
+                reason=reason,
+            )
+            return True
+        if not row.revoked:
+            return False
+        await remove_revocation(session, row.signedby_id, leaf)
+        row.revoked = False
+        row.revoked_at = None
+        row.revoked_reason = None
+        log.info("certificate_hold_lifted", certificate=row.name)
+        return True
 
     @api_method()
     async def delete(self, id: int, force: bool = False) -> bool:
@@ -490,6 +861,78 @@ class CertificateService(CRUDService):
             await session.delete(row)
         log.info("certificate_deleted", certificate=row.name)
         return True
+
+    # --- export -------------------------------------------------------------
+
+    @api_method(secret_params=("password",))
+    async def export(
+        self,
+        id: int,
+        format: Literal["PEM", "PKCS12"] = "PEM",
+        password: SecretStr | None = None,
+    ) -> ExportResult:
+        """A certificate with its chain and private key, as PEM or PKCS#12."""
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, id)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            ca_chain: list[x509.Certificate] = []
+            if row.signedby_id is not None:
+                authority = await session.get(CertificateAuthority, row.signedby_id)
+                if authority is not None:
+                    ca_chain = _chain_or_empty(authority.certificate)
+        if row.cert_type != "CERTIFICATE" or not row.certificate:
+            raise ValidationError.single(
+                "id", f"{row.name!r} is a CSR, not a certificate"
+            )
+        if not row.privatekey:
+            raise ValidationError.single("id", f"{row.name!r} has no private key")
+        if format == "PEM" and password is not None:
+            raise ValidationError.single(
+                "password", "applies to PKCS12 only; PEM keys are exported unencrypted"
+            )
+        try:
+            certs = load_chain(row.certificate)
+            key = load_private_key(row.privatekey)
+        except PkiError as exc:
+            raise ValidationError.single(
+                "id", f"{row.name!r} cannot be exported: {exc.message}"
+            ) from None
+        chain = certs[1:]
+        # The stored chain may end below the root; our CA's chain completes it.
+        known = {c.fingerprint(_SHA256) for c in certs}
+        chain.extend(c for c in ca_chain if c.fingerprint(_SHA256) not in known)
+
+        pem = serialization.Encoding.PEM
+        result: dict[str, Any] = {
+            "id": row.id,
+            "name": row.name,
+            "format": format,
+            "certificate": certs[0].public_bytes(pem).decode(),
+            "chain": [c.public_bytes(pem).decode() for c in chain],
+            "privatekey": None,
+            "pkcs12": None,
+        }
+        if format == "PEM":
+            result["privatekey"] = private_key_to_pem(key)
+        else:
+            p12 = to_pkcs12(certs[0], key, chain, _secret(password), row.name)
+            result["pkcs12"] = base64.b64encode(p12).decode()
+        log.info(
+            "certificate_exported",
+            certificate=row.name,
+            certificate_id=row.id,
+            format=format,
+            encrypted=bool(password) if format == "PKCS12" else False,
+        )
+        return result  # type: ignore[return-value]
+
+
+def _chain_or_empty(pem: str) -> list[x509.Certificate]:
+    try:
+        return load_chain(pem)
+    except PkiError:
+        return []
 
 
 def _iso(value: datetime | None) -> str | None:

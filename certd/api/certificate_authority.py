@@ -1,0 +1,716 @@
+"""``certificateauthority``: local CAs that sign certificates and publish CRLs.
+
+A CA is a self-signed root (``CA_CREATE_INTERNAL``), an intermediate signed
+by another CA of ours (``CA_CREATE_INTERMEDIATE``), or an imported CA
+certificate with or without its key (``CA_CREATE_IMPORTED``). Each CA with a
+key publishes a CRL, in the ``crl`` field and over HTTP without
+authentication at ``/crl/<name>.crl`` (DER) and ``/crl/<name>.pem``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from sqlalchemy import func, select
+
+from certd.api.certificate import (
+    HOLD,
+    NAME_PATTERN,
+    CertificateEntry,
+    CrlReason,
+    issuer_label,
+)
+from certd.api.crud import CRUDService
+from certd.api.pki_params import (
+    apply_profile,
+    given,
+    merge_extensions,
+    parse_request,
+    pick_profile,
+    readdress,
+)
+from certd.api.pki_store import (
+    CrlPublisher,
+    chain_pem,
+    crl_der,
+    crl_is_stale,
+    find_issuer,
+    is_ca_certificate,
+    load_chain,
+    load_signer,
+    probe_key,
+    record_revocation,
+    remove_revocation,
+    sign_request,
+)
+from certd.api.registry import api_method
+from certd.errors import (
+    ConflictError,
+    NotFoundError,
+    PkiError,
+    ValidationCollector,
+    ValidationError,
+)
+from certd.pki.crl import revocation_reason_choices
+from certd.pki.importing import check_key_matches, import_chain
+from certd.pki.inspect import describe_certificate
+from certd.pki.keys import load_private_key, private_key_to_pem
+from certd.pki.profiles import ca_profiles, certificate_profiles
+from certd.pki.sign import sign_csr
+from certd.store.models import (
+    Certificate,
+    CertificateAuthority,
+    Revocation,
+    utcnow,
+)
+from certd.workers import generate_key_pem
+
+log = structlog.get_logger(__name__)
+
+CACreateType = Literal[
+    "CA_CREATE_INTERNAL",
+    "CA_CREATE_INTERMEDIATE",
+    "CA_CREATE_IMPORTED",
+]
+CA_CREATE_TYPE_LABELS: dict[str, str] = {
+    "CA_CREATE_INTERNAL": "Internal CA",
+    "CA_CREATE_INTERMEDIATE": "Intermediate CA",
+    "CA_CREATE_IMPORTED": "Import CA",
+}
+DEFAULT_PROFILES = {
+    "CA_CREATE_INTERNAL": "Root CA",
+    "CA_CREATE_INTERMEDIATE": "Intermediate CA",
+}
+# How often stale CRLs are looked for; they are republished at half-time.
+CRL_CHECK_SECONDS = 3600
+
+
+class CACreate(BaseModel):
+    """Every field of the CA wizard; which apply depends on create_type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    create_type: CACreateType
+    profile: str | None = Field(
+        default=None,
+        description="A preset from certificateauthority.profiles; when omitted, "
+        "Root CA or Intermediate CA by create_type. Send null for none.",
+    )
+    key_type: str | None = None
+    key_length: int | None = None
+    ec_curve: str | None = None
+    digest_algorithm: str | None = None
+    lifetime: int | None = Field(default=None, description="days")
+    signedby: int | None = Field(default=None, description="parent CA id")
+    country: str | None = None
+    state: str | None = None
+    city: str | None = None
+    organization: str | None = None
+    organizational_unit: str | None = None
+    email: str | None = None
+    common: str | None = None
+    san: list[str] = Field(default_factory=list)
+    cert_extensions: dict[str, Any] | None = None
+    certificate: str | None = Field(default=None, description="PEM (IMPORTED)")
+    privatekey: SecretStr | None = Field(default=None, description="PEM (IMPORTED)")
+    passphrase: SecretStr | None = None
+
+
+class CAUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    revoked: bool | None = None
+    revoked_reason: CrlReason | None = None
+
+
+class CASignCSR(BaseModel):
+    """Sign a stored CSR with a CA; extensions come from the signer, never the CSR."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_id: int
+    csr_cert_id: int
+    name: str = Field(min_length=1, max_length=120)
+    profile: str | None = Field(
+        default=None,
+        description="A preset from certificate.profiles; by default the HTTPS "
+        "preset for the CSR's key type.",
+    )
+    cert_extensions: dict[str, Any] | None = None
+    lifetime: int | None = Field(default=None, description="days")
+    digest_algorithm: str | None = None
+
+
+class CAEntry(BaseModel):
+    """A CA as query returns it; its private key is never included."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    name: str
+    create_type: str
+    parsed: bool
+    parse_error: str | None
+    certificate: str
+    has_privatekey: bool
+    signedby: int | None
+    issuer: str | None
+    revoked: bool
+    revoked_at: str | None
+    revoked_reason: str | None
+    signed_certificates: int
+    signed_authorities: int
+    revoked_certificates: list[dict[str, Any]]
+    crl: str | None
+    crl_number: int
+    crl_url: str
+    crl_pem_url: str
+
+
+def crl_paths(name: str) -> tuple[str, str]:
+    """The HTTP paths of a CA's CRL, DER and PEM."""
+    return f"/crl/{name}.crl", f"/crl/{name}.pem"
+
+
+class CertificateAuthorityService(CRUDService):
+    namespace = "certificateauthority"
+    kind = "certificate authority"
+    Entry = CAEntry
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.crls = CrlPublisher(app.db)
+        self._refresher: asyncio.Task[None] | None = None
+        app.extra_routes.append(("GET", "/crl/{filename}", self.serve_crl))
+
+    async def on_start(self) -> None:
+        await self.crls.refresh_stale()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="crl-refresh")
+
+    async def on_stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CRL_CHECK_SECONDS)
+            try:
+                await self.crls.refresh_stale()
+            except Exception:
+                log.exception("crl_refresh_failed")
+
+    # --- results ------------------------------------------------------------
+
+    async def entries(self) -> list[dict[str, Any]]:
+        return await self._entries(None)
+
+    async def get_entry(self, id: int) -> dict[str, Any]:
+        found = await self._entries(id)
+        if not found:
+            raise NotFoundError(self.kind, id)
+        return found[0]
+
+    async def _entries(self, only: int | None) -> list[dict[str, Any]]:
+        async with self.app.db.session() as session:
+            query = select(CertificateAuthority).order_by(CertificateAuthority.id)
+            if only is not None:
+                query = query.where(CertificateAuthority.id == only)
+            rows = (await session.scalars(query)).all()
+            names = dict(
+                (
+                    await session.execute(
+                        select(CertificateAuthority.id, CertificateAuthority.name)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            certs = await _counts(session, Certificate.signedby_id)
+            cas = await _counts(session, CertificateAuthority.signedby_id)
+            revocations = (
+                await session.scalars(select(Revocation).order_by(Revocation.id))
+            ).all()
+        return [self._entry(row, names, certs, cas, revocations) for row in rows]
+
+    def _entry(
+        self,
+        row: CertificateAuthority,
+        names: dict[int, str],
+        certs: dict[int, int],
+        cas: dict[int, int],
+        revocations: Any,
+    ) -> dict[str, Any]:
+        described = describe_certificate(row.certificate)
+        der_url, pem_url = crl_paths(row.name)
+        return {
+            **described,
+            "id": row.id,
+            "name": row.name,
+            "cert_type": "CA",
+            "create_type": row.create_type,
+            "certificate": row.certificate,
+            "has_privatekey": bool(row.privatekey),
+            "signedby": row.signedby_id,
+            "issuer": issuer_label(described, names.get(row.signedby_id or 0)),
+            "revoked": row.revoked,
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+            "revoked_reason": row.revoked_reason,
+            "signed_certificates": certs.get(row.id, 0),
+            "signed_authorities": cas.get(row.id, 0),
+            "revoked_certificates": [
+                {
+                    "serial": r.serial,
+                    "name": r.subject,
+                    "kind": r.kind,
+                    "revoked_at": r.revoked_at.isoformat(),
+                    "reason": r.reason,
+                }
+                for r in revocations
+                if r.authority_id == row.id
+            ],
+            "crl": row.crl,
+            "crl_number": row.crl_number,
+            "crl_url": der_url,
+            "crl_pem_url": pem_url,
+            "created_at": row.created_at.isoformat(),
+        }
+
+    # --- create -------------------------------------------------------------
+
+    async def check_create(self, data: CACreate) -> Any:
+        """Check a CA request; returns what create needs to act on it."""
+        errors = ValidationCollector()
+        if not NAME_PATTERN.match(data.name):
+            errors.add("data.name", "use only letters, digits, '_' and '-'")
+        async with self.app.db.session() as session:
+            if await session.scalar(
+                select(CertificateAuthority.id).where(
+                    CertificateAuthority.name == data.name
+                )
+            ):
+                errors.add(
+                    "data.name",
+                    f"a certificate authority named {data.name!r} already exists",
+                )
+        if data.create_type == "CA_CREATE_INTERMEDIATE" and data.signedby is None:
+            errors.add(
+                "data.signedby", "required for CA_CREATE_INTERMEDIATE: the parent CA id"
+            )
+        if data.create_type == "CA_CREATE_IMPORTED" and not data.certificate:
+            errors.add("data.certificate", "required for CA_CREATE_IMPORTED")
+        errors.check()
+        if data.create_type == "CA_CREATE_IMPORTED":
+            return await self._plan_import(data)
+        return await self._plan_new(data)
+
+    async def _plan_new(self, data: CACreate) -> Any:
+        values = given(data.model_dump(exclude_unset=True))
+        name = (
+            data.profile
+            if "profile" in data.model_fields_set
+            else DEFAULT_PROFILES[data.create_type]
+        )
+        profile = pick_profile(name, ca_profiles(), "data.profile")
+        parsed = parse_request(apply_profile(values, profile))
+        if not parsed.extensions.is_ca:
+            raise ValidationError.single(
+                "data.cert_extensions.BasicConstraints",
+                "a CA needs BasicConstraints enabled with ca true (RFC 5280 4.2.1.9)",
+            )
+        now = utcnow()
+        signer = None
+        if data.create_type == "CA_CREATE_INTERMEDIATE":
+            assert data.signedby is not None
+            async with self.app.db.session() as session:
+                signer = await load_signer(session, data.signedby, "data.signedby", now)
+            # A trial signature checks path length and validity against the parent.
+            sign_request(parsed, probe_key().public_key(), now, signer=signer)
+        else:
+            probe = probe_key()
+            sign_request(parsed, probe.public_key(), now, self_key=probe)
+        return parsed, signer
+
+    async def _plan_import(self, data: CACreate) -> Any:
+        try:
+            chain = import_chain(data.certificate or "")
+        except PkiError as exc:
+            raise ValidationError.single("data.certificate", exc.message) from None
+        if not is_ca_certificate(chain[0]):
+            raise ValidationError.single(
+                "data.certificate",
+                "not a CA certificate (BasicConstraints ca is not true); import it "
+                "with certificate.create (CERTIFICATE_CREATE_IMPORTED)",
+            )
+        key_pem = None
+        if data.privatekey is not None:
+            try:
+                key = load_private_key(
+                    data.privatekey.get_secret_value(),
+                    data.passphrase.get_secret_value() if data.passphrase else None,
+                )
+            except PkiError as exc:
+                field = (
+                    "data.passphrase"
+                    if "passphrase" in exc.message
+                    else "data.privatekey"
+                )
+                raise ValidationError.single(field, exc.message) from None
+            try:
+                check_key_matches(chain[0], key)
+            except PkiError as exc:
+                raise ValidationError.single("data.privatekey", exc.message) from None
+            key_pem = private_key_to_pem(key)
+        async with self.app.db.session() as session:
+            parent = await find_issuer(session, chain[0])
+        return chain, key_pem, parent.id if parent else None
+
+    @api_method(secret_params=("data",))
+    async def create(self, data: CACreate) -> CAEntry:
+        """Create a root or intermediate CA, or import one."""
+        plan = await self.check_create(data)
+        if data.create_type == "CA_CREATE_IMPORTED":
+            chain, key_pem, parent_id = plan
+            row = CertificateAuthority(
+                name=data.name,
+                create_type=data.create_type,
+                certificate=chain_pem(chain),
+                privatekey=key_pem,
+                signedby_id=parent_id,
+            )
+        else:
+            parsed, signer = plan
+            key_pem = await self.app.workers.run(
+                generate_key_pem, parsed.key.model_dump()
+            )
+            key = load_private_key(key_pem)
+            now = utcnow()
+            if signer is None:
+                cert = sign_request(parsed, key.public_key(), now, self_key=key)
+                chain = [cert]
+            else:
+                cert = sign_request(parsed, key.public_key(), now, signer=signer)
+                chain = [cert, *signer.chain]
+            row = CertificateAuthority(
+                name=data.name,
+                create_type=data.create_type,
+                certificate=chain_pem(chain),
+                privatekey=key_pem,
+                signedby_id=signer.id if signer else None,
+            )
+        new_id = await self._insert(row)
+        if row.privatekey:
+            await self.crls.publish(new_id)
+        return await self.get_entry(new_id)  # type: ignore[return-value]
+
+    async def _insert(self, row: CertificateAuthority) -> int:
+        async with self.app.db.session() as session:
+            if await session.scalar(
+                select(CertificateAuthority.id).where(
+                    CertificateAuthority.name == row.name
+                )
+            ):
+                raise ValidationError.single(
+                    "data.name",
+                    f"a certificate authority named {row.name!r} already exists",
+                )
+            session.add(row)
+            await session.flush()
+            log.info(
+                "authority_stored", authority=row.name, create_type=row.create_type
+            )
+            return row.id
+
+    # --- update and delete ----------------------------------------------------
+
+    @api_method()
+    async def update(self, id: int, data: CAUpdate) -> CAEntry:
+        """Rename a CA, or revoke it in its parent's CRL."""
+        parent_changed: int | None = None
+        async with self.app.db.session() as session:
+            row = await session.get(CertificateAuthority, id)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            errors = ValidationCollector()
+            if data.name is not None and data.name != row.name:
+                if not NAME_PATTERN.match(data.name):
+                    errors.add("data.name", "use only letters, digits, '_' and '-'")
+                elif await session.scalar(
+                    select(CertificateAuthority.id).where(
+                        CertificateAuthority.name == data.name
+                    )
+                ):
+                    errors.add(
+                        "data.name",
+                        f"a certificate authority named {data.name!r} already exists",
+                    )
+            if data.revoked_reason is not None and data.revoked is not True:
+                errors.add("data.revoked_reason", "give it together with revoked: true")
+            if data.revoked is False and row.revoked and row.revoked_reason != HOLD:
+                errors.add(
+                    "data.revoked",
+                    "revocation is permanent; only a certificateHold can be lifted "
+                    "(RFC 5280 5.3.1)",
+                )
+            if (
+                data.revoked
+                and row.revoked
+                and row.revoked_reason != HOLD
+                and data.revoked_reason != row.revoked_reason
+            ):
+                errors.add(
+                    "data.revoked_reason",
+                    f"already revoked ({row.revoked_reason or 'unspecified'}); "
+                    "only a certificateHold may change (RFC 5280 5.3.1)",
+                )
+            errors.check()
+            if data.name is not None:
+                row.name = data.name
+            if data.revoked is not None:
+                parent_changed = await self._apply_revocation(session, row, data)
+        if parent_changed is not None:
+            await self.crls.publish(parent_changed)
+        return await self.get_entry(id)  # type: ignore[return-value]
+
+    async def _apply_revocation(
+        self, session: Any, row: CertificateAuthority, data: CAUpdate
+    ) -> int | None:
+        """Record or lift the CA's revocation; the parent whose CRL changes."""
+        parent = (
+            await session.get(CertificateAuthority, row.signedby_id)
+            if row.signedby_id
+            else None
+        )
+        leaf = load_chain(row.certificate)[0]
+        in_crl = parent is not None and bool(parent.privatekey)
+        if data.revoked:
+            if row.revoked and row.revoked_reason == data.revoked_reason:
+                return None
+            now = utcnow()
+            if in_crl:
+                await record_revocation(
+                    session,
+                    authority_id=parent.id,
+                    cert=leaf,
+                    subject=row.name,
+                    kind="authority",
+                    reason=data.revoked_reason,
+                    revoked_at=row.revoked_at or now,
+                )
+            row.revoked = True
+            row.revoked_at = row.revoked_at or now
+            row.revoked_reason = data.revoked_reason
+            log.info(
+                "authority_revoked",
+                authority=row.name,
+                reason=data.revoked_reason,
+                listed_by=parent.name if in_crl else None,
+            )
+        else:
+            if not row.revoked:
+                return None
+            if in_crl:
+                await remove_revocation(session, parent.id, leaf)
+            row.revoked = False
+            row.revoked_at = None
+            row.revoked_reason = None
+            log.info("authority_hold_lifted", authority=row.name)
+        return parent.id if in_crl else None
+
+    @api_method()
+    async def delete(self, id: int, force: bool = False) -> bool:
+        """Delete a CA; refused while it has signed certificates or CAs, unless forced."""
+        async with self.app.db.session() as session:
+            row = await session.get(CertificateAuthority, id)
+            if row is None:
+                raise NotFoundError(self.kind, id)
+            certs = (
+                await session.scalars(
+                    select(Certificate).where(Certificate.signedby_id == id)
+                )
+            ).all()
+            cas = (
+                await session.scalars(
+                    select(CertificateAuthority).where(
+                        CertificateAuthority.signedby_id == id
+                    )
+                )
+            ).all()
+            if (certs or cas) and not force:
+                listed = [f"certificate {c.name!r}" for c in certs] + [
+                    f"certificate authority {c.name!r}" for c in cas
+                ]
+                raise ConflictError(
+                    f"certificate authority {row.name!r} signed "
+                    f"{', '.join(listed)}; delete those first or pass force=true"
+                )
+            # Forced: what it signed stays, no longer linked to a CA of ours.
+            for child in [*certs, *cas]:
+                child.signedby_id = None
+            await session.flush()
+            await session.delete(row)
+        log.info(
+            "authority_deleted", authority=row.name, orphaned=len(certs) + len(cas)
+        )
+        return True
+
+    # --- signing a CSR ------------------------------------------------------
+
+    @api_method()
+    async def ca_sign_csr(self, data: CASignCSR) -> CertificateEntry:
+        """Sign a stored CSR with a CA; the result is a new certificate."""
+        errors = ValidationCollector()
+        if not NAME_PATTERN.match(data.name):
+            errors.add("data.name", "use only letters, digits, '_' and '-'")
+        now = utcnow()
+        async with self.app.db.session() as session:
+            if await session.scalar(
+                select(Certificate.id).where(Certificate.name == data.name)
+            ):
+                errors.add(
+                    "data.name", f"a certificate named {data.name!r} already exists"
+                )
+            csr_row = await session.get(Certificate, data.csr_cert_id)
+            if csr_row is None or csr_row.cert_type != "CSR":
+                errors.add("data.csr_cert_id", f"no CSR with id {data.csr_cert_id}")
+            errors.check()
+            signer = await load_signer(session, data.ca_id, "data.ca_id", now)
+        assert csr_row is not None
+        try:
+            csr = x509.load_pem_x509_csr((csr_row.csr or "").encode())
+        except ValueError as exc:
+            raise ValidationError.single(
+                "data.csr_cert_id", f"the stored CSR cannot be read: {exc}"
+            ) from None
+
+        profiles = certificate_profiles()
+        profile_name = data.profile or _default_leaf_profile(csr)
+        profile = pick_profile(profile_name, profiles, "data.profile")
+        values = given(
+            data.model_dump(
+                exclude_unset=True,
+                include={"cert_extensions", "lifetime", "digest_algorithm"},
+            )
+        )
+        merged = {
+            "lifetime": values.get("lifetime", profile.get("lifetime")),
+            "digest_algorithm": values.get(
+                "digest_algorithm", profile.get("digest_algorithm")
+            ),
+            "cert_extensions": merge_extensions(
+                profile.get("cert_extensions") or {},
+                values.get("cert_extensions") or {},
+            ),
+        }
+        # The subject and SANs are the CSR's own.
+        parsed = parse_request(merged, require_name=False)
+        if parsed.extensions.is_ca:
+            raise ValidationError.single(
+                "data.cert_extensions.BasicConstraints.ca",
+                "a CA certificate is made with certificateauthority.create",
+            )
+        try:
+            cert = sign_csr(
+                csr,
+                signer.cert,
+                signer.key,
+                parsed.extensions,
+                parsed.lifetime or 0,
+                parsed.key.digest_algorithm,
+                now,
+            )
+        except ValidationError as exc:
+            raise readdress(exc, "data") from None
+        except PkiError as exc:
+            raise ValidationError.single("data.csr_cert_id", exc.message) from None
+
+        async with self.app.db.session() as session:
+            row = Certificate(
+                name=data.name,
+                cert_type="CERTIFICATE",
+                create_type="CA_SIGN_CSR",
+                certificate=chain_pem([cert, *signer.chain]),
+                privatekey=csr_row.privatekey,
+                csr=csr_row.csr,
+                csr_id=csr_row.id,
+                signedby_id=signer.id,
+            )
+            session.add(row)
+            await session.flush()
+            new_id = row.id
+        log.info(
+            "csr_signed",
+            certificate=data.name,
+            authority=signer.name,
+            serial=f"{cert.serial_number:X}",
+        )
+        return await self.app.services["certificate"].get_entry(new_id)  # type: ignore[no-any-return]
+
+    # --- choices --------------------------------------------------------------
+
+    @api_method(readonly=True)
+    async def profiles(self) -> dict[str, dict[str, Any]]:
+        """Presets for CAs: key, digest, lifetime and extensions."""
+        return ca_profiles()
+
+    @api_method(readonly=True)
+    async def create_type_choices(self) -> dict[str, str]:
+        """The ways to create a CA, with a label."""
+        return dict(CA_CREATE_TYPE_LABELS)
+
+    @api_method(readonly=True)
+    async def crl_reason_choices(self) -> dict[str, str]:
+        """RFC 5280 5.3.1 revocation reasons for revoked_reason, with a label."""
+        return revocation_reason_choices()
+
+    # --- CRL over HTTP --------------------------------------------------------
+
+    async def serve_crl(self, request: web.Request) -> web.StreamResponse:
+        """``GET /crl/<name>.crl`` (DER) or ``.pem``; no authentication."""
+        filename = request.match_info["filename"]
+        name, _, suffix = filename.rpartition(".")
+        if suffix not in ("crl", "pem") or not NAME_PATTERN.match(name):
+            raise web.HTTPNotFound(text="no such CRL\n")
+        async with self.app.db.session() as session:
+            row = await session.scalar(
+                select(CertificateAuthority).where(CertificateAuthority.name == name)
+            )
+        if row is None or not row.privatekey:
+            raise web.HTTPNotFound(text="no such CRL\n")
+        crl_pem = row.crl
+        if crl_is_stale(crl_pem, utcnow()):
+            await self.crls.publish(row.id)
+            async with self.app.db.session() as session:
+                crl_pem = (await session.get(CertificateAuthority, row.id)).crl  # type: ignore[union-attr]
+        if not crl_pem:
+            raise web.HTTPNotFound(text="this CA cannot sign a CRL\n")
+        if suffix == "pem":
+            return web.Response(
+                text=crl_pem, content_type="application/x-pem-file", charset="ascii"
+            )
+        # RFC 2585 3: DER with the media type application/pkix-crl.
+        return web.Response(body=crl_der(crl_pem), content_type="application/pkix-crl")
+
+
+async def _counts(session: Any, column: Any) -> dict[int, int]:
+    rows = await session.execute(
+        select(column, func.count()).where(column.is_not(None)).group_by(column)
+    )
+    return dict(rows.tuples().all())
+
+
+def _default_leaf_profile(csr: x509.CertificateSigningRequest) -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if isinstance(csr.public_key(), rsa.RSAPublicKey):
+        return "HTTPS RSA Certificate"
+    return "HTTPS ECC Certificate"

@@ -68,6 +68,9 @@ class ServerConfig(_Section):
 class StoreConfig(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
     database_url: str | None = None
+    # The master key that encrypts private keys and provider secrets; default:
+    # the systemd credential certd-master-key, else master.key in state_dir.
+    master_key_file: Path | None = None
 
     def url(self) -> str:
         if self.database_url:

@@ -31,6 +31,7 @@ from certd.metrics import Metrics, metrics_handler
 from certd.renewal.issuance import Issuer
 from certd.renewal.scheduler import RenewalEngine
 from certd.store.db import Database
+from certd.store.masterkey import state_lock, unlock_store
 from certd.systemd import Notifier
 from certd.workers import Workers
 
@@ -88,8 +89,12 @@ class Daemon:
         os.umask(0o077)
         state_dir = self.config.store.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._tighten_state_dir(state_dir)
+        # Shared with other daemons, but never held during a key rotation.
+        self._stack.enter_context(state_lock(state_dir, exclusive=False))
         await self.db.migrate()
         self._stack.push_async_callback(self.db.close)
+        await unlock_store(self.db, state_dir, self.config.store.master_key_file)
         await self.jobs.recover()
         connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=100)
         self.http = aiohttp.ClientSession(
@@ -109,6 +114,21 @@ class Daemon:
         await self.renewal.start()
         self.started = True
         log.info("daemon_started", version=__version__, http_port=self.http_port)
+
+    def _tighten_state_dir(self, state_dir: Path) -> None:
+        # An existing directory keeps its mode through mkdir; narrow it, except
+        # for the search bit a socket group needs to reach a socket inside it.
+        server = self.config.server
+        socket_inside = (
+            server.unix_socket is not None and server.unix_socket.parent == state_dir
+        )
+        wanted = 0o710 if server.socket_group and socket_inside else 0o700
+        info = state_dir.stat()
+        if info.st_uid == os.geteuid() and info.st_mode & 0o777 & ~wanted:
+            state_dir.chmod(wanted)
+            log.warning(
+                "state_dir_mode_tightened", path=str(state_dir), mode=oct(wanted)
+            )
 
     async def _start_listeners(self) -> None:
         server = self.config.server

@@ -1,4 +1,9 @@
-"""The tables. Each row class is one kind of thing the API manages."""
+"""The tables. Each row class is one kind of thing the API manages.
+
+Private keys and provider secrets are declared with the encrypted column types
+of :mod:`certd.store.crypto`: they are sealed in the database and read back in
+the clear.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from certd.store.crypto import EncryptedJSON, EncryptedText
 
 
 def utcnow() -> datetime:
@@ -99,7 +106,10 @@ class DNSAuthenticator(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     provider: Mapped[str] = mapped_column(String(64))
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The provider's settings with its secrets: encrypted as one document.
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        EncryptedJSON("dns_authenticator", "attributes"), default=dict
+    )
     # Whether _acme-challenge CNAMEs are followed to the zone they point into.
     follow_cnames: Mapped[bool] = mapped_column(
         Boolean, default=True, server_default="1"
@@ -113,7 +123,7 @@ class AcmeAccount(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     directory: Mapped[str] = mapped_column(String(500), unique=True)
     account_url: Mapped[str | None] = mapped_column(String(500), default=None)
-    key_pem: Mapped[str] = mapped_column(Text)
+    key_pem: Mapped[str] = mapped_column(EncryptedText("acme_account", "key_pem"))
     contact_email: Mapped[str | None] = mapped_column(String(320), default=None)
     tos_agreed: Mapped[bool] = mapped_column(Boolean, default=False)
     terms_of_service: Mapped[str | None] = mapped_column(String(500), default=None)
@@ -129,7 +139,9 @@ class CertificateAuthority(Base):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     create_type: Mapped[str] = mapped_column(String(40))
     certificate: Mapped[str] = mapped_column(Text)
-    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    privatekey: Mapped[str | None] = mapped_column(
+        EncryptedText("certificate_authority", "privatekey"), default=None
+    )
     signedby_id: Mapped[int | None] = mapped_column(
         ForeignKey("certificate_authority.id", ondelete="RESTRICT"), default=None
     )
@@ -177,7 +189,9 @@ class Certificate(Base):
     cert_type: Mapped[str] = mapped_column(String(16))
     create_type: Mapped[str] = mapped_column(String(40))
     certificate: Mapped[str | None] = mapped_column(Text, default=None)
-    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    privatekey: Mapped[str | None] = mapped_column(
+        EncryptedText("certificate", "privatekey"), default=None
+    )
     csr: Mapped[str | None] = mapped_column(Text, default=None)
     signedby_id: Mapped[int | None] = mapped_column(
         ForeignKey("certificate_authority.id", ondelete="RESTRICT"), default=None
@@ -241,7 +255,9 @@ class RenewalAttempt(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     # schedule, manual, resume
     trigger: Mapped[str] = mapped_column(String(16))
-    privatekey: Mapped[str | None] = mapped_column(Text, default=None)
+    privatekey: Mapped[str | None] = mapped_column(
+        EncryptedText("renewal_attempt", "privatekey"), default=None
+    )
     csr: Mapped[str | None] = mapped_column(Text, default=None)
     replaces: Mapped[str | None] = mapped_column(String(500), default=None)
     order_url: Mapped[str | None] = mapped_column(String(500), default=None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,11 +20,28 @@ from typing import Any, Literal
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
+from certd.api.pki_import import (
+    match_certificate_key,
+    match_csr_key,
+    read_chain,
+    read_csr,
+    read_key,
+    secret,
+)
+from certd.api.pki_models import (
+    HOLD,
+    NAME_PATTERN,
+    CertificateCreate,
+    CertificateEntry,
+    CertificateUpdate,
+    ExportResult,
+    check_revocation_change,
+)
 from certd.api.pki_params import (
     Parsed,
     apply_profile,
@@ -38,6 +54,7 @@ from certd.api.pki_store import (
     chain_pem,
     find_issuer,
     is_ca_certificate,
+    issuer_label,
     load_chain,
     load_signer,
     probe_key,
@@ -53,9 +70,8 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
-from certd.pki.csr import create_csr, csr_matches_key, load_csr
+from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
-from certd.pki.importing import check_key_matches, import_chain
 from certd.pki.inspect import describe_certificate, describe_csr
 from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
 from certd.pki.profiles import certificate_profiles, csr_profiles
@@ -70,139 +86,6 @@ from certd.workers import generate_key_pem
 log = structlog.get_logger(__name__)
 
 _SHA256 = hashes.SHA256()
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-
-CreateType = Literal[
-    "CERTIFICATE_CREATE_INTERNAL",
-    "CERTIFICATE_CREATE_IMPORTED",
-    "CERTIFICATE_CREATE_CSR",
-    "CERTIFICATE_CREATE_IMPORTED_CSR",
-    "CERTIFICATE_CREATE_ACME",
-]
-CREATE_TYPE_LABELS: dict[str, str] = {
-    "CERTIFICATE_CREATE_INTERNAL": "Internal Certificate",
-    "CERTIFICATE_CREATE_IMPORTED": "Import Certificate",
-    "CERTIFICATE_CREATE_CSR": "Certificate Signing Request",
-    "CERTIFICATE_CREATE_IMPORTED_CSR": "Import Certificate Signing Request",
-    "CERTIFICATE_CREATE_ACME": "ACME Certificate",
-}
-CrlReason = Literal[
-    "unspecified",
-    "keyCompromise",
-    "cACompromise",
-    "affiliationChanged",
-    "superseded",
-    "cessationOfOperation",
-    "certificateHold",
-    "privilegeWithdrawn",
-    "aACompromise",
-]
-# RFC 5280 5.3.1: only a hold may be lifted; every other reason is final.
-HOLD = "certificateHold"
-
-
-class CertificateCreate(BaseModel):
-    """Every field of the certificate screens; which apply depends on create_type."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=120)
-    create_type: CreateType
-    profile: str | None = Field(
-        default=None,
-        description="A preset from certificate.profiles (INTERNAL) or "
-        "certificate.csr_profiles (CSR); fields given here win over it.",
-    )
-    # key, digest and lifetime (INTERNAL, CSR)
-    key_type: str | None = None
-    key_length: int | None = None
-    ec_curve: str | None = None
-    digest_algorithm: str | None = None
-    lifetime: int | None = Field(default=None, description="days (INTERNAL)")
-    signedby: int | None = Field(default=None, description="CA id (INTERNAL)")
-    # subject (INTERNAL, CSR)
-    country: str | None = None
-    state: str | None = None
-    city: str | None = None
-    organization: str | None = None
-    organizational_unit: str | None = None
-    email: str | None = None
-    common: str | None = None
-    san: list[str] = Field(default_factory=list)
-    cert_extensions: dict[str, Any] | None = None
-    # imports
-    certificate: str | None = Field(default=None, description="PEM chain (IMPORTED)")
-    privatekey: SecretStr | None = Field(
-        default=None, description="PEM key (IMPORTED, IMPORTED_CSR)"
-    )
-    CSR: str | None = Field(default=None, description="PEM CSR (IMPORTED_CSR)")
-    passphrase: SecretStr | None = None
-    # ACME; csr_id also names the CSR whose key an IMPORTED certificate uses
-    csr_id: int | None = None
-    acme_directory_uri: str | None = None
-    tos: bool = False
-    dns_mapping: dict[str, int] = Field(default_factory=dict)
-    renew_days: int | None = Field(default=None, ge=1, le=365)
-
-
-class CertificateUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    renew_days: int | None = Field(default=None, ge=1, le=365)
-    dns_mapping: dict[str, int] | None = None
-    revoked: bool | None = Field(
-        default=None,
-        description="Revoke a certificate signed by a local CA; only a "
-        "certificateHold can be lifted again.",
-    )
-    revoked_reason: CrlReason | None = Field(
-        default=None, description="RFC 5280 reason, with revoked: true"
-    )
-
-
-class CertificateEntry(BaseModel):
-    """A certificate or CSR as query returns it; private keys are never included."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: int
-    name: str
-    cert_type: Literal["CERTIFICATE", "CSR"]
-    create_type: str
-    parsed: bool
-    parse_error: str | None
-    certificate: str | None
-    CSR: str | None
-    has_privatekey: bool
-    san: list[str] | None
-    common: str | None
-    not_valid_before: str | None
-    not_valid_after: str | None
-    days_left: int | None
-    fingerprint_sha256: str | None
-    chain_list: list[str] | None
-    signedby: int | None
-    issuer: str | None
-    revoked: bool
-    revoked_at: str | None
-    revoked_reason: str | None
-    acme: dict[str, Any] | None
-    dns_mapping: dict[str, int]
-    renew_days: int | None
-
-
-class ExportResult(BaseModel):
-    """A certificate with its chain and key, as certificate.export returns it."""
-
-    id: int
-    name: str
-    format: Literal["PEM", "PKCS12"]
-    certificate: str = Field(description="the leaf, PEM")
-    chain: list[str] = Field(description="its issuers, PEM, leaf's issuer first")
-    privatekey: str | None = Field(description="unencrypted PKCS#8 PEM (PEM format)")
-    pkcs12: str | None = Field(description="base64 PKCS#12 (PKCS12 format)")
 
 
 @dataclass(frozen=True)
@@ -254,24 +137,6 @@ def acme_domains(csr_pem: str) -> tuple[list[str], list[str]]:
         names.extend(n.lower() for n in san.get_values_for_type(x509.DNSName))
         unprovable.extend(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return list(dict.fromkeys(names)), unprovable
-
-
-def issuer_label(described: dict[str, Any], authority: str | None) -> str | None:
-    """Who issued it, as the list shows: our CA's name, self-signed or external."""
-    if authority is not None:
-        return authority
-    if not described.get("parsed") or described.get("self_signed") is None:
-        return None
-    return "self-signed" if described["self_signed"] else "external"
-
-
-def _key_field(exc: PkiError) -> str:
-    # The key loader says "passphrase" exactly when the passphrase is at fault.
-    return "data.passphrase" if "passphrase" in exc.message else "data.privatekey"
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 class CertificateService(CRUDService):
@@ -447,10 +312,7 @@ class CertificateService(CRUDService):
             )
         errors.check()
 
-        try:
-            chain = import_chain(data.certificate or "")
-        except PkiError as exc:
-            raise ValidationError.single("data.certificate", exc.message) from None
+        chain = read_chain(data.certificate or "")
         if is_ca_certificate(chain[0]):
             raise ValidationError.single(
                 "data.certificate",
@@ -460,20 +322,14 @@ class CertificateService(CRUDService):
 
         csr_row = None
         if data.csr_id is not None and data.privatekey is None:
+            # The key of a CSR of ours, as the import form's "CSR exists on
+            # this system" offers.
             csr_row = await self._csr_row(data.csr_id)
-            key_pem = csr_row.privatekey or ""
-            field = "data.csr_id"
+            key = read_key(csr_row.privatekey or "", None, "data.csr_id")
+            match_certificate_key(chain[0], key, "data.csr_id")
         else:
-            key_pem = _secret(data.privatekey) or ""
-            field = "data.privatekey"
-        try:
-            key = load_private_key(key_pem, _secret(data.passphrase))
-        except PkiError as exc:
-            raise ValidationError.single(_key_field(exc), exc.message) from None
-        try:
-            check_key_matches(chain[0], key)
-        except PkiError as exc:
-            raise ValidationError.single(field, exc.message) from None
+            key = read_key(secret(data.privatekey) or "", data.passphrase)
+            match_certificate_key(chain[0], key)
 
         async with self.app.db.session() as session:
             authority = await find_issuer(session, chain[0])
@@ -493,20 +349,9 @@ class CertificateService(CRUDService):
         if data.privatekey is None:
             errors.add("data.privatekey", "required: the CSR's private key")
         errors.check()
-        try:
-            csr = load_csr(data.CSR or "")
-        except PkiError as exc:
-            raise ValidationError.single("data.CSR", exc.message) from None
-        try:
-            key = load_private_key(
-                _secret(data.privatekey) or "", _secret(data.passphrase)
-            )
-        except PkiError as exc:
-            raise ValidationError.single(_key_field(exc), exc.message) from None
-        if not csr_matches_key(csr, key):
-            raise ValidationError.single(
-                "data.privatekey", "the private key does not match the CSR"
-            )
+        csr = read_csr(data.CSR or "")
+        key = read_key(secret(data.privatekey) or "", data.passphrase)
+        match_csr_key(csr, key)
         return csr, key
 
     async def _csr_row(self, csr_id: int) -> Certificate:
@@ -754,9 +599,14 @@ class CertificateService(CRUDService):
     def _check_revocation(
         self, row: Certificate, data: CertificateUpdate, errors: ValidationCollector
     ) -> None:
-        if data.revoked_reason is not None and data.revoked is not True:
-            errors.add("data.revoked_reason", "give it together with revoked: true")
         if data.revoked is None:
+            check_revocation_change(
+                errors,
+                revoked=None,
+                reason=data.revoked_reason,
+                now_revoked=row.revoked,
+                now_reason=row.revoked_reason,
+            )
             return
         if row.cert_type == "CSR":
             errors.add(
@@ -772,20 +622,13 @@ class CertificateService(CRUDService):
                 "data.revoked",
                 "only certificates signed by a local CA can be revoked here",
             )
-        elif data.revoked and row.revoked and row.revoked_reason != HOLD:
-            if (data.revoked_reason or "unspecified") != (
-                row.revoked_reason or "unspecified"
-            ):
-                errors.add(
-                    "data.revoked_reason",
-                    f"already revoked ({row.revoked_reason or 'unspecified'}); "
-                    "only a certificateHold may change (RFC 5280 5.3.1)",
-                )
-        elif not data.revoked and row.revoked and row.revoked_reason != HOLD:
-            errors.add(
-                "data.revoked",
-                "revocation is permanent; only a certificateHold can be lifted "
-                "(RFC 5280 5.3.1)",
+        else:
+            check_revocation_change(
+                errors,
+                revoked=data.revoked,
+                reason=data.revoked_reason,
+                now_revoked=row.revoked,
+                now_reason=row.revoked_reason,
             )
 
     async def _apply_revocation(
@@ -916,7 +759,7 @@ class CertificateService(CRUDService):
         if format == "PEM":
             result["privatekey"] = private_key_to_pem(key)
         else:
-            p12 = to_pkcs12(certs[0], key, chain, _secret(password), row.name)
+            p12 = to_pkcs12(certs[0], key, chain, secret(password), row.name)
             result["pkcs12"] = base64.b64encode(p12).decode()
         log.info(
             "certificate_exported",

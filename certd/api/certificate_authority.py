@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from aiohttp import web
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import func, select
 
-from certd.api.certificate import (
-    HOLD,
-    NAME_PATTERN,
-    CertificateEntry,
-    CrlReason,
-    issuer_label,
-)
+from certd.api.certificate import CertificateEntry
 from certd.api.crud import CRUDService
+from certd.api.pki_import import match_certificate_key, read_chain, read_key
+from certd.api.pki_models import (
+    CA_CREATE_TYPE_LABELS,
+    NAME_PATTERN,
+    CACreate,
+    CAEntry,
+    CASignCSR,
+    CAUpdate,
+    check_revocation_change,
+)
 from certd.api.pki_params import (
     apply_profile,
     given,
@@ -42,6 +45,7 @@ from certd.api.pki_store import (
     crl_is_stale,
     find_issuer,
     is_ca_certificate,
+    issuer_label,
     load_chain,
     load_signer,
     probe_key,
@@ -58,7 +62,6 @@ from certd.errors import (
     ValidationError,
 )
 from certd.pki.crl import revocation_reason_choices
-from certd.pki.importing import check_key_matches, import_chain
 from certd.pki.inspect import describe_certificate
 from certd.pki.keys import load_private_key, private_key_to_pem
 from certd.pki.profiles import ca_profiles, certificate_profiles
@@ -73,106 +76,12 @@ from certd.workers import generate_key_pem
 
 log = structlog.get_logger(__name__)
 
-CACreateType = Literal[
-    "CA_CREATE_INTERNAL",
-    "CA_CREATE_INTERMEDIATE",
-    "CA_CREATE_IMPORTED",
-]
-CA_CREATE_TYPE_LABELS: dict[str, str] = {
-    "CA_CREATE_INTERNAL": "Internal CA",
-    "CA_CREATE_INTERMEDIATE": "Intermediate CA",
-    "CA_CREATE_IMPORTED": "Import CA",
-}
 DEFAULT_PROFILES = {
     "CA_CREATE_INTERNAL": "Root CA",
     "CA_CREATE_INTERMEDIATE": "Intermediate CA",
 }
 # How often stale CRLs are looked for; they are republished at half-time.
 CRL_CHECK_SECONDS = 3600
-
-
-class CACreate(BaseModel):
-    """Every field of the CA wizard; which apply depends on create_type."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=120)
-    create_type: CACreateType
-    profile: str | None = Field(
-        default=None,
-        description="A preset from certificateauthority.profiles; when omitted, "
-        "Root CA or Intermediate CA by create_type. Send null for none.",
-    )
-    key_type: str | None = None
-    key_length: int | None = None
-    ec_curve: str | None = None
-    digest_algorithm: str | None = None
-    lifetime: int | None = Field(default=None, description="days")
-    signedby: int | None = Field(default=None, description="parent CA id")
-    country: str | None = None
-    state: str | None = None
-    city: str | None = None
-    organization: str | None = None
-    organizational_unit: str | None = None
-    email: str | None = None
-    common: str | None = None
-    san: list[str] = Field(default_factory=list)
-    cert_extensions: dict[str, Any] | None = None
-    certificate: str | None = Field(default=None, description="PEM (IMPORTED)")
-    privatekey: SecretStr | None = Field(default=None, description="PEM (IMPORTED)")
-    passphrase: SecretStr | None = None
-
-
-class CAUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    revoked: bool | None = None
-    revoked_reason: CrlReason | None = None
-
-
-class CASignCSR(BaseModel):
-    """Sign a stored CSR with a CA; extensions come from the signer, never the CSR."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ca_id: int
-    csr_cert_id: int
-    name: str = Field(min_length=1, max_length=120)
-    profile: str | None = Field(
-        default=None,
-        description="A preset from certificate.profiles; by default the HTTPS "
-        "preset for the CSR's key type.",
-    )
-    cert_extensions: dict[str, Any] | None = None
-    lifetime: int | None = Field(default=None, description="days")
-    digest_algorithm: str | None = None
-
-
-class CAEntry(BaseModel):
-    """A CA as query returns it; its private key is never included."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: int
-    name: str
-    create_type: str
-    parsed: bool
-    parse_error: str | None
-    certificate: str
-    has_privatekey: bool
-    signedby: int | None
-    issuer: str | None
-    revoked: bool
-    revoked_at: str | None
-    revoked_reason: str | None
-    signed_certificates: int
-    signed_authorities: int
-    revoked_certificates: list[dict[str, Any]]
-    crl: str | None
-    crl_number: int
-    crl_url: str
-    crl_pem_url: str
 
 
 def crl_paths(name: str) -> tuple[str, str]:
@@ -341,10 +250,7 @@ class CertificateAuthorityService(CRUDService):
         return parsed, signer
 
     async def _plan_import(self, data: CACreate) -> Any:
-        try:
-            chain = import_chain(data.certificate or "")
-        except PkiError as exc:
-            raise ValidationError.single("data.certificate", exc.message) from None
+        chain = read_chain(data.certificate or "")
         if not is_ca_certificate(chain[0]):
             raise ValidationError.single(
                 "data.certificate",
@@ -353,22 +259,8 @@ class CertificateAuthorityService(CRUDService):
             )
         key_pem = None
         if data.privatekey is not None:
-            try:
-                key = load_private_key(
-                    data.privatekey.get_secret_value(),
-                    data.passphrase.get_secret_value() if data.passphrase else None,
-                )
-            except PkiError as exc:
-                field = (
-                    "data.passphrase"
-                    if "passphrase" in exc.message
-                    else "data.privatekey"
-                )
-                raise ValidationError.single(field, exc.message) from None
-            try:
-                check_key_matches(chain[0], key)
-            except PkiError as exc:
-                raise ValidationError.single("data.privatekey", exc.message) from None
+            key = read_key(data.privatekey.get_secret_value(), data.passphrase)
+            match_certificate_key(chain[0], key)
             key_pem = private_key_to_pem(key)
         async with self.app.db.session() as session:
             parent = await find_issuer(session, chain[0])
@@ -453,25 +345,13 @@ class CertificateAuthorityService(CRUDService):
                         "data.name",
                         f"a certificate authority named {data.name!r} already exists",
                     )
-            if data.revoked_reason is not None and data.revoked is not True:
-                errors.add("data.revoked_reason", "give it together with revoked: true")
-            if data.revoked is False and row.revoked and row.revoked_reason != HOLD:
-                errors.add(
-                    "data.revoked",
-                    "revocation is permanent; only a certificateHold can be lifted "
-                    "(RFC 5280 5.3.1)",
-                )
-            if (
-                data.revoked
-                and row.revoked
-                and row.revoked_reason != HOLD
-                and data.revoked_reason != row.revoked_reason
-            ):
-                errors.add(
-                    "data.revoked_reason",
-                    f"already revoked ({row.revoked_reason or 'unspecified'}); "
-                    "only a certificateHold may change (RFC 5280 5.3.1)",
-                )
+            check_revocation_change(
+                errors,
+                revoked=data.revoked,
+                reason=data.revoked_reason,
+                now_revoked=row.revoked,
+                now_reason=row.revoked_reason,
+            )
             errors.check()
             if data.name is not None:
                 row.name = data.name

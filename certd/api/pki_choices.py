@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from certd.api.certificate import CREATE_TYPE_LABELS
+from certd.api.pki_models import CREATE_TYPE_LABELS
 from certd.api.registry import Service, api_method
 from certd.pki import profiles
 

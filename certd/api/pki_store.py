@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from cryptography import x509
@@ -48,6 +49,15 @@ class Signer:
     def issued_chain(self, leaf: x509.Certificate) -> list[x509.Certificate]:
         """What to store for a certificate this CA issued: leaf and intermediates."""
         return [leaf, *without_root(self.chain)]
+
+
+def issuer_label(described: dict[str, Any], authority: str | None) -> str | None:
+    """Who issued it, as the list shows: our CA's name, self-signed or external."""
+    if authority is not None:
+        return authority
+    if not described.get("parsed") or described.get("self_signed") is None:
+        return None
+    return "self-signed" if described["self_signed"] else "external"
 
 
 def load_chain(pem: str) -> list[x509.Certificate]:

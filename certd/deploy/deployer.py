@@ -60,8 +60,10 @@ class Deployer:
     async def deploy(self, certificate_id: int, *, reason: str) -> dict[str, Any]:
         """Deploy one certificate now; return its new deploy state.
 
-        ``reason`` (issued, renewed, configured, retry, manual) reaches hooks as
-        ``CERTD_REASON``; a retry redoes only what failed.
+        ``reason`` is renewed, manual or retry (from the scheduler); hooks get
+        it as ``CERTD_REASON``, a scheduled first deployment as configured (or
+        changed, when the certificate changed without one). A retry redoes
+        only what failed.
 
         Raises:
             NotFoundError: there is no such certificate.
@@ -104,6 +106,14 @@ class Deployer:
             or previous.get("files_error") is not None
         )
         attempts = 1 if fresh else int(previous.get("attempts", 0)) + 1
+        if reason != "retry":
+            effective = reason
+        elif not fresh:
+            effective = previous.get("reason", reason)
+        elif previous.get("fingerprint") not in (None, fingerprint):
+            effective = "changed"  # replaced without a deployment yet (a crash)
+        else:
+            effective = "configured"
 
         files: dict[str, str] = {} if fresh else dict(previous.get("files", {}))
         files_error: str | None = None
@@ -128,7 +138,7 @@ class Deployer:
             env = hook_environment(
                 certificate_id=row.id,
                 name=row.name,
-                reason=reason if reason != "retry" else previous.get("reason", reason),
+                reason=effective,
                 serial=serial_hex(leaf.serial_number),
                 not_after=leaf.not_valid_after_utc.isoformat(),
                 fingerprint=fingerprint,
@@ -155,10 +165,9 @@ class Deployer:
                         error=result.describe(),
                         output=result.output[-500:],
                     )
-        state_reason = reason if fresh else previous.get("reason", reason)
         return await self._save(
             row,
-            {"fingerprint": fingerprint, "spec": digest, "reason": state_reason},
+            {"fingerprint": fingerprint, "spec": digest, "reason": effective},
             files_error,
             hooks,
             files,

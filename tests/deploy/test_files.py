@@ -143,6 +143,7 @@ def test_write_target_configured_owner_wins(tmp_path: Path, material: Material) 
     if os.geteuid() != 0:
         pytest.skip("changing a file's owner needs root")
     (tmp_path / "privkey.pem").write_text("old")
+    os.chmod(tmp_path / "privkey.pem", 0o644)
     target = FileTarget(
         directory=str(tmp_path), files=["privkey"], owner="65534", group="nogroup"
     )
@@ -151,7 +152,7 @@ def test_write_target_configured_owner_wins(tmp_path: Path, material: Material) 
 
     info = (tmp_path / "privkey.pem").stat()
     assert (info.st_uid, info.st_gid) == (65534, 65534)
-    assert _mode(tmp_path / "privkey.pem") == 0o644 & 0o770  # kept 0644 less others
+    assert _mode(tmp_path / "privkey.pem") == 0o640  # kept, less what others had
 
 
 def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:

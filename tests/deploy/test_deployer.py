@@ -1,0 +1,245 @@
+"""Deployments through a running daemon: targets, hooks, retries and events."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from certd.client import RpcError
+from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.renewal.factory import make_chain, store_certificate, wait_until
+
+
+class WebhookSink:
+    """A local HTTP endpoint that records posted events; fails as told."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[WebhookSink]:
+    sink = WebhookSink()
+    app = web.Application()
+    app.router.add_post("/hook", sink.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sink.url = f"http://127.0.0.1:{port}/hook"
+    yield sink
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def certd(tmp_path: Path, sink: WebhookSink) -> AsyncIterator[RunningDaemon]:
+    config = make_config(
+        tmp_path / "state",
+        renewal={"enabled": True, "tick_interval": 0.05},
+        deploy={"retry_base": 0.05, "retry_max": 0.2, "hook_retries": 2},
+        events={
+            "webhooks": [
+                {
+                    "url": sink.url,
+                    "kinds": ["certificate.deployed", "certificate.deploy_failed"],
+                    "retry_base": 0.01,
+                    "headers": {"X-Token": "t"},
+                }
+            ]
+        },
+    )
+    async with running_daemon(config) as daemon:
+        yield daemon
+
+
+def _hook(script: str) -> dict[str, Any]:
+    return {"argv": [sys.executable, "-c", script], "timeout": 10}
+
+
+async def _state(client: Any, cid: int) -> dict[str, Any]:
+    return await client.call("certificate.get_deploy", cid)
+
+
+async def test_deploy_writes_files_runs_hook_and_raises_events(
+    certd: RunningDaemon, tmp_path: Path, sink: WebhookSink
+) -> None:
+    chain = make_chain(["www.example.test"])
+    cid = await store_certificate(certd.daemon, "www", chain)
+    live = tmp_path / "live"
+    marker = tmp_path / "marker.json"
+    script = (
+        "import json, os; "
+        f"json.dump({{k: v for k, v in os.environ.items()}}, open({str(marker)!r}, 'w'))"
+    )
+    subscription = certd.daemon.events.subscribe(["certificate.deployed"])
+
+    async with certd.client() as client:
+        entry = await client.call(
+            "certificate.set_deploy",
+            cid,
+            {
+                "targets": [{"directory": str(live), "pkcs12_passphrase": "pw"}],
+                "hooks": [_hook(script)],
+            },
+        )
+        assert entry["deploy"]["targets"][0]["pkcs12_passphrase_set"] is True
+        assert "pkcs12_passphrase" not in entry["deploy"]["targets"][0]
+
+        state = await wait_until(lambda: _ok_state(client, cid), timeout=10)
+        events = await client.call("event.query", [["certificate_id", "=", cid]])
+
+    assert state["files"]["fullchain"] == str(live / "fullchain.pem")  # type: ignore[index]
+    assert (live / "fullchain.pem").read_text() == chain.fullchain_pem
+    assert (live / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    env = json.loads(marker.read_text())
+    assert env["CERTD_CERT_NAME"] == "www"
+    assert env["CERTD_FULLCHAIN_PATH"] == str(live / "fullchain.pem")
+    assert env["CERTD_KEY_PATH"] == str(live / "privkey.pem")
+    assert env["CERTD_DOMAINS"] == "www.example.test"
+    assert env["CERTD_REASON"] == "configured"
+    assert "CERTD_API_KEY" not in env and "HOME" not in env
+    assert [e["kind"] for e in events] == ["certificate.issued", "certificate.deployed"]
+    delivered = subscription.queue.get_nowait()
+    assert delivered["kind"] == "certificate.deployed"
+    assert delivered["certificate_id"] == cid
+    await wait_until(lambda: sink.received)
+    assert sink.received[0]["kind"] == "certificate.deployed"
+    assert sink.received[0]["subject"] == "www"
+
+
+async def _ok_state(client: Any, cid: int) -> dict[str, Any] | None:
+    state = (await _state(client, cid))["state"]
+    return state if state.get("ok") else None
+
+
+async def test_failing_hook_is_retried_alone(
+    certd: RunningDaemon, tmp_path: Path, sink: WebhookSink
+) -> None:
+    cid = await store_certificate(certd.daemon, "api", make_chain(["api.example.test"]))
+    live = tmp_path / "live"
+    counter = tmp_path / "runs"
+    # fails on its first run, succeeds on the second
+    script = (
+        "import sys; from pathlib import Path; "
+        f"p = Path({str(counter)!r}); n = len(p.read_text()) if p.exists() else 0; "
+        "p.write_text('x' * (n + 1)); sys.exit(0 if n else 1)"
+    )
+    sink.statuses = [500]  # the first webhook delivery fails and is retried
+
+    async with certd.client() as client:
+        await client.call(
+            "certificate.set_deploy",
+            cid,
+            {
+                "targets": [{"directory": str(live), "files": ["cert"]}],
+                "hooks": [_hook(script)],
+            },
+        )
+        await wait_until(lambda: (live / "cert.pem").exists())
+        inode = (live / "cert.pem").stat().st_ino
+        state = await wait_until(lambda: _ok_state(client, cid), timeout=10)
+        kinds = [
+            e["kind"]
+            for e in await client.call("event.query", [["certificate_id", "=", cid]])
+        ]
+
+    assert counter.read_text() == "xx"
+    assert state["attempts"] == 2  # type: ignore[index]
+    assert state["hooks"][0]["attempts"] == 2  # type: ignore[index]
+    assert (live / "cert.pem").stat().st_ino == inode  # files were not rewritten
+    assert kinds == [
+        "certificate.issued",
+        "certificate.deploy_failed",
+        "certificate.deployed",
+    ]
+    await wait_until(lambda: len(sink.received) == 3)
+    first, retried, second = sink.received
+    assert first == retried  # the same event, posted again after HTTP 500
+    assert first["kind"] == "certificate.deploy_failed"
+    assert second["kind"] == "certificate.deployed"
+
+
+async def test_hook_that_keeps_failing_gives_up(certd: RunningDaemon) -> None:
+    chain = make_chain(["db.example.test"])
+    cid = await store_certificate(certd.daemon, "db", chain)
+
+    async with certd.client() as client:
+        await client.call(
+            "certificate.set_deploy", cid, {"hooks": [_hook("raise SystemExit(2)")]}
+        )
+
+        async def given_up() -> dict[str, Any] | None:
+            entry = await _state(client, cid)
+            state = entry["state"]
+            done = state.get("attempts") == 3 and entry["next_attempt_at"] is None
+            return state if done else None
+
+        state = await wait_until(given_up, timeout=10)
+        failures = await client.call(
+            "event.query", [["kind", "=", "certificate.deploy_failed"]]
+        )
+        cert = await client.call("certificate.get_instance", cid)
+
+    assert state["ok"] is False  # type: ignore[index]
+    assert state["hooks"][0]["returncode"] == 2  # type: ignore[index]
+    assert [e["severity"] for e in failures] == ["warning", "warning", "error"]
+    assert failures[-1]["message"].endswith("giving up")
+    assert cert["certificate"] == chain.fullchain_pem  # never rolled back
+
+
+async def test_set_deploy_checks_its_input(
+    certd: RunningDaemon, tmp_path: Path
+) -> None:
+    cid = await store_certificate(certd.daemon, "x", make_chain(["x.example.test"]))
+
+    async with certd.client() as client:
+        with pytest.raises(RpcError) as bad_owner:
+            await client.call(
+                "certificate.set_deploy",
+                cid,
+                {"targets": [{"directory": str(tmp_path), "owner": "no-such-user"}]},
+            )
+        with pytest.raises(RpcError) as relative:
+            await client.call(
+                "certificate.set_deploy", cid, {"targets": [{"directory": "tls"}]}
+            )
+        with pytest.raises(RpcError) as nothing:
+            await call_job(client, "certificate.deploy", cid)
+        with pytest.raises(RpcError) as missing:
+            await client.call("certificate.get_deploy", 999)
+
+    assert bad_owner.value.data["errors"][0]["field"] == "deploy.targets.0.owner"
+    assert relative.value.data["errors"][0]["field"] == "deploy.targets.0.directory"
+    assert "has no deploy targets" in nothing.value.message
+    assert missing.value.message == "certificate 999 does not exist"
+
+
+async def test_deploy_job_on_request(certd: RunningDaemon, tmp_path: Path) -> None:
+    cid = await store_certificate(certd.daemon, "y", make_chain(["y.example.test"]))
+    live = tmp_path / "y"
+
+    async with certd.client() as client:
+        await client.call(
+            "certificate.set_deploy", cid, {"targets": [{"directory": str(live)}]}
+        )
+        await wait_until(lambda: _ok_state(client, cid))
+        (live / "cert.pem").unlink()
+        state = await call_job(client, "certificate.deploy", cid)
+
+    assert state["ok"] is True
+    assert state["reason"] == "manual"
+    assert (live / "cert.pem").exists()

@@ -49,6 +49,12 @@ class ServerConfig(_Section):
     socket_group: str | None = None
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_batch_size: int = Field(default=100, ge=1)
+    # Failed authentications per remote address: a token bucket of this many
+    # attempts that regains one every auth_failure_refill_seconds.
+    auth_failure_burst: int = Field(default=10, ge=1)
+    auth_failure_refill_seconds: float = Field(default=60.0, gt=0)
+    # The name of a certificate in the store to serve HTTPS with; empty: HTTP.
+    tls_certificate: str | None = None
 
     @field_validator("socket_mode", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from certd.api.auth import ApiKeys
 from certd.api.dispatch import Dispatcher
 from certd.api.http import build_app
 from certd.api.jobs import JobManager
+from certd.api.ratelimit import AuthFailureLimiter
 from certd.api.registry import Registry, Service
 from certd.config import Config, load_config
 from certd.deploy.deployer import Deployer
@@ -33,6 +34,7 @@ from certd.renewal.scheduler import RenewalEngine
 from certd.store.db import Database
 from certd.store.masterkey import state_lock, unlock_store
 from certd.systemd import Notifier
+from certd.tls import ServerTLS
 from certd.workers import Workers
 
 log = structlog.get_logger(__name__)
@@ -75,6 +77,10 @@ class Daemon:
         self._stack = AsyncExitStack()
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        self.auth_limiter = AuthFailureLimiter(
+            config.server.auth_failure_burst, config.server.auth_failure_refill_seconds
+        )
+        self.tls: ServerTLS | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trust for outbound HTTPS: the system store plus the configured ACME CA bundle."""
@@ -138,13 +144,28 @@ class Daemon:
         await self._runner.setup()
         self._stack.push_async_callback(self._runner.cleanup)
         if server.http_enabled:
-            site = web.TCPSite(self._runner, server.http_host, server.http_port)
+            if server.tls_certificate:
+                self.tls = ServerTLS(
+                    server.tls_certificate, self.config.store.state_dir
+                )
+                await self.tls.load(self.db)
+            site = web.TCPSite(
+                self._runner,
+                server.http_host,
+                server.http_port,
+                ssl_context=self.tls.context if self.tls else None,
+            )
             await site.start()
             sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
             self.http_port = (
                 sockets[0].getsockname()[1] if sockets else server.http_port
             )
-            log.info("http_listening", host=server.http_host, port=self.http_port)
+            log.info(
+                "http_listening",
+                host=server.http_host,
+                port=self.http_port,
+                tls=self.tls is not None,
+            )
         if server.unix_socket:
             await self._start_unix(server.unix_socket)
 
@@ -182,6 +203,9 @@ class Daemon:
         The listeners and the store stay as they are until a restart; a bad
         file is reported and the running config is kept.
         """
+        if self.tls is not None:
+            # A renewed API certificate is served from the next connection on.
+            await self.tls.reload(self.db)
         if self.config.source is None:
             log.warning("config_reload_skipped", reason="started without a file")
             return

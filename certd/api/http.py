@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
-from certd.api.auth import Caller, unix_caller
+from certd.api.auth import Caller, peer_credentials, unix_caller
 from certd.api.codes import NOT_AUTHENTICATED, REQUEST_TOO_LARGE
 from certd.api.dispatch import CallContext
+from certd.api.ratelimit import TOO_MANY_FAILURES, retry_after_header
+from certd.api.websocket import add_routes as add_websocket_routes
 
 if TYPE_CHECKING:
     from certd.service import Daemon
@@ -55,6 +59,34 @@ async def _caller(
     return caller, "http", caller is None
 
 
+def _remote_address(request: web.Request) -> str:
+    """The address failed attempts are counted against: IP, or unix peer uid."""
+    sock = _transport_socket(request)
+    if sock is not None and sock.family == socket.AF_UNIX:
+        try:
+            _, uid, _ = peer_credentials(sock)
+        except OSError:
+            return "unix"
+        return f"unix:uid={uid}"
+    return request.remote or "unknown"
+
+
+def _too_many(address: str, wait: float) -> web.Response:
+    seconds = retry_after_header(wait)
+    return web.Response(
+        status=429,
+        text=_error_body(
+            TOO_MANY_FAILURES,
+            f"Too many failed authentication attempts from {address}; "
+            f"try again in {seconds} s",
+            "RateLimited",
+            errno.EAGAIN,
+        ),
+        content_type="application/json",
+        headers={"Retry-After": seconds},
+    )
+
+
 async def rpc(request: web.Request) -> web.StreamResponse:
     daemon: Daemon = request.app[DAEMON_KEY]  # type: ignore[assignment]
     try:
@@ -67,9 +99,22 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             ),
             content_type="application/json",
         )
+    limiter = daemon.auth_limiter
+    address = _remote_address(request)
+    if "Authorization" in request.headers:
+        # Refused before the key is looked at: a guesser learns nothing here.
+        wait = limiter.retry_after(address, time.monotonic())
+        if wait > 0:
+            return _too_many(address, wait)
     caller, transport, bad_credentials = await _caller(daemon, request)
     if bad_credentials:
-        log.warning("authentication_failed", remote=request.remote, transport=transport)
+        log.warning("authentication_failed", remote=address, transport=transport)
+        if limiter.failed(address, time.monotonic()):
+            log.warning(
+                "authentication_rate_limited",
+                remote=address,
+                retry_after=limiter.retry_after(address, time.monotonic()),
+            )
         return web.Response(
             status=401,
             text=_error_body(
@@ -110,6 +155,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/rpc", rpc)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_websocket_routes(app, daemon)
     for route in daemon.extra_routes:
         app.router.add_route(*route)
     return app

@@ -1,0 +1,556 @@
+"""The WebSocket face of the API, in the NAS middleware's protocol.
+
+``GET /api/current`` upgrades to a WebSocket that carries one JSON-RPC 2.0
+object per text message, in the extended JSON of :mod:`certd.api.ejson`. It
+serves the same methods as ``POST /rpc`` through the same dispatcher, plus the
+methods that only make sense on a connection: ``core.set_options``,
+``core.ping``, ``core.subscribe``, ``core.unsubscribe`` and ``auth.*``.
+
+A connection logs in with ``auth.login_ex``; one from the unix socket whose
+peer the HTTP side would trust is logged in from the start. Job methods answer
+as the middleware's new-style jobs do: the job is announced as a
+``core.get_jobs`` event naming the request, changes follow as events, and the
+call's response comes when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict
+
+from certd.api import ejson
+from certd.api.auth import Caller, unix_caller
+from certd.api.dispatch import CallContext
+from certd.api.jobs import FINISHED, Job, JobState
+from certd.api.registry import MethodSpec, Registry, Service, api_method
+from certd.api.scram import tls_server_end_point
+from certd.api.ws_auth import AuthSession
+from certd.api.ws_shapes import (
+    INTERNAL_ERROR,
+    INVALID_JSON,
+    INVALID_REQUEST,
+    TOO_MANY_CONCURRENT_CALLS,
+    call_error,
+    job_error,
+    job_fields,
+    method_not_found,
+    not_authenticated,
+    simple_error,
+)
+from certd.errors import AuthenticationError, CertdError, NotFoundError
+
+if TYPE_CHECKING:
+    from certd.service import Daemon
+
+log = structlog.get_logger(__name__)
+
+PATH = "/api/current"
+JOBS = "core.get_jobs"
+# The event bus's stream of every event; each event kind is also a collection.
+EVENTS = "event.query"
+MAX_CALLS_IN_FLIGHT = 20
+# A client that leaves this many messages unread is cut off rather than
+# allowed to grow the daemon's memory without bound.
+MAX_QUEUED_MESSAGES = 10_000
+HEARTBEAT_SECONDS = 30.0
+
+
+class ClientOptions(BaseModel):
+    """What the client asks of the connection; unknown options are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    legacy_jobs: bool = False
+    private_methods: bool = False
+    py_exceptions: bool = False
+
+
+class CoreSession(Service):
+    """The ``core`` methods that belong to one connection."""
+
+    namespace = "core"
+    app: Connection
+
+    @api_method(anonymous=True, readonly=True)
+    async def set_options(
+        self,
+        options: ClientOptions = ClientOptions(),  # noqa: B008 - never mutated
+    ) -> dict[str, bool]:
+        """Choose how jobs are reported; answered before login."""
+        self.app.legacy_jobs = options.legacy_jobs
+        # certd has no private methods and never sends pickled exceptions.
+        return {
+            "legacy_jobs": options.legacy_jobs,
+            "private_methods": False,
+            "py_exceptions": False,
+        }
+
+    @api_method(anonymous=True, readonly=True)
+    async def ping(self) -> str:
+        """Answer 'pong', also before login."""
+        return "pong"
+
+    @api_method(readonly=True)
+    async def subscribe(self, name: str) -> str:
+        """Receive ``collection_update`` events of a collection; return the id."""
+        return self.app.subscribe(name)
+
+    @api_method(readonly=True)
+    async def unsubscribe(self, id: str) -> None:
+        """End a subscription by the id ``core.subscribe`` returned."""
+        self.app.unsubscribe(id)
+
+
+def _session_methods() -> dict[str, MethodSpec]:
+    registry = Registry()
+    for cls in (CoreSession, AuthSession):
+        registry.add_service(cls(None))
+    return registry.methods
+
+
+SESSION_METHODS = _session_methods()
+
+
+class _Close:
+    """Queued after the last message to send: close with this code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    """One WebSocket client: its login, options, subscriptions and calls."""
+
+    def __init__(
+        self,
+        server: WebSocketServer,
+        ws: web.WebSocketResponse,
+        *,
+        caller: Caller | None,
+        transport: str,
+        remote: str | None,
+        channel_binding: bytes | None,
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.caller = caller
+        self.transport = transport
+        self.remote = remote
+        self.channel_binding = channel_binding
+        self.id = uuid.uuid4().hex[:8]
+        self.legacy_jobs = False
+        self.in_flight = 0
+        self.subscriptions: dict[str, str] = {}
+        self.collections: Counter[str] = Counter()
+        self.job_requests: dict[int, Any] = {}
+        self.announced: set[int] = set()
+        self.sessions: dict[type[Service], Service] = {
+            CoreSession: CoreSession(self),
+            AuthSession: AuthSession(self),
+        }
+        self._outbox: asyncio.Queue[str | _Close | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._relays: dict[str, asyncio.Task[None]] = {}
+
+    # Login state, used by the auth methods.
+
+    def login(self, caller: Caller, mechanism: str) -> None:
+        self.caller = caller
+        log.info(
+            "login_succeeded",
+            caller=caller.name,
+            mechanism=mechanism,
+            connection=self.id,
+            remote=self.remote,
+        )
+
+    def logout(self) -> None:
+        if self.caller is not None:
+            log.info("logged_out", caller=self.caller.name, connection=self.id)
+        self.caller = None
+        # Events go to logged-in connections only.
+        for sub_id in list(self.subscriptions):
+            name = self.subscriptions[sub_id]
+            self.unsubscribe(sub_id)
+            self._notify(
+                "notify_unsubscribed",
+                {"collection": name, "error": not_authenticated()["data"]},
+            )
+
+    # Subscriptions.
+
+    def subscribe(self, name: str) -> str:
+        if name not in self.server.collections():
+            raise NotFoundError("event", name)
+        sub_id = str(uuid.uuid4())
+        self.subscriptions[sub_id] = name
+        self.collections[name] += 1
+        if self.collections[name] == 1 and name != JOBS:
+            self._relays[name] = asyncio.create_task(self._relay(name))
+        return sub_id
+
+    def unsubscribe(self, sub_id: str) -> None:
+        name = self.subscriptions.pop(sub_id, None)
+        if name is None:
+            raise NotFoundError("subscription", sub_id)
+        self.collections[name] -= 1
+        if self.collections[name] <= 0:
+            del self.collections[name]
+            if relay := self._relays.pop(name, None):
+                relay.cancel()
+
+    async def _relay(self, name: str) -> None:
+        """Pass events of the event bus on as ``collection_update`` messages."""
+        kinds = None if name == EVENTS else [name]
+        with self.server.daemon.events.subscribe(kinds) as events:
+            async for entry in events:
+                self.send_event(name, "added", entry["id"], entry)
+
+    def send_event(self, collection: str, msg: str, id: Any, fields: Any) -> None:
+        self._notify(
+            "collection_update",
+            {"msg": msg, "collection": collection, "id": id, "fields": fields},
+        )
+
+    def job_changed(self, job: Job) -> None:
+        """Report a job's change to this connection, if it follows jobs."""
+        finished = job.state in FINISHED
+        if self.caller is None or JOBS not in self.collections:
+            if finished:
+                self.job_requests.pop(job.id, None)
+                self.announced.discard(job.id)
+            return
+        message_ids = [self.job_requests[job.id]] if job.id in self.job_requests else []
+        fields = job_fields(job, message_ids)
+        if job.id not in self.announced:
+            self.announced.add(job.id)
+            self.send_event(JOBS, "added", job.id, fields)
+            if not finished:
+                return
+        # Only a "changed" event with a final state ends the client's wait,
+        # so a job seen first when it is already over is announced twice.
+        self.send_event(JOBS, "changed", job.id, fields)
+        if finished:
+            self.job_requests.pop(job.id, None)
+            self.announced.discard(job.id)
+
+    # Sending.
+
+    def _notify(self, method: str, params: dict[str, Any]) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._outbox.qsize() >= self.server.max_queued_messages:
+            if not self.ws.closed:
+                log.warning("websocket_reader_too_slow", connection=self.id)
+                self._spawn(self._abort(1008, "too many unread messages"))
+            return
+        self._outbox.put_nowait(ejson.dumps(message))
+
+    def send_result(self, request_id: Any, result: Any) -> None:
+        try:
+            self._send({"jsonrpc": "2.0", "result": result, "id": request_id})
+        except (TypeError, ValueError):
+            log.exception("websocket_result_not_encodable", connection=self.id)
+            self.send_error(
+                request_id,
+                simple_error(INTERNAL_ERROR, "the result could not be encoded as JSON"),
+            )
+
+    def send_error(self, request_id: Any, error: dict[str, Any]) -> None:
+        self._send({"jsonrpc": "2.0", "error": error, "id": request_id})
+
+    async def _abort(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the messages already queued are sent."""
+        self._outbox.put_nowait(_Close(code, reason))
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            if isinstance(item, _Close):
+                await self.ws.close(code=item.code, message=item.reason.encode())
+                return
+            try:
+                await self.ws.send_str(item)
+            except (ConnectionError, RuntimeError):
+                return
+
+    # Receiving.
+
+    async def serve(self) -> None:
+        """Read requests until the client goes away."""
+        writer = asyncio.create_task(self._write())
+        log.info(
+            "websocket_connected",
+            connection=self.id,
+            transport=self.transport,
+            remote=self.remote,
+            caller=self.caller.name if self.caller else None,
+        )
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.TEXT:
+                    self._receive(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    self.send_error(
+                        None,
+                        simple_error(
+                            INVALID_REQUEST,
+                            "Binary messages are not accepted: send JSON text",
+                        ),
+                    )
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            for task in [*self._tasks, *self._relays.values()]:
+                task.cancel()
+            self._outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(writer, 5)
+            log.info("websocket_closed", connection=self.id, code=self.ws.close_code)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _receive(self, text: str) -> None:
+        size = len(text.encode())
+        try:
+            request = json.loads(text)
+        except (ValueError, RecursionError):
+            self.send_error(
+                None, simple_error(INVALID_JSON, "Parse error: not valid JSON")
+            )
+            return
+        if not isinstance(request, dict):
+            reason = (
+                "Batches are not accepted: send one request per message"
+                if isinstance(request, list)
+                else "A request must be a JSON object"
+            )
+            self.send_error(None, simple_error(INVALID_REQUEST, reason))
+            return
+        if "id" not in request:
+            # A notification: JSON-RPC forbids an answer, and no method of
+            # certd is worth calling without seeing its outcome.
+            log.debug("notification_ignored", connection=self.id)
+            return
+        request_id = request["id"]
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, str | int)
+        ):
+            self.send_error(
+                None, simple_error(INVALID_REQUEST, "id must be a string or a number")
+            )
+            return
+        problem = self._check(request, size)
+        if problem is not None:
+            self.send_error(request_id, problem)
+            return
+        self.in_flight += 1
+        self._spawn(self._call(request_id, request["method"], request.get("params")))
+
+    def _check(self, request: dict[str, Any], size: int) -> dict[str, Any] | None:
+        limit = self.server.max_message_bytes
+        if size > limit:
+            return simple_error(
+                INVALID_REQUEST,
+                f"Request too large: {size} bytes, and a request may have at most "
+                f"{limit} bytes",
+            )
+        if request.get("jsonrpc") != "2.0":
+            return simple_error(INVALID_REQUEST, "jsonrpc must be '2.0'")
+        method = request.get("method")
+        if not isinstance(method, str) or not method:
+            return simple_error(INVALID_REQUEST, "method must be a non-empty string")
+        if not isinstance(request.get("params", []), list | dict):
+            return simple_error(INVALID_REQUEST, "params must be an array")
+        allowed = self.server.max_calls_in_flight
+        if self.in_flight >= allowed:
+            return simple_error(
+                TOO_MANY_CONCURRENT_CALLS,
+                f"Maximum number of concurrent calls ({allowed}) has been reached "
+                "on this connection: wait for an answer before sending more",
+            )
+        return None
+
+    async def _call(self, request_id: Any, method: str, params: Any) -> None:
+        try:
+            try:
+                outcome = await self._execute(request_id, method, params)
+            finally:
+                self.in_flight -= 1
+            if not isinstance(outcome, Job):
+                self.send_result(request_id, outcome)
+            elif self.legacy_jobs:
+                self.send_result(request_id, outcome.id)
+            else:
+                await outcome.done.wait()
+                if outcome.state == JobState.SUCCESS:
+                    self.send_result(request_id, outcome.result)
+                else:
+                    self.send_error(request_id, job_error(outcome))
+        except _Refusal as refusal:
+            self.send_error(request_id, refusal.error)
+        except Exception as exc:
+            self.send_error(request_id, call_error(exc))
+
+    async def _execute(self, request_id: Any, method: str, params: Any) -> Any:
+        """The result of a call, or the job it started."""
+        params = ejson.decode(params if params is not None else [])
+        session = SESSION_METHODS.get(method)
+        spec = session or self.server.daemon.registry.methods.get(method)
+        if spec is None:
+            raise _Refusal(method_not_found())
+        if not spec.options.anonymous:
+            if self.caller is None:
+                raise _Refusal(not_authenticated())
+            if self.caller.readonly and not spec.options.readonly:
+                raise AuthenticationError(
+                    f"{spec.name} changes state and this API key is read-only"
+                )
+        if session is not None:
+            return await self._session_call(session, params)
+        started: list[Job] = []
+
+        def follow(job: Job) -> None:
+            # Runs before the job's first step, so its first event names the call.
+            self.job_requests[job.id] = request_id
+            started.append(job)
+
+        ctx = CallContext(caller=self.caller, transport=self.transport, on_job=follow)
+        result = await self.server.daemon.dispatcher.run(spec, ctx, params)
+        return started[0] if started else result
+
+    async def _session_call(self, spec: MethodSpec, params: Any) -> Any:
+        kwargs = spec.bind(params)
+        owner = self.sessions[type(spec.func.__self__)]  # type: ignore[attr-defined]
+        try:
+            return spec.dump_result(await getattr(owner, spec.func.__name__)(**kwargs))
+        except CertdError:
+            raise
+        except Exception:
+            log.exception("websocket_call_crashed", method=spec.name)
+            raise
+
+
+class _Refusal(Exception):
+    """A call answered with a ready-made error object."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+
+
+class WebSocketServer:
+    """Accepts WebSocket connections and fans job and certificate events out."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.connections: set[Connection] = set()
+        self.max_message_bytes = daemon.config.server.max_request_bytes
+        self.max_calls_in_flight = MAX_CALLS_IN_FLIGHT
+        self.max_queued_messages = MAX_QUEUED_MESSAGES
+        self._bindings: dict[ssl.SSLContext, bytes | None] = {}
+        self._stop_listening = daemon.jobs.add_listener(self._job_changed)
+
+    def collections(self) -> set[str]:
+        """The names ``core.subscribe`` accepts."""
+        names = {JOBS}
+        events = getattr(self.daemon, "events", None)
+        if events is not None:
+            from certd.deploy.events import KINDS
+
+            names |= {EVENTS, *KINDS}
+        return names
+
+    def add_tls_certificate(self, context: ssl.SSLContext, cert_der: bytes) -> None:
+        """Tell the server which certificate a TLS listener presents.
+
+        SCRAM channel binding (RFC 5929 tls-server-end-point) hashes it; a
+        listener whose certificate is unknown here cannot bind.
+        """
+        try:
+            self._bindings[context] = tls_server_end_point(cert_der)
+        except AuthenticationError as exc:
+            log.warning("channel_binding_unavailable", reason=exc.message)
+            self._bindings[context] = None
+
+    def _job_changed(self, job: Job) -> None:
+        for connection in list(self.connections):
+            connection.job_changed(job)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/current``: upgrade and serve one connection."""
+        ws = web.WebSocketResponse(
+            max_msg_size=2 * self.max_message_bytes, heartbeat=HEARTBEAT_SECONDS
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(
+                status=400, text="This endpoint speaks WebSocket only.\n"
+            )
+        await ws.prepare(request)
+        caller, transport = self._local_caller(request)
+        context = (
+            request.transport.get_extra_info("sslcontext")
+            if request.transport
+            else None
+        )
+        connection = Connection(
+            self,
+            ws,
+            caller=caller,
+            transport=transport,
+            remote=request.remote,
+            channel_binding=self._bindings.get(context) if context else None,
+        )
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+        return ws
+
+    def _local_caller(self, request: web.Request) -> tuple[Caller | None, str]:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            return None, "websocket"
+        return unix_caller(
+            sock, self.daemon.config.server.socket_group
+        ), "websocket+unix"
+
+    async def shutdown(self, app: web.Application) -> None:
+        """Close every connection, after what is queued for it, with 1001."""
+        self._stop_listening()
+        for connection in list(self.connections):
+            connection.close(1001, "certd is stopping")
+
+
+WEBSOCKET = web.AppKey("websocket", WebSocketServer)
+
+
+def add_routes(app: web.Application, daemon: Daemon) -> WebSocketServer:
+    """Serve the WebSocket API on ``app`` at :data:`PATH`."""
+    server = WebSocketServer(daemon)
+    app[WEBSOCKET] = server
+    app.router.add_get(PATH, server.handle)
+    app.on_shutdown.append(server.shutdown)
+    return server

@@ -1,0 +1,165 @@
+"""``auth``: logging a WebSocket connection in with an API key.
+
+The connection, not a token, becomes authenticated. ``API_KEY_PLAIN`` sends
+the key itself; ``SCRAM`` (SCRAM-SHA-512, see :mod:`certd.api.scram`) proves
+knowledge of it in two calls, bound to the TLS certificate over ``wss://``.
+Either way the username is the name the key was created under. Wrong
+credentials are a normal result (``AUTH_ERR``), never a call error, because
+that is how the client tells a refused login from a broken call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from certd.api.auth import Caller
+from certd.api.registry import Service, api_method
+from certd.api.scram import ServerExchange, parse_client_first
+from certd.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    from certd.api.websocket import Connection
+
+log = structlog.get_logger(__name__)
+
+MECHANISMS = ["API_KEY_PLAIN", "SCRAM"]
+AUTH_ERR = {"response_type": "AUTH_ERR"}
+
+
+class ApiKeyPlain(BaseModel):
+    """``auth.login_ex`` with the key in the clear (protected only by TLS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: Literal["API_KEY_PLAIN"]
+    username: str = Field(min_length=1, max_length=120)
+    api_key: SecretStr
+    login_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScramStep(BaseModel):
+    """``auth.login_ex`` carrying one SCRAM message (RFC 5802 syntax)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: Literal["SCRAM"]
+    scram_type: Literal["CLIENT_FIRST_MESSAGE", "CLIENT_FINAL_MESSAGE"]
+    rfc_str: str = Field(min_length=1, max_length=4096)
+    login_options: dict[str, Any] = Field(default_factory=dict)
+
+
+LoginEx = Annotated[ApiKeyPlain | ScramStep, Field(discriminator="mechanism")]
+
+
+def _user_info(caller: Caller) -> dict[str, Any]:
+    return {
+        "username": caller.name.removeprefix("apikey:"),
+        "readonly": caller.readonly,
+    }
+
+
+class AuthSession(Service):
+    """The ``auth`` methods of one connection."""
+
+    namespace = "auth"
+    app: Connection
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self._scram: tuple[ServerExchange, Caller, int] | None = None
+
+    def _refused(self, mechanism: str, reason: str) -> dict[str, Any]:
+        log.warning(
+            "authentication_failed",
+            mechanism=mechanism,
+            reason=reason,
+            remote=self.app.remote,
+            connection=self.app.id,
+        )
+        return AUTH_ERR
+
+    @api_method(anonymous=True, readonly=True)
+    async def mechanism_choices(self) -> list[str]:
+        """The login mechanisms ``auth.login_ex`` accepts."""
+        return MECHANISMS
+
+    @api_method(anonymous=True, readonly=True)
+    async def login_ex(self, data: LoginEx) -> dict[str, Any]:
+        """Log this connection in; ``response_type`` says how it went."""
+        if isinstance(data, ApiKeyPlain):
+            return await self._plain(data)
+        if data.scram_type == "CLIENT_FIRST_MESSAGE":
+            return await self._scram_first(data.rfc_str)
+        return await self._scram_final(data.rfc_str)
+
+    @api_method(anonymous=True, readonly=True)
+    async def logout(self) -> bool:
+        """End this connection's login; its subscriptions end with it."""
+        self._scram = None
+        self.app.logout()
+        return True
+
+    @api_method(readonly=True)
+    async def me(self) -> dict[str, Any]:
+        """Who this connection is logged in as."""
+        caller = self.app.caller
+        assert caller is not None  # the dispatcher refuses anonymous callers
+        return {**_user_info(caller), "caller": caller.name}
+
+    async def _plain(self, data: ApiKeyPlain) -> dict[str, Any]:
+        api_keys = self.app.server.daemon.api_keys
+        caller = await api_keys.login(data.username, data.api_key.get_secret_value())
+        if caller is None:
+            return self._refused("API_KEY_PLAIN", "unknown, revoked or foreign key")
+        self.app.login(caller, "API_KEY_PLAIN")
+        return {
+            "response_type": "SUCCESS",
+            "user_info": _user_info(caller),
+            "authenticator": "LEVEL_1",
+            "reconnect_token": None,
+        }
+
+    async def _scram_first(self, message: str) -> dict[str, Any]:
+        self._scram = None
+        try:
+            first = parse_client_first(message)
+            name, key_id = first.api_key()
+        except AuthenticationError as exc:
+            return self._refused("SCRAM", exc.message)
+        api_keys = self.app.server.daemon.api_keys
+        found = await api_keys.scram_verifier(name, key_id)
+        if found is None:
+            return self._refused("SCRAM", f"no active key {key_id} named {name!r}")
+        caller, verifier = found
+        try:
+            exchange = ServerExchange(first, verifier, self.app.channel_binding)
+        except AuthenticationError as exc:
+            return self._refused("SCRAM", exc.message)
+        self._scram = (exchange, caller, key_id)
+        return {
+            "response_type": "SCRAM_RESPONSE",
+            "scram_type": "SERVER_FIRST_RESPONSE",
+            "rfc_str": exchange.server_first,
+            "user_info": None,
+        }
+
+    async def _scram_final(self, message: str) -> dict[str, Any]:
+        pending, self._scram = self._scram, None
+        if pending is None:
+            return self._refused("SCRAM", "client-final-message without a first")
+        exchange, caller, key_id = pending
+        try:
+            server_final = exchange.finish(message)
+        except AuthenticationError as exc:
+            return self._refused("SCRAM", exc.message)
+        await self.app.server.daemon.api_keys.mark_used(key_id)
+        self.app.login(caller, "SCRAM")
+        return {
+            "response_type": "SCRAM_RESPONSE",
+            "scram_type": "SERVER_FINAL_RESPONSE",
+            "rfc_str": server_final,
+            "user_info": _user_info(caller),
+        }

@@ -216,7 +216,7 @@ class CertificateService(CRUDService):
         rows = await session.execute(
             select(CertificateAuthority.id, CertificateAuthority.name)
         )
-        return dict(rows.tuples().all())
+        return {key: value for key, value in rows}
 
     async def entries(self) -> list[dict[str, Any]]:
         async with self.app.db.session() as session:

@@ -135,15 +135,12 @@ class CertificateAuthorityService(CRUDService):
             if only is not None:
                 query = query.where(CertificateAuthority.id == only)
             rows = (await session.scalars(query)).all()
-            names = dict(
-                (
-                    await session.execute(
-                        select(CertificateAuthority.id, CertificateAuthority.name)
-                    )
+            names = {
+                ca_id: name
+                for ca_id, name in await session.execute(
+                    select(CertificateAuthority.id, CertificateAuthority.name)
                 )
-                .tuples()
-                .all()
-            )
+            }
             certs = await _counts(session, Certificate.signedby_id)
             cas = await _counts(session, CertificateAuthority.signedby_id)
             revocations = (
@@ -585,7 +582,7 @@ async def _counts(session: Any, column: Any) -> dict[int, int]:
     rows = await session.execute(
         select(column, func.count()).where(column.is_not(None)).group_by(column)
     )
-    return dict(rows.tuples().all())
+    return {key: value for key, value in rows}
 
 
 def _default_leaf_profile(csr: x509.CertificateSigningRequest) -> str:

@@ -319,11 +319,12 @@ def fingerprint(cert: x509.Certificate) -> bytes:
 # --- signing a checked request ------------------------------------------------
 
 
-def _field_of(exc: PkiError, parsed: Parsed) -> str:
-    # The issuer refuses a CA below it either for its own path length (the
-    # signer is at fault) or for the one asked for (the request is).
-    bc = parsed.extensions.BasicConstraints
-    if parsed.extensions.is_ca and bc.path_length is not None:
+def _field_of(parsed: Parsed, signer: Signer | None) -> str:
+    # Below a CA whose path length is used up the signer is at fault; a path
+    # length longer than the signer allows is the request's.
+    child = parsed.extensions.BasicConstraints.path_length
+    parent = _path_length(signer.cert) if signer is not None else None
+    if parsed.extensions.is_ca and child is not None and parent:
         return "data.cert_extensions.BasicConstraints.path_length"
     return "data.signedby"
 
@@ -376,7 +377,7 @@ def sign_request(
     except ValidationError as exc:
         raise readdress(exc, "data") from None
     except PkiError as exc:
-        raise pki_field_error(exc, _field_of(exc, parsed)) from None
+        raise pki_field_error(exc, _field_of(parsed, signer)) from None
 
 
 def probe_key() -> PrivateKey:

@@ -26,10 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
 
 from certd.api import ejson
-from certd.api.auth import Caller, unix_caller
+from certd.api.auth import Caller, peer_credentials, unix_caller
 from certd.api.dispatch import CallContext
 from certd.api.jobs import FINISHED, Job, JobState
 from certd.api.registry import MethodSpec, Registry, Service, api_method
@@ -40,6 +43,7 @@ from certd.api.ws_shapes import (
     INVALID_JSON,
     INVALID_REQUEST,
     TOO_MANY_CONCURRENT_CALLS,
+    WireError,
     call_error,
     job_error,
     job_fields,
@@ -48,6 +52,7 @@ from certd.api.ws_shapes import (
     simple_error,
 )
 from certd.errors import AuthenticationError, CertdError, NotFoundError
+from certd.store.models import Certificate
 
 if TYPE_CHECKING:
     from certd.service import Daemon
@@ -139,7 +144,7 @@ class Connection:
         *,
         caller: Caller | None,
         transport: str,
-        remote: str | None,
+        remote: str,
         channel_binding: bytes | None,
     ) -> None:
         self.server = server
@@ -407,7 +412,7 @@ class Connection:
                     self.send_result(request_id, outcome.result)
                 else:
                     self.send_error(request_id, job_error(outcome))
-        except _Refusal as refusal:
+        except WireError as refusal:
             self.send_error(request_id, refusal.error)
         except Exception as exc:
             self.send_error(request_id, call_error(exc))
@@ -418,10 +423,10 @@ class Connection:
         session = SESSION_METHODS.get(method)
         spec = session or self.server.daemon.registry.methods.get(method)
         if spec is None:
-            raise _Refusal(method_not_found())
+            raise WireError(method_not_found())
         if not spec.options.anonymous:
             if self.caller is None:
-                raise _Refusal(not_authenticated())
+                raise WireError(not_authenticated())
             if self.caller.readonly and not spec.options.readonly:
                 raise AuthenticationError(
                     f"{spec.name} changes state and this API key is read-only"
@@ -451,14 +456,6 @@ class Connection:
             raise
 
 
-class _Refusal(Exception):
-    """A call answered with a ready-made error object."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message"))
-        self.error = error
-
-
 class WebSocketServer:
     """Accepts WebSocket connections and fans job and certificate events out."""
 
@@ -468,7 +465,8 @@ class WebSocketServer:
         self.max_message_bytes = daemon.config.server.max_request_bytes
         self.max_calls_in_flight = MAX_CALLS_IN_FLIGHT
         self.max_queued_messages = MAX_QUEUED_MESSAGES
-        self._bindings: dict[ssl.SSLContext, bytes | None] = {}
+        # (serial, tls-server-end-point data) of the certificate last served.
+        self._served: tuple[int, bytes | None] | None = None
         self._stop_listening = daemon.jobs.add_listener(self._job_changed)
 
     def collections(self) -> set[str]:
@@ -481,17 +479,34 @@ class WebSocketServer:
             names |= {EVENTS, *KINDS}
         return names
 
-    def add_tls_certificate(self, context: ssl.SSLContext, cert_der: bytes) -> None:
-        """Tell the server which certificate a TLS listener presents.
+    async def channel_binding(self, context: ssl.SSLContext | None) -> bytes | None:
+        """RFC 5929 tls-server-end-point data of the certificate a listener serves.
 
-        SCRAM channel binding (RFC 5929 tls-server-end-point) hashes it; a
-        listener whose certificate is unknown here cannot bind.
+        certd's TLS listener serves the stored certificate ``server.tls_certificate``
+        names, as it was at the last (re)load. None when the connection is not
+        TLS, or the store holds a newer certificate that is not served yet.
         """
+        tls = getattr(self.daemon, "tls", None)
+        if context is None or tls is None or context is not tls.context:
+            return None
+        if self._served is not None and self._served[0] == tls.serial:
+            return self._served[1]
+        async with self.daemon.db.session() as session:
+            pem = await session.scalar(
+                select(Certificate.certificate).where(Certificate.name == tls.name)
+            )
+        if not pem:
+            return None
+        leaf = x509.load_pem_x509_certificate(pem.encode())
+        if leaf.serial_number != tls.serial:
+            return None
         try:
-            self._bindings[context] = tls_server_end_point(cert_der)
+            binding = tls_server_end_point(leaf.public_bytes(Encoding.DER))
         except AuthenticationError as exc:
             log.warning("channel_binding_unavailable", reason=exc.message)
-            self._bindings[context] = None
+            binding = None
+        self._served = (leaf.serial_number, binding)
+        return binding
 
     def _job_changed(self, job: Job) -> None:
         for connection in list(self.connections):
@@ -507,7 +522,7 @@ class WebSocketServer:
                 status=400, text="This endpoint speaks WebSocket only.\n"
             )
         await ws.prepare(request)
-        caller, transport = self._local_caller(request)
+        caller, transport, remote = self._peer(request)
         context = (
             request.transport.get_extra_info("sslcontext")
             if request.transport
@@ -518,8 +533,8 @@ class WebSocketServer:
             ws,
             caller=caller,
             transport=transport,
-            remote=request.remote,
-            channel_binding=self._bindings.get(context) if context else None,
+            remote=remote,
+            channel_binding=await self.channel_binding(context),
         )
         self.connections.add(connection)
         try:
@@ -528,14 +543,15 @@ class WebSocketServer:
             self.connections.discard(connection)
         return ws
 
-    def _local_caller(self, request: web.Request) -> tuple[Caller | None, str]:
+    def _peer(self, request: web.Request) -> tuple[Caller | None, str, str]:
+        """(caller trusted by its peer credentials, transport, address for limits)."""
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport else None
         if sock is None or sock.family != socket.AF_UNIX:
-            return None, "websocket"
-        return unix_caller(
-            sock, self.daemon.config.server.socket_group
-        ), "websocket+unix"
+            return None, "websocket", request.remote or "unknown"
+        _, uid, _ = peer_credentials(sock)
+        caller = unix_caller(sock, self.daemon.config.server.socket_group)
+        return caller, "websocket+unix", f"unix:uid={uid}"
 
     async def shutdown(self, app: web.Application) -> None:
         """Close every connection, after what is queued for it, with 1001."""

@@ -10,14 +10,18 @@ that is how the client tells a refused login from a broken call.
 
 from __future__ import annotations
 
+import errno
+import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from certd.api.auth import Caller
+from certd.api.ratelimit import retry_after_header
 from certd.api.registry import Service, api_method
 from certd.api.scram import ServerExchange, parse_client_first
+from certd.api.ws_shapes import WireError, refusal
 from certd.errors import AuthenticationError
 
 if TYPE_CHECKING:
@@ -72,14 +76,37 @@ class AuthSession(Service):
         self._scram: tuple[ServerExchange, Caller, int] | None = None
 
     def _refused(self, mechanism: str, reason: str) -> dict[str, Any]:
+        address = self.app.remote
         log.warning(
             "authentication_failed",
             mechanism=mechanism,
             reason=reason,
-            remote=self.app.remote,
+            remote=address,
             connection=self.app.id,
         )
+        limiter = self.app.server.daemon.auth_limiter
+        if limiter.failed(address, time.monotonic()):
+            log.warning(
+                "authentication_rate_limited",
+                remote=address,
+                retry_after=limiter.retry_after(address, time.monotonic()),
+            )
         return AUTH_ERR
+
+    def _check_rate(self) -> None:
+        # Refused before the key is looked at, as over HTTP.
+        address = self.app.remote
+        wait = self.app.server.daemon.auth_limiter.retry_after(
+            address, time.monotonic()
+        )
+        if wait > 0:
+            raise WireError(
+                refusal(
+                    errno.EAGAIN,
+                    f"Too many failed authentication attempts from {address}; "
+                    f"try again in {retry_after_header(wait)} s",
+                )
+            )
 
     @api_method(anonymous=True, readonly=True)
     async def mechanism_choices(self) -> list[str]:
@@ -89,6 +116,7 @@ class AuthSession(Service):
     @api_method(anonymous=True, readonly=True)
     async def login_ex(self, data: LoginEx) -> dict[str, Any]:
         """Log this connection in; ``response_type`` says how it went."""
+        self._check_rate()
         if isinstance(data, ApiKeyPlain):
             return await self._plain(data)
         if data.scram_type == "CLIENT_FIRST_MESSAGE":

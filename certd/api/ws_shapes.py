@@ -63,6 +63,14 @@ def _validation_reason(extra: list[list[Any]]) -> str:
     )
 
 
+class WireError(Exception):
+    """A call answered with a ready-made error object."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+
+
 def simple_error(code: int, message: str) -> dict[str, Any]:
     """An error the client turns into an exception with ``message`` as its text."""
     return {"code": code, "message": message}
@@ -79,6 +87,15 @@ def not_authenticated() -> dict[str, Any]:
         "code": CALL_ERROR,
         "message": "Method call error",
         "data": _data(ENOTAUTHENTICATED, "Not authenticated"),
+    }
+
+
+def refusal(code: int, reason: str) -> dict[str, Any]:
+    """A call error with an errno and a reason, for refusals without an exception."""
+    return {
+        "code": CALL_ERROR,
+        "message": "Method call error",
+        "data": _data(code, reason),
     }
 
 

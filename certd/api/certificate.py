@@ -200,6 +200,7 @@ class CertificateService(CRUDService):
             "acme": acme,
             "dns_mapping": row.dns_mapping or {},
             "renew_days": row.renew_days,
+            "reuse_key": row.reuse_key,
             "revoked": row.revoked,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "revoked_reason": row.revoked_reason,
@@ -587,6 +588,11 @@ class CertificateService(CRUDService):
                 row.name = data.name
             if data.renew_days is not None:
                 row.renew_days = data.renew_days
+            if data.reuse_key is not None:
+                row.reuse_key = data.reuse_key
+            if data.renew_days is not None or data.dns_mapping is not None:
+                # the renewal scheduler plans the certificate again on its next tick
+                row.next_attempt_at = None
             if data.revoked is not None:
                 revocation_changed = await self._apply_revocation(session, row, data)
             row.updated_at = utcnow()

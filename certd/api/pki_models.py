@@ -95,6 +95,10 @@ class CertificateUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     renew_days: int | None = Field(default=None, ge=1, le=365)
     dns_mapping: dict[str, int] | None = None
+    reuse_key: bool | None = Field(
+        default=None,
+        description="Renew with the same key and CSR instead of a new key each time.",
+    )
     revoked: bool | None = Field(
         default=None,
         description="Revoke a certificate signed by a local CA; only a "

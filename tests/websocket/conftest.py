@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from certd.api.auth import client_form
+from certd.api.jobs import Job
+from certd.api.registry import Service, api_method
 from certd.api.websocket import WEBSOCKET, WebSocketServer
+from certd.errors import NotFoundError, ValidationError
 from tests.daemon import RunningDaemon, make_config, running_daemon
 
 
@@ -54,3 +59,34 @@ async def certd(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
 @pytest.fixture
 async def key(certd: RunningDaemon) -> Key:
     return await make_key(certd, "ci")
+
+
+class Probe(Service):
+    """A job method whose course a test decides: progress, a gate, an outcome."""
+
+    namespace = "probe"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    @api_method(job=True)
+    async def work(self, job: Job, outcome: str = "ok") -> dict[str, str]:
+        """Report progress twice, wait at the gate, then end as ``outcome`` says."""
+        await job.set_progress(25, "first quarter")
+        await self.gate.wait()
+        await job.set_progress(75, "three quarters")
+        if outcome == "invalid":
+            raise ValidationError.single("data.name", "must be lower case")
+        if outcome == "missing":
+            raise NotFoundError("certificate", 42)
+        return {"outcome": outcome}
+
+
+@pytest.fixture
+def probe(certd: RunningDaemon) -> Probe:
+    """The probe namespace, added to the running daemon's registry."""
+    service = Probe(certd.daemon)
+    certd.daemon.registry.add_service(service)
+    return service

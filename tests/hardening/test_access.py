@@ -125,7 +125,7 @@ async def test_http_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
     assert addresses == {"127.0.0.1"}
 
 
-def self_signed(common_name: str) -> tuple[str, str, int]:
+def self_signed(common_name: str, *, ca: bool = True) -> tuple[str, str, int]:
     """(certificate PEM, key PEM, serial) for 127.0.0.1 and localhost."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -147,7 +147,7 @@ def self_signed(common_name: str) -> tuple[str, str, int]:
             ),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -70,12 +70,27 @@ class WsClient:
         )
         return await asyncio.wait_for(future, 30)
 
-    def start(self, method: str, *params: Any) -> tuple[str, asyncio.Task[Any]]:
-        """Send a request without waiting; return its id and the pending answer."""
+    async def start(self, method: str, *params: Any) -> tuple[str, asyncio.Future[Any]]:
+        """Send a request; return its id and its answer (result or CallFailed) to come."""
         request_id = str(uuid.uuid4())
-        return request_id, asyncio.create_task(
-            self.call(method, *params, request_id=request_id)
+        reply = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = reply
+        await self.send(
+            {
+                "jsonrpc": "2.0",
+                "method": method,
+                "id": request_id,
+                "params": list(params),
+            }
         )
+
+        async def answer() -> Any:
+            body = await reply
+            if "error" in body:
+                raise CallFailed(body["error"])
+            return body["result"]
+
+        return request_id, asyncio.ensure_future(answer())
 
     async def call(self, method: str, *params: Any, request_id: Any = None) -> Any:
         reply = await self.request(method, *params, request_id=request_id)
@@ -127,6 +142,11 @@ class WsClient:
             },
         )
         return first, final
+
+    async def wait_closed(self) -> int | None:
+        """Wait until the server closes the connection; return its close code."""
+        await asyncio.wait_for(asyncio.shield(self._reader), 30)
+        return self.ws.close_code
 
     async def close(self) -> None:
         await self.ws.close()

@@ -43,7 +43,7 @@ async def test_csr_job_announces_itself_then_reports_then_answers(
 ) -> None:
     async with connect(ws_url(certd)) as client:
         await logged_in(client, key)
-        request_id, pending = client.start("certificate.create", CSR)
+        request_id, pending = await client.start("certificate.create", CSR)
         entry = await pending
 
         assert entry["name"] == "web"
@@ -127,7 +127,7 @@ async def test_failed_job_reports_its_error_in_both_shapes(
 ) -> None:
     async with connect(ws_url(certd)) as client:
         await logged_in(client, key)
-        request_id, pending = client.start("probe.work", outcome)
+        request_id, pending = await client.start("probe.work", outcome)
         with pytest.raises(CallFailed) as caught:
             await pending
         last = job_events(client, events_job_id(client, request_id))[-1]
@@ -204,7 +204,7 @@ async def test_an_aborted_job_answers_with_ecanceled(
     probe.gate.clear()
     async with connect(ws_url(certd)) as client:
         await logged_in(client, key)
-        request_id, pending = client.start("probe.work")
+        request_id, pending = await client.start("probe.work")
         while True:
             event = await client.next_event("core.get_jobs")
             if event["params"]["fields"]["progress"]["percent"] == 25:

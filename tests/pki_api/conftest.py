@@ -100,3 +100,8 @@ async def snapshot(client: Client) -> dict[str, Any]:
 def leaf_of(entry: dict[str, Any]) -> x509.Certificate:
     """The first certificate of an entry's stored chain."""
     return x509.load_pem_x509_certificate(entry["certificate"].encode())
+
+
+# The PKI library's factories (keys, CAs and certificates on a fixed clock)
+# build the import corpus; importing them here makes them fixtures here too.
+from tests.pki.conftest import _key_pool, make_ca, make_cert, make_key  # noqa: E402, F401

@@ -510,6 +510,7 @@ class Renewer:
                     data={
                         "error": message,
                         "failure_count": cert.failure_count,
+                        "last_attempt_at": now.isoformat(),
                         "next_attempt_at": cert.next_attempt_at.isoformat()
                         if cert.next_attempt_at
                         else None,

@@ -29,6 +29,7 @@ from certd.errors import ConflictError
 from certd.pki.extensions import serial_hex
 from certd.renewal.ari import AriClient
 from certd.renewal.planning import (
+    NOT_RENEWABLE,
     REVOKED,
     facts_for,
     leaf_of,
@@ -312,43 +313,31 @@ class RenewalEngine:
         settings = self.settings()
         staged: list[Event] = []
         async with self.daemon.db.session() as session:
-            fresh = (
+            # rows with no plan: stored since the last tick, changed by
+            # certificate.update, or revoked (the revocation clears the plan)
+            unplanned = (
                 await session.scalars(
                     select(Certificate).where(
                         Certificate.next_attempt_at.is_(None),
-                        Certificate.next_attempt_reason.is_(None),
                         Certificate.cert_type == "CERTIFICATE",
-                    )
-                )
-            ).all()
-            for row in fresh:
-                plan_row(row, settings, now)
-                if not row.revoked:
-                    staged.append(self._issued_event(session, row))
-            revoked = (
-                await session.scalars(
-                    select(Certificate).where(
-                        Certificate.revoked.is_(True),
                         or_(
                             Certificate.next_attempt_reason.is_(None),
-                            Certificate.next_attempt_reason != REVOKED,
+                            Certificate.next_attempt_reason.not_in(
+                                (NOT_RENEWABLE, REVOKED)
+                            ),
+                            Certificate.revoked.is_(True)
+                            & (Certificate.next_attempt_reason != REVOKED),
                         ),
                     )
                 )
             ).all()
-            for row in revoked:
+            for row in unplanned:
+                new = row.next_attempt_reason is None
                 plan_row(row, settings, now)
-                staged.append(
-                    self.daemon.events.stage(
-                        session,
-                        "certificate.revoked",
-                        f"{row.name} was revoked"
-                        + (f" ({row.revoked_reason})" if row.revoked_reason else ""),
-                        certificate_id=row.id,
-                        subject=row.name,
-                        data={"reason": row.revoked_reason},
-                    )
-                )
+                if row.revoked:
+                    staged.append(self._revoked_event(session, row))
+                elif new:
+                    staged.append(self._issued_event(session, row))
             due = (
                 await session.scalars(
                     select(Certificate.id)
@@ -379,6 +368,17 @@ class RenewalEngine:
         for certificate_id in owed:
             if certificate_id not in self.active | self.deploying:
                 await self.submit_deploy(certificate_id, "retry")
+
+    def _revoked_event(self, session: Any, row: Certificate) -> Event:
+        return self.daemon.events.stage(
+            session,
+            "certificate.revoked",
+            f"{row.name} was revoked"
+            + (f" ({row.revoked_reason})" if row.revoked_reason else ""),
+            certificate_id=row.id,
+            subject=row.name,
+            data={"reason": row.revoked_reason},
+        )
 
     def _issued_event(self, session: Any, row: Certificate) -> Event:
         leaf = leaf_of(row)

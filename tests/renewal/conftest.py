@@ -1,0 +1,73 @@
+"""A pebble issuing one-minute certificates, and ACME helpers for renewal tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from certd.client import Client
+from tests.daemon import call_job
+from tests.testbed import NamedServer, PebbleServer, start_pebble
+
+LIFETIME = 60
+
+
+@pytest.fixture(scope="session")
+def short_pebble(
+    tmp_path_factory: pytest.TempPathFactory, named: NamedServer
+) -> Iterator[PebbleServer]:
+    """pebble whose certificates live one minute, so renewals come due in seconds."""
+    with start_pebble(
+        tmp_path_factory.mktemp("short-pebble"),
+        named.port,
+        validity_seconds=LIFETIME,
+    ) as server:
+        yield server
+
+
+def rfc2136(named: NamedServer, secret: str | None = None) -> dict[str, Any]:
+    return {
+        "authenticator": "rfc2136",
+        "server": named.host,
+        "port": named.port,
+        "tsig_key_name": named.tsig_name,
+        "tsig_secret": secret or named.tsig_secret,
+        "tsig_algorithm": named.tsig_algorithm,
+    }
+
+
+async def issue_acme(
+    client: Client,
+    pebble: PebbleServer,
+    authenticator_id: int,
+    name: str,
+    domains: list[str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A CSR and an ACME certificate for ``domains`` through the API."""
+    csr = await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": f"{name}-csr",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "key_type": "EC",
+            "ec_curve": "SECP256R1",
+            "san": domains,
+        },
+    )
+    return await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": name,
+            "create_type": "CERTIFICATE_CREATE_ACME",
+            "csr_id": csr["id"],
+            "acme_directory_uri": pebble.directory_url,
+            "tos": True,
+            "dns_mapping": {domain: authenticator_id for domain in domains},
+            **extra,
+        },
+    )

@@ -1,0 +1,166 @@
+"""Query output survives bad stored data, and ACME certificates keep their own revoke."""
+
+from __future__ import annotations
+
+from certd.client import Client
+from certd.store.models import AcmeAccount, Certificate, CertificateAuthority
+from tests.daemon import RunningDaemon, call_job
+from tests.pki_api.conftest import (
+    expect_error,
+    fields,
+    issue,
+    make_root,
+    snapshot,
+)
+
+BROKEN_PEM = "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n"
+
+
+async def test_unparsable_rows_are_listed_with_a_reason(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    good = await issue(client, root["id"], "good")
+    async with certd.daemon.db.session() as session:
+        session.add_all(
+            [
+                Certificate(
+                    name="garbled",
+                    cert_type="CERTIFICATE",
+                    create_type="CERTIFICATE_CREATE_IMPORTED",
+                    certificate=BROKEN_PEM,
+                    privatekey="not a key",
+                ),
+                Certificate(
+                    name="half-chain",
+                    cert_type="CERTIFICATE",
+                    create_type="CERTIFICATE_CREATE_IMPORTED",
+                    certificate=good["chain_list"][0] + BROKEN_PEM,
+                ),
+                Certificate(
+                    name="bad-csr",
+                    cert_type="CSR",
+                    create_type="CERTIFICATE_CREATE_IMPORTED_CSR",
+                    csr="junk",
+                ),
+                CertificateAuthority(
+                    name="bad-ca",
+                    create_type="CA_CREATE_IMPORTED",
+                    certificate="",
+                    privatekey="junk",
+                ),
+            ]
+        )
+
+    listed = {e["name"]: e for e in await client.call("certificate.query")}
+    authorities = {
+        e["name"]: e for e in await client.call("certificateauthority.query")
+    }
+
+    assert sorted(listed) == ["bad-csr", "garbled", "good", "half-chain"]
+    assert listed["good"]["parsed"] is True
+    garbled = listed["garbled"]
+    assert garbled["parsed"] is False
+    assert garbled["parse_error"].startswith(
+        "certificate 0 of the chain cannot be read"
+    )
+    assert (garbled["serial"], garbled["san"], garbled["issuer"]) == (None, None, None)
+    assert garbled["certificate"] == BROKEN_PEM
+    assert listed["half-chain"]["parse_error"].startswith(
+        "certificate 1 of the chain cannot be read"
+    )
+    assert (
+        listed["bad-csr"]["parse_error"]
+        == "no PEM certificate signing request found in the input"
+    )
+    bad_ca = authorities["bad-ca"]
+    assert (bad_ca["parsed"], bad_ca["crl"]) == (False, None)
+    assert bad_ca["parse_error"] == "no certificate given (the input is empty)"
+    assert authorities["root"]["parsed"] is True
+
+    refused = await expect_error(
+        client,
+        "certificate.create",
+        {
+            "name": "x",
+            "create_type": "CERTIFICATE_CREATE_INTERNAL",
+            "signedby": bad_ca["id"],
+            "common": "x",
+            "lifetime": 5,
+        },
+    )
+    assert fields(refused) == ["data.signedby"]
+    assert "certificate authority 'bad-ca' cannot be used" in refused.message
+    export = await expect_error(client, "certificate.export", garbled["id"])
+    assert fields(export) == ["id"] and "cannot be exported" in export.message
+    # An import still finds its issuer among the readable CAs.
+    copy = await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": "copy",
+            "create_type": "CERTIFICATE_CREATE_IMPORTED",
+            "certificate": good["certificate"],
+            "privatekey": (await client.call("certificate.export", good["id"]))[
+                "privatekey"
+            ],
+        },
+    )
+    assert copy["signedby"] == root["id"]
+
+
+async def test_acme_certificates_are_revoked_at_their_ca(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    leaf = await issue(client, root["id"])
+    async with certd.daemon.db.session() as session:
+        account = AcmeAccount(directory="https://127.0.0.1:1/dir", key_pem="x")
+        session.add(account)
+        await session.flush()
+        session.add(
+            Certificate(
+                name="acme",
+                cert_type="CERTIFICATE",
+                create_type="CERTIFICATE_CREATE_ACME",
+                certificate=leaf["certificate"],
+                acme_account_id=account.id,
+                acme_directory_uri=account.directory,
+                dns_mapping={"www.example.com": 1},
+            )
+        )
+    acme = (await client.call("certificate.query", [["name", "=", "acme"]]))[0]
+    before = await snapshot(client)
+
+    error = await expect_error(
+        client, "certificate.update", acme["id"], {"revoked": True}
+    )
+
+    assert acme["can_be_revoked"] is False
+    assert acme["acme"]["directory"] == "https://127.0.0.1:1/dir"
+    assert fields(error) == ["data.revoked"]
+    assert "call certificate.revoke" in error.message
+    assert await snapshot(client) == before
+
+
+async def test_query_filters_on_the_new_fields(client: Client) -> None:
+    root = await make_root(client)
+    other = await make_root(client, "other")
+    await issue(client, root["id"], "a")
+    await issue(client, other["id"], "b")
+    await client.call("certificate.update", 1, {"revoked": True})
+
+    by_ca = await client.call("certificate.query", [["signedby", "=", other["id"]]])
+    revoked = await client.call("certificate.query", [["revoked", "=", True]])
+    names = await client.call(
+        "certificateauthority.query",
+        [["signed_certificates", ">", 0]],
+        {"select": ["name", "signed_certificates"], "order_by": ["-name"]},
+    )
+
+    assert [e["name"] for e in by_ca] == ["b"]
+    assert [e["name"] for e in revoked] == ["a"]
+    assert names == [
+        {"name": "root", "signed_certificates": 1},
+        {"name": "other", "signed_certificates": 1},
+    ]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import update
 
 from certd.api.scram import tls_server_end_point
-from certd.store.models import ApiKey, Certificate
+from certd.store.models import ApiKey
 from tests.daemon import RunningDaemon, make_config, running_daemon
 from tests.websocket.client import CallFailed, WsClient, connect
 from tests.websocket.conftest import Key, make_key, ws_url
 from tests.websocket.scram_client import ScramClient
-from tests.websocket.tls import make_server_cert
+from tests.websocket.tls import https_config, insecure
 
 
 async def assert_logged_out(client: WsClient) -> None:
@@ -220,34 +218,9 @@ async def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
 @pytest.fixture
 async def tls_certd(tmp_path: Path) -> AsyncIterator[tuple[RunningDaemon, bytes]]:
     """A daemon serving its API over TLS with a stored ECDSA certificate."""
-    state = tmp_path / "state"
-    cert, private_key = make_server_cert("ec")
-    async with running_daemon(make_config(state)) as running:
-        async with running.daemon.db.session() as session:
-            session.add(
-                Certificate(
-                    name="api",
-                    cert_type="CERTIFICATE",
-                    create_type="CERTIFICATE_CREATE_IMPORTED",
-                    certificate=cert.public_bytes(serialization.Encoding.PEM).decode(),
-                    privatekey=private_key.private_bytes(
-                        serialization.Encoding.PEM,
-                        serialization.PrivateFormat.PKCS8,
-                        serialization.NoEncryption(),
-                    ).decode(),
-                )
-            )
-    config = make_config(state, server={"tls_certificate": "api"})
+    config, served = await https_config(tmp_path / "state")
     async with running_daemon(config) as running:
-        yield running, cert.public_bytes(serialization.Encoding.DER)
-
-
-def insecure() -> ssl.SSLContext:
-    """Like the client's --insecure: no verification, the certificate still read."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+        yield running, served
 
 
 async def test_scram_over_wss_binds_to_the_served_certificate(

@@ -11,6 +11,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from certd.config import Config
+from certd.store.models import Certificate
+from tests.daemon import make_config, running_daemon
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -56,4 +60,34 @@ def server_context(
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+async def https_config(state: Path, name: str = "api") -> tuple[Config, bytes]:
+    """A config whose HTTP listener serves a stored ECDSA certificate; its DER."""
+    cert, key = make_server_cert("ec")
+    async with running_daemon(make_config(state)) as running:
+        async with running.daemon.db.session() as session:
+            session.add(
+                Certificate(
+                    name=name,
+                    cert_type="CERTIFICATE",
+                    create_type="CERTIFICATE_CREATE_IMPORTED",
+                    certificate=cert.public_bytes(serialization.Encoding.PEM).decode(),
+                    privatekey=key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    ).decode(),
+                )
+            )
+    config = make_config(state, server={"tls_certificate": name})
+    return config, cert.public_bytes(serialization.Encoding.DER)
+
+
+def insecure() -> ssl.SSLContext:
+    """Like the client's --insecure: nothing verified, the certificate still read."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     return context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,15 +12,37 @@ import pytest
 from cryptography import x509
 
 from certd.client import Client, RpcError
+from certd.store.db import Database
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki.conftest import OpenSSL
 
 SUBJECT = {"country": "DE", "organization": "certd", "state": "Berlin"}
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty store at the newest schema, copied for each daemon.
+
+    Migrating once instead of once per test keeps this directory fast; the
+    daemon still runs its migration step, which finds nothing to do.
+    """
+    path = tmp_path_factory.mktemp("template") / "certd.db"
+
+    async def migrate() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await db.migrate()
+        await db.close()
+
+    asyncio.run(migrate())
+    return path
+
+
 @pytest.fixture
-async def certd(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    async with running_daemon(make_config(tmp_path / "state")) as daemon:
+async def certd(tmp_path: Path, migrated_store: Path) -> AsyncIterator[RunningDaemon]:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    shutil.copyfile(migrated_store, state / "certd.db")
+    async with running_daemon(make_config(state)) as daemon:
         yield daemon
 
 

@@ -362,21 +362,27 @@ class CertificateAuthorityService(CRUDService):
         self, session: Any, row: CertificateAuthority, data: CAUpdate
     ) -> int | None:
         """Record or lift the CA's revocation; the parent whose CRL changes."""
-        parent = (
+        parent: CertificateAuthority | None = (
             await session.get(CertificateAuthority, row.signedby_id)
             if row.signedby_id
             else None
         )
-        leaf = load_chain(row.certificate)[0]
-        in_crl = parent is not None and bool(parent.privatekey)
+        # Only a parent of ours with a key can list the CA in a CRL.
+        lister = parent if parent is not None and parent.privatekey else None
+        try:
+            leaf = load_chain(row.certificate)[0]
+        except PkiError as exc:
+            raise ValidationError.single(
+                "data.revoked", f"the stored certificate cannot be read: {exc.message}"
+            ) from None
         if data.revoked:
             if row.revoked and row.revoked_reason == data.revoked_reason:
                 return None
             now = utcnow()
-            if in_crl:
+            if lister is not None:
                 await record_revocation(
                     session,
-                    authority_id=parent.id,
+                    authority_id=lister.id,
                     cert=leaf,
                     subject=row.name,
                     kind="authority",
@@ -390,18 +396,18 @@ class CertificateAuthorityService(CRUDService):
                 "authority_revoked",
                 authority=row.name,
                 reason=data.revoked_reason,
-                listed_by=parent.name if in_crl else None,
+                listed_by=lister.name if lister is not None else None,
             )
         else:
             if not row.revoked:
                 return None
-            if in_crl:
-                await remove_revocation(session, parent.id, leaf)
+            if lister is not None:
+                await remove_revocation(session, lister.id, leaf)
             row.revoked = False
             row.revoked_at = None
             row.revoked_reason = None
             log.info("authority_hold_lifted", authority=row.name)
-        return parent.id if in_crl else None
+        return lister.id if lister is not None else None
 
     @api_method()
     async def delete(self, id: int, force: bool = False) -> bool:

@@ -272,7 +272,7 @@ async def test_intermediate_profile_and_parent_limits(client: Client) -> None:
 
 async def test_inconsistent_ca_requests_are_refused(client: Client) -> None:
     before = await snapshot(client)
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         (
             {
                 "profile": None,

@@ -35,7 +35,7 @@ async def test_pem_export_gives_leaf_chain_and_key(client: Client) -> None:
     assert exported["chain"] == [inter["chain_list"][0], root["certificate"]]
     assert exported["pkcs12"] is None
     key = load_private_key(exported["privatekey"])
-    assert public_key_der(key) == public_key_der(leaf_of(leaf).public_key())
+    assert public_key_der(key) == public_key_der(leaf_of(leaf).public_key())  # type: ignore[arg-type]
     events = [entry["event"] for entry in logs]
     assert "rpc_audit" in events
     audit = next(e for e in logs if e["event"] == "certificate_exported")

@@ -212,7 +212,7 @@ async def test_key_options(
 async def test_bad_key_options_are_refused(client: Client) -> None:
     root = await make_root(client)
     before = await snapshot(client)
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"key_type": "RSA", "key_length": 1024}, "data.key_length", "Input should be"),
         ({"key_type": "RSA", "ec_curve": "P-256"}, "data.ec_curve", "EC keys only"),
         ({"key_type": "EC", "key_length": 2048}, "data.key_length", "RSA keys only"),

@@ -181,6 +181,7 @@ async def test_stale_crls_are_republished_with_the_next_number(
     root = await make_root(client)
     publisher = certd.daemon.services["certificateauthority"].crls  # type: ignore[attr-defined]
     crl = x509.load_pem_x509_crl(root["crl"].encode())
+    assert crl.next_update_utc is not None
     assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(days=7)
 
     fresh = await publisher.refresh_stale(crl.last_update_utc + dt.timedelta(days=3))

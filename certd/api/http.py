@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,12 @@ import structlog
 from aiohttp import web
 
 from certd.api.auth import Caller, peer_credentials, unix_caller
-from certd.api.codes import NOT_AUTHENTICATED, REQUEST_TOO_LARGE
+from certd.api.codes import (
+    INVALID_REQUEST,
+    NOT_AUTHENTICATED,
+    PARSE_ERROR,
+    REQUEST_TOO_LARGE,
+)
 from certd.api.dispatch import CallContext
 from certd.api.ratelimit import TOO_MANY_FAILURES, retry_after_header
 from certd.api.websocket import add_routes as add_websocket_routes
@@ -59,6 +65,39 @@ async def _caller(
     return caller, "http", caller is None
 
 
+# The store keeps 64-bit integers: a larger one anywhere in a request would
+# fail deep inside a query, so it is refused here, at the edge.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+class _OutOfRange(Exception):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    # Checked before conversion: Python refuses to convert very long digit
+    # strings at all, with an error json.loads does not expect.
+    if len(text.lstrip("-")) > 19:
+        raise _OutOfRange
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _OutOfRange
+    return value
+
+
+def _has_oversized_integer(body: str) -> bool:
+    if not _LONG_DIGITS.search(body):
+        return False
+    try:
+        json.loads(body, parse_int=_bounded_int)
+    except _OutOfRange:
+        return True
+    except (ValueError, RecursionError):
+        pass  # not JSON: the dispatcher answers with a parse error
+    return False
+
+
 def _remote_address(request: web.Request) -> str:
     """The address failed attempts are counted against: IP, or unix peer uid."""
     sock = _transport_socket(request)
@@ -90,7 +129,7 @@ def _too_many(address: str, wait: float) -> web.Response:
 async def rpc(request: web.Request) -> web.StreamResponse:
     daemon: Daemon = request.app[DAEMON_KEY]  # type: ignore[assignment]
     try:
-        body = await request.text()
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return web.Response(
             status=413,
@@ -106,6 +145,19 @@ async def rpc(request: web.Request) -> web.StreamResponse:
         wait = limiter.retry_after(address, time.monotonic())
         if wait > 0:
             return _too_many(address, wait)
+    try:
+        # JSON is UTF-8 whatever the Content-Type says (RFC 8259 §8.1).
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return web.Response(
+            text=_error_body(
+                PARSE_ERROR,
+                "Parse error: the body is not UTF-8",
+                "ParseError",
+                errno.EILSEQ,
+            ),
+            content_type="application/json",
+        )
     caller, transport, bad_credentials = await _caller(daemon, request)
     if bad_credentials:
         log.warning("authentication_failed", remote=address, transport=transport)
@@ -125,6 +177,16 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             ),
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="certd"'},
+        )
+    if _has_oversized_integer(body):
+        return web.Response(
+            text=_error_body(
+                INVALID_REQUEST,
+                "Invalid request: integers must lie between -2^63 and 2^63-1",
+                "ValidationError",
+                errno.ERANGE,
+            ),
+            content_type="application/json",
         )
     ctx = CallContext(caller=caller, transport=transport)
     response = await daemon.dispatcher.handle(body, ctx)

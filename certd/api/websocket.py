@@ -167,6 +167,7 @@ class Connection:
         self._outbox: asyncio.Queue[str | _Close | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
+        self._aborting = False
 
     # Login state, used by the auth methods.
 
@@ -257,7 +258,8 @@ class Connection:
 
     def _send(self, message: dict[str, Any]) -> None:
         if self._outbox.qsize() >= self.server.max_queued_messages:
-            if not self.ws.closed:
+            if not self._aborting:
+                self._aborting = True
                 log.warning("websocket_reader_too_slow", connection=self.id)
                 self._spawn(self._abort(1008, "too many unread messages"))
             return

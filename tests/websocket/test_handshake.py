@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
 import pytest
+import pytest_asyncio
 
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, make_config, running_daemon
 from tests.websocket.client import CallFailed, connect
-from tests.websocket.conftest import Key, ws_url
+from tests.websocket.conftest import Key, make_key, ws_url
+
+# Nothing here changes the daemon's state, so one daemon serves the module.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def certd(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[RunningDaemon]:
+    config = make_config(tmp_path_factory.mktemp("certd") / "state")
+    async with running_daemon(config) as daemon:
+        yield daemon
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def key(certd: RunningDaemon) -> Key:
+    return await make_key(certd, "ci")
 
 
 async def test_set_options_is_answered_before_login(certd: RunningDaemon) -> None:

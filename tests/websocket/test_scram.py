@@ -18,7 +18,7 @@ from certd.api.scram import (
 )
 from certd.errors import AuthenticationError
 from tests.websocket.scram_client import ScramClient
-from tests.websocket.tls import make_server_cert
+from tests.websocket.tls import Digest, make_server_cert
 
 SECRET = "Zx81abcdefghijklmnopqrstuvwxyz0123456789ABC"
 
@@ -117,7 +117,7 @@ def test_username_escapes_and_key_id() -> None:
     ],
 )
 def test_tls_server_end_point_hashes_with_the_signature_hash(
-    kind: str, digest: hashes.HashAlgorithm, expected: str
+    kind: str, digest: Digest, expected: str
 ) -> None:
     cert, _ = make_server_cert(kind, digest)
     der = cert.public_bytes(serialization.Encoding.DER)

@@ -18,8 +18,11 @@ from tests.daemon import make_config, running_daemon
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
+Digest = hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+
 def make_server_cert(
-    kind: str = "ec", digest: hashes.HashAlgorithm | None = None
+    kind: str = "ec", digest: Digest | None = None
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A self-signed certificate for 127.0.0.1, signed with ``digest``."""
     key: PrivateKey

@@ -115,9 +115,11 @@ class Daemon:
             starter = getattr(service, "on_start", None)
             if starter is not None:
                 await starter()
-        await self._start_listeners()
         self._stack.push_async_callback(self.events.close)
+        # Interrupted renewals are resumed before callers can ask about them,
+        # so that a caller never sees a half-renewed certificate as idle.
         await self.renewal.start()
+        await self._start_listeners()
         self.started = True
         log.info("daemon_started", version=__version__, http_port=self.http_port)
 

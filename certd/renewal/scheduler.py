@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
     from certd.service import Daemon
 
 log = structlog.get_logger(__name__)
+
+# APScheduler logs every run at INFO; with a tick every few seconds that would
+# drown the daemon's own log lines.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 # An expiry event is raised at most this often for one certificate or CA.
 EXPIRY_EVENT_INTERVAL = timedelta(days=1)
@@ -102,6 +107,7 @@ class RenewalEngine:
         self.last_scan_at: datetime | None = None
         self.last_tick_at: datetime | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     @property
     def config(self) -> Config:
@@ -172,6 +178,8 @@ class RenewalEngine:
             try:
                 await run()
             except asyncio.CancelledError:
+                if self._stopping:
+                    return  # stop() cancelled it; nothing went wrong
                 raise
             except Exception:
                 # a broken run must not stop the loop: the next one tries again
@@ -188,6 +196,7 @@ class RenewalEngine:
             self.daemon.metrics.scheduler_lag.set(max(lag.total_seconds(), 0.0))
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

@@ -27,7 +27,7 @@ def resign(
     *,
     now: dt.datetime,
 ) -> str:
-    """A new chain (leaf, then the CA) for the CSR's key with the old leaf's content.
+    """A new chain for the CSR's key with the old leaf's content and issuers.
 
     Raises:
         PkiError: the CA has expired or its key does not match its certificate.
@@ -75,5 +75,7 @@ def resign(
         )
     builder = builder.add_extension(aki, critical=False)
     leaf = builder.sign(ca_key, hash_algorithm(None, ca_key))
+    # the issuers above the leaf are the same as before: keep the old chain's
     pem = serialization.Encoding.PEM
-    return (leaf.public_bytes(pem) + ca.public_bytes(pem)).decode("ascii")
+    issuers = x509.load_pem_x509_certificates(certificate_pem.encode())[1:] or [ca]
+    return b"".join(c.public_bytes(pem) for c in [leaf, *issuers]).decode("ascii")

@@ -102,7 +102,7 @@ async def test_deploy_writes_files_runs_hook_and_raises_events(
         state = await wait_until(lambda: _ok_state(client, cid), timeout=10)
         events = await client.call("event.query", [["certificate_id", "=", cid]])
 
-    assert state["files"]["fullchain"] == str(live / "fullchain.pem")  # type: ignore[index]
+    assert state["files"]["fullchain"] == str(live / "fullchain.pem")
     assert (live / "fullchain.pem").read_text() == chain.fullchain_pem
     assert (live / "privkey.pem").stat().st_mode & 0o777 == 0o600
     env = json.loads(marker.read_text())
@@ -158,8 +158,8 @@ async def test_failing_hook_is_retried_alone(
         ]
 
     assert counter.read_text() == "xx"
-    assert state["attempts"] == 2  # type: ignore[index]
-    assert state["hooks"][0]["attempts"] == 2  # type: ignore[index]
+    assert state["attempts"] == 2
+    assert state["hooks"][0]["attempts"] == 2
     assert (live / "cert.pem").stat().st_ino == inode  # files were not rewritten
     assert kinds == [
         "certificate.issued",
@@ -194,8 +194,8 @@ async def test_hook_that_keeps_failing_gives_up(certd: RunningDaemon) -> None:
         )
         cert = await client.call("certificate.get_instance", cid)
 
-    assert state["ok"] is False  # type: ignore[index]
-    assert state["hooks"][0]["returncode"] == 2  # type: ignore[index]
+    assert state["ok"] is False
+    assert state["hooks"][0]["returncode"] == 2
     assert [e["severity"] for e in failures] == ["warning", "warning", "error"]
     assert failures[-1]["message"].endswith("giving up")
     assert cert["certificate"] == chain.fullchain_pem  # never rolled back

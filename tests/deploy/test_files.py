@@ -42,7 +42,7 @@ def _mode(path: Path) -> int:
 def test_write_target_contents(
     tmp_path: Path, chain: Chain, material: Material
 ) -> None:
-    target = FileTarget(directory=str(tmp_path), files=ALL_FILES)
+    target = FileTarget.model_validate({"directory": str(tmp_path), "files": ALL_FILES})
 
     written = write_target(target, material)
 
@@ -78,7 +78,10 @@ def test_write_target_contents(
 
 
 def test_write_target_default_modes(tmp_path: Path, material: Material) -> None:
-    write_target(FileTarget(directory=str(tmp_path), files=ALL_FILES), material)
+    write_target(
+        FileTarget.model_validate({"directory": str(tmp_path), "files": ALL_FILES}),
+        material,
+    )
 
     assert _mode(tmp_path / "cert.pem") == 0o644
     assert _mode(tmp_path / "fullchain.pem") == 0o644
@@ -90,13 +93,15 @@ def test_write_target_default_modes(tmp_path: Path, material: Material) -> None:
 def test_write_target_configured_modes_names_and_passphrase(
     tmp_path: Path, chain: Chain, material: Material
 ) -> None:
-    target = FileTarget(
-        directory=str(tmp_path),
-        files=["fullchain", "privkey", "pkcs12"],
-        file_names={"fullchain": "server.crt", "privkey": "server.key"},
-        mode="0640",
-        key_mode="0640",
-        pkcs12_passphrase="s3cret",
+    target = FileTarget.model_validate(
+        {
+            "directory": str(tmp_path),
+            "files": ["fullchain", "privkey", "pkcs12"],
+            "file_names": {"fullchain": "server.crt", "privkey": "server.key"},
+            "mode": "0640",
+            "key_mode": "0640",
+            "pkcs12_passphrase": "s3cret",
+        }
     )
 
     write_target(target, material)

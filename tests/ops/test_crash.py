@@ -94,17 +94,15 @@ async def test_sigkill_during_renewal_then_restart(
         after = await wait_until(lambda: _renewed(client, cid, before["serial"]))
         jobs = await wait_until(lambda: _settled(client))
         await wait_until(
-            lambda: (live / "fullchain.pem").read_text() == after["certificate"]  # type: ignore[index]
+            lambda: (live / "fullchain.pem").read_text() == after["certificate"]
         )
     assert daemon.terminate() == 0
 
-    by_id = {j["id"]: j for j in jobs}  # type: ignore[union-attr]
+    by_id = {j["id"]: j for j in jobs}
     assert by_id[job_id]["state"] == "ABORTED"
     assert by_id[job_id]["error"] == "interrupted: the daemon stopped while the job ran"
     resumed = [
-        j
-        for j in jobs  # type: ignore[union-attr]
-        if j["method"] == "certificate.renew" and j["id"] != job_id
+        j for j in jobs if j["method"] == "certificate.renew" and j["id"] != job_id
     ]
     if point == "installed":
         assert resumed == []  # nothing was left to do but the deployment
@@ -173,5 +171,5 @@ async def test_sigterm_cleans_txt_and_marks_the_job(
     assert daemon.query("SELECT state, order_count FROM renewal_attempt") == [
         ("succeeded", 2)
     ]
-    assert after["renewal"]["failure_count"] == 0  # type: ignore[index]
+    assert after["renewal"]["failure_count"] == 0
     assert [p["id"] for p in plan if p["job_id"] is not None] == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -119,14 +121,14 @@ async def store_certificate(
 
 
 async def wait_until(
-    check: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
-) -> object:
-    """Poll ``check`` (sync or async) until it returns something true."""
+    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` (sync or async) until it returns something true; return it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         value = check()
-        if asyncio.iscoroutine(value):
+        if inspect.isawaitable(value):
             value = await value
         if value:
             return value

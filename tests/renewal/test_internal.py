@@ -94,8 +94,8 @@ async def test_ca_expiry_and_revocation_raise_events(certd: RunningDaemon) -> No
         await certd.daemon.renewal.scan()  # raised once a day, not on every scan
         again = await client.call("event.query", [["kind", "=", "ca.expiring"]])
 
-    assert revoked[0]["certificate_id"] == cert["id"]  # type: ignore[index]
-    assert revoked[0]["data"] == {"reason": "keyCompromise"}  # type: ignore[index]
+    assert revoked[0]["certificate_id"] == cert["id"]
+    assert revoked[0]["data"] == {"reason": "keyCompromise"}
     entry = next(p for p in plan if p["id"] == cert["id"])
     assert (entry["renewable"], entry["reason"], entry["next_attempt_at"]) == (
         False,

@@ -92,7 +92,7 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
         renewed = await wait_until(
             lambda: _events(client, cid, "certificate.renewed"), timeout=30
         )
-        new_serial = renewed[0]["data"]["serial"]  # type: ignore[index]
+        new_serial = renewed[0]["data"]["serial"]
 
         async def deployed() -> bool:
             return marker.exists() and f"renewed {new_serial}\n" in marker.read_text()
@@ -125,10 +125,10 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
 
     assert renewed[0]["data"]["old_serial"] == serial_hex(old_leaf.serial_number)
     assert _serial(after["certificate"]) != old_leaf.serial_number
-    assert job["state"] == "SUCCESS"  # type: ignore[index]
-    assert job["caller"] == "scheduler"  # type: ignore[index]
-    assert job["arguments"] == {"id": cid, "trigger": "schedule"}  # type: ignore[index]
-    assert job["result"]["deployed"] is True  # type: ignore[index]
+    assert job["state"] == "SUCCESS"
+    assert job["caller"] == "scheduler"
+    assert job["arguments"] == {"id": cid, "trigger": "schedule"}
+    assert job["result"]["deployed"] is True
     assert after["renewal"]["failure_count"] == 0
 
     # the key rotated: the live key is the new one, not the CSR's
@@ -225,8 +225,8 @@ async def test_failing_certificate_backs_off_and_others_still_renew(
         entry = await client.call("certificate.get_instance", failing["id"])
         plan = {p["id"]: p for p in await client.call("certificate.renewal_plan")}
 
-    assert failing_events[0]["data"]["failure_count"] == 2  # type: ignore[index]
-    assert failing_events[0]["severity"] == "error"  # type: ignore[index]
+    assert failing_events[0]["data"]["failure_count"] == 2
+    assert failing_events[0]["severity"] == "error"
     assert [e["data"]["failure_count"] for e in failed][:2] == [1, 2]
     # backoff: retry_base 0.5 s doubled per failure, less up to a quarter
     for event, full in zip(failed[:2], (0.5, 1.0), strict=True):

@@ -26,7 +26,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging(config.log.level, config.log.format)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        # A port in use, a path that cannot be made: say so in one line.
+        print(f"certd: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -265,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Whatever a command creates (a store, a key file) is private from the start.
+    os.umask(0o077)
     try:
         return int(args.func(args))
     except CertdError as exc:

@@ -49,6 +49,8 @@ class ServerConfig(_Section):
     socket_group: str | None = None
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_batch_size: int = Field(default=100, ge=1)
+    # Jobs beyond this many wait (state WAITING) until one ends.
+    max_running_jobs: int = Field(default=16, ge=1)
     # Failed authentications per remote address: a token bucket of this many
     # attempts that regains one every auth_failure_refill_seconds.
     auth_failure_burst: int = Field(default=10, ge=1)

@@ -27,7 +27,7 @@ from certd.api.registry import Registry, Service
 from certd.config import Config, load_config
 from certd.deploy.deployer import Deployer
 from certd.deploy.events import EventBus
-from certd.errors import CertdError
+from certd.errors import CertdError, ValidationError
 from certd.metrics import Metrics, metrics_handler
 from certd.renewal.issuance import Issuer
 from certd.renewal.scheduler import RenewalEngine
@@ -38,6 +38,15 @@ from certd.tls import ServerTLS
 from certd.workers import Workers
 
 log = structlog.get_logger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _remove_socket(path: Path) -> None:
+    # A socket file left behind makes clients fail with "connection refused"
+    # instead of "no such file", which reads as a hung daemon.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def service_classes() -> list[type[Service]]:
@@ -53,7 +62,7 @@ class Daemon:
         self.config = config
         self.db = Database(config.store.url())
         self.api_keys = ApiKeys(self.db)
-        self.jobs = JobManager(self.db)
+        self.jobs = JobManager(self.db, config.server.max_running_jobs)
         self.registry = Registry()
         self.metrics = Metrics()
         self.events = EventBus(self)
@@ -85,11 +94,27 @@ class Daemon:
     def ssl_context(self) -> ssl.SSLContext:
         """Trust for outbound HTTPS: the system store plus the configured ACME CA bundle."""
         context = ssl.create_default_context()
-        if self.config.acme.ca_bundle:
-            context.load_verify_locations(cafile=str(self.config.acme.ca_bundle))
+        bundle = self.config.acme.ca_bundle
+        if bundle:
+            try:
+                context.load_verify_locations(cafile=str(bundle))
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ValidationError.single(
+                    "acme.ca_bundle",
+                    f"cannot load CA certificates from {bundle}: {reason}",
+                ) from None
         return context
 
     async def start(self) -> None:
+        """Open the store and start serving; on failure, undo what was started."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
         # Keys and credentials live in the state directory: nothing certd
         # creates there may be readable by others, not even for a moment.
         os.umask(0o077)
@@ -151,6 +176,13 @@ class Daemon:
                     server.tls_certificate, self.config.store.state_dir
                 )
                 await self.tls.load(self.db)
+            if server.http_host not in LOOPBACK_HOSTS:
+                log.warning(
+                    "http_beyond_loopback",
+                    host=server.http_host,
+                    hint="the API manages private keys; expose it only behind TLS "
+                    "and a firewall",
+                )
             site = web.TCPSite(
                 self._runner,
                 server.http_host,
@@ -184,8 +216,15 @@ class Daemon:
             await site.start()
         finally:
             os.umask(old_umask)
+        self._stack.callback(_remove_socket, path)
         if server.socket_group:
-            os.chown(path, -1, grp.getgrnam(server.socket_group).gr_gid)
+            try:
+                gid = grp.getgrnam(server.socket_group).gr_gid
+            except KeyError:
+                raise ValidationError.single(
+                    "server.socket_group", f"no group named {server.socket_group!r}"
+                ) from None
+            os.chown(path, -1, gid)
         os.chmod(path, server.socket_mode)
         log.info("unix_listening", path=str(path), mode=oct(server.socket_mode))
 

@@ -87,6 +87,7 @@ class Job:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.task: asyncio.Task[None] | None = None
+        self._flush: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self.changed = asyncio.Condition()
 
@@ -94,11 +95,26 @@ class Job:
         """Record progress (0-100) and what the job is doing now."""
         self.percent = max(0.0, min(100.0, float(percent)))
         self.description = description
-        await self.manager._persist(
-            self.id, progress_percent=self.percent, progress_description=description
-        )
+        self._schedule_flush()
         self.manager._announce(self)
         await self._notify()
+
+    def _schedule_flush(self) -> None:
+        # Progress reaches watchers at once from memory; the store gets it at
+        # most once per PROGRESS_FLUSH_SECONDS, so a busy job costs few writes.
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(PROGRESS_FLUSH_SECONDS)
+        try:
+            await self.manager._persist(
+                self.id,
+                progress_percent=self.percent,
+                progress_description=self.description,
+            )
+        except Exception:  # progress is best effort; the end is not
+            log.warning("job_progress_not_saved", job_id=self.id)
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -141,6 +157,9 @@ def row_entry(row: JobRow) -> dict[str, Any]:
     }
 
 
+PROGRESS_FLUSH_SECONDS = 1.0
+FINAL_SAVE_ATTEMPTS = 5
+
 JobFunction = Callable[[Job], Awaitable[Any]]
 # Called, without awaiting, each time a job starts, reports progress or ends.
 JobListener = Callable[[Job], None]
@@ -149,10 +168,13 @@ JobListener = Callable[[Job], None]
 class JobManager:
     """Runs jobs as tasks and keeps their records in the store."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_running: int = 16) -> None:
         self.db = db
         self.running: dict[int, Job] = {}
         self.listeners: list[JobListener] = []
+        # Jobs beyond this many wait their turn (state WAITING) instead of
+        # all competing for the store and the CPU at once.
+        self._slots = asyncio.Semaphore(max_running)
 
     def add_listener(self, listener: JobListener) -> Callable[[], None]:
         """Call ``listener`` on every change of every job; return the remover."""
@@ -211,54 +233,81 @@ class JobManager:
         self, job: Job, run: JobFunction, dump_result: Callable[[Any], Any]
     ) -> None:
         bound = structlog.contextvars.bind_contextvars(job_id=job.id, method=job.method)
-        job.state = JobState.RUNNING
-        job.started_at = utcnow()
         started = time.monotonic()
-        await self._persist(job.id, state=job.state, started_at=job.started_at)
-        log.info("job_started")
-        self._announce(job)
         try:
-            job.result = dump_result(await run(job))
-            job.state = JobState.SUCCESS
-            job.percent = 100.0
+            async with self._slots:
+                job.state = JobState.RUNNING
+                job.started_at = utcnow()
+                self._announce(job)
+                log.info("job_started")
+                try:
+                    await self._persist(
+                        job.id, state=job.state, started_at=job.started_at
+                    )
+                    job.result = dump_result(await run(job))
+                    job.state = JobState.SUCCESS
+                    job.percent = 100.0
+                except asyncio.CancelledError:
+                    job.state = JobState.ABORTED
+                    job.error = job.error or "aborted"
+                    job.error_data = error_details(JobAbortedError(job.error))
+                except CertdError as exc:
+                    job.state = JobState.FAILED
+                    job.error = exc.message
+                    job.error_data = error_details(exc)
+                except Exception as exc:
+                    log.exception("job_crashed")
+                    job.state = JobState.FAILED
+                    job.error = (
+                        f"internal error ({type(exc).__name__}); see the daemon log"
+                    )
+                    job.error_data = error_details(exc)
         except asyncio.CancelledError:
+            # Cancelled while still waiting for a slot.
             job.state = JobState.ABORTED
             job.error = job.error or "aborted"
             job.error_data = error_details(JobAbortedError(job.error))
-        except CertdError as exc:
-            job.state = JobState.FAILED
-            job.error = exc.message
-            job.error_data = error_details(exc)
-        except Exception as exc:
-            log.exception("job_crashed")
-            job.state = JobState.FAILED
-            job.error = f"internal error ({type(exc).__name__}); see the daemon log"
-            job.error_data = error_details(exc)
-        job.finished_at = utcnow()
-        try:
-            await asyncio.shield(
-                self._persist(
-                    job.id,
-                    state=job.state,
-                    result=job.result,
-                    error=job.error,
-                    error_data=job.error_data,
-                    progress_percent=job.percent,
-                    finished_at=job.finished_at,
-                )
-            )
         finally:
-            log.info(
-                "job_finished",
-                state=job.state.value,
-                seconds=round(time.monotonic() - started, 3),
-                error=job.error,
-            )
-            structlog.contextvars.reset_contextvars(**bound)
-            self.running.pop(job.id, None)
-            job.done.set()
-            self._announce(job)
-            await job._notify()
+            job.finished_at = utcnow()
+            if job._flush is not None:
+                job._flush.cancel()
+            try:
+                await asyncio.shield(self._save_end(job))
+            finally:
+                log.info(
+                    "job_finished",
+                    state=job.state.value,
+                    seconds=round(time.monotonic() - started, 3),
+                    error=job.error,
+                )
+                structlog.contextvars.reset_contextvars(**bound)
+                self.running.pop(job.id, None)
+                job.done.set()
+                self._announce(job)
+                await job._notify()
+
+    async def _save_end(self, job: Job) -> None:
+        """Write the job's end; retried, since a busy store must not lose it."""
+        values = {
+            "state": job.state,
+            "result": job.result,
+            "error": job.error,
+            "error_data": job.error_data,
+            "progress_percent": job.percent,
+            "progress_description": job.description,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+        }
+        for attempt in range(FINAL_SAVE_ATTEMPTS):
+            try:
+                await self._persist(job.id, **values)
+                return
+            except Exception:  # retried, then logged
+                if attempt == FINAL_SAVE_ATTEMPTS - 1:
+                    # The next start marks the job aborted; nothing is stuck.
+                    log.exception("job_end_not_saved", job_id=job.id)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
 
     async def _persist(self, job_id: int, **values: Any) -> None:
         async with self.db.session() as session:

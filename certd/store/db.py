@@ -50,7 +50,12 @@ class Database:
         self.url = url
         if url.startswith("sqlite"):
             self._prepare_sqlite_dir(url)
-        self.engine: AsyncEngine = create_async_engine(url)
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # Each aiosqlite connection is a thread; SQLite serialises writers
+            # anyway, so more connections only help readers wait less.
+            options = {"pool_size": 20, "max_overflow": 20, "pool_timeout": 60}
+        self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -1,0 +1,91 @@
+"""Load, start-up failures and shutdown leave the daemon in a clean state."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from certd.errors import ValidationError
+from certd.service import Daemon
+from tests.daemon import call_job, make_config, running_daemon
+
+
+async def test_a_flood_of_jobs_waits_its_turn_and_every_job_ends(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path / "state", server={"max_running_jobs": 3})
+    async with running_daemon(config) as running:
+        jobs = running.daemon.jobs
+        at_once = peak = 0
+
+        async def work(job) -> int:  # type: ignore[no-untyped-def]
+            nonlocal at_once, peak
+            at_once += 1
+            peak = max(peak, at_once)
+            for step in range(5):
+                await job.set_progress(step * 20, f"step {step}")
+                await asyncio.sleep(0.005)
+            at_once -= 1
+            return job.id
+
+        submitted = [await jobs.submit("test.flood", [], work) for _ in range(40)]
+        waiting = [j for j in submitted if j.state == "WAITING"]
+        assert len(waiting) >= 30
+        results = [await jobs.wait(j.id, 30) for j in submitted]
+        assert [r["state"] for r in results] == ["SUCCESS"] * 40
+        assert [r["result"] for r in results] == [j.id for j in submitted]
+        assert peak == 3
+        # What the store says agrees with memory once every job has ended.
+        async with running.client() as client:
+            stored = await client.call("core.get_jobs", [["method", "=", "test.flood"]])
+        assert {j["state"] for j in stored} == {"SUCCESS"}
+
+
+async def test_many_key_generations_through_the_api(tmp_path: Path) -> None:
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        async with running.client() as client:
+            created = await asyncio.gather(
+                *(
+                    call_job(
+                        client,
+                        "certificate.create",
+                        {
+                            "name": f"flood-{i}",
+                            "create_type": "CERTIFICATE_CREATE_CSR",
+                            "key_type": "EC",
+                            "san": [f"f{i}.example.test"],
+                        },
+                    )
+                    for i in range(30)
+                )
+            )
+            assert sorted(c["name"] for c in created) == sorted(
+                f"flood-{i}" for i in range(30)
+            )
+            assert await client.call("certificate.query", [], {"count": True}) == 30
+            assert await client.call("core.ping") == "pong"
+
+
+async def test_the_socket_is_removed_when_the_daemon_stops(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    async with running_daemon(config):
+        assert config.server.unix_socket is not None
+        assert config.server.unix_socket.exists()
+    assert not config.server.unix_socket.exists()
+
+
+async def test_a_bad_ca_bundle_is_named_and_nothing_is_left_open(
+    tmp_path: Path,
+) -> None:
+    config = make_config(
+        tmp_path / "state", acme={"ca_bundle": str(tmp_path / "missing.pem")}
+    )
+    daemon = Daemon(config)
+    with pytest.raises(ValidationError) as caught:
+        await daemon.start()
+    assert caught.value.errors[0].field == "acme.ca_bundle"
+    assert "missing.pem" in caught.value.message
+    assert config.server.unix_socket is not None
+    assert not config.server.unix_socket.exists()

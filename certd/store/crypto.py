@@ -33,6 +33,7 @@ from sqlalchemy import Text, TypeDecorator
 from certd.errors import SecretStoreError
 
 PREFIX = "enc:v1:"
+EMPTY_DOCUMENT = "{}"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _HKDF_INFO = b"certd store encryption v1"
@@ -183,4 +184,7 @@ class EncryptedJSON(TypeDecorator[Any]):
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         if value is None:
             return None
+        if value == EMPTY_DOCUMENT:
+            # A server default: an empty document hides nothing.
+            return {}
         return json.loads(keyring_of(dialect).open(value, self.table, self.column))

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from certd.errors import SecretStoreError
 from certd.store.crypto import (
+    EMPTY_DOCUMENT,
     KEY_BYTES,
     EncryptedJSON,
     EncryptedText,
@@ -267,7 +268,7 @@ async def seal_and_verify(db: Database, keyring: Keyring) -> int:
             for row in (await conn.execute(select(*raw.c))).all():
                 changes: dict[str, str] = {}
                 for col, value in zip(columns, row[1:], strict=True):
-                    if value is None:
+                    if value is None or value == EMPTY_DOCUMENT:
                         continue
                     if is_sealed(value):
                         keyring.open(value, name, col)

@@ -226,7 +226,10 @@ class Certificate(Base):
     ari_next_fetch_at: Mapped[datetime | None] = mapped_column(default=None)
     # File targets and hooks (certd.deploy.models.DeployConfig) and how the
     # last deployment went; deploy_next_attempt_at is set while one is owed.
-    deploy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Encrypted: a target's PKCS#12 passphrase is kept in it.
+    deploy: Mapped[dict[str, Any]] = mapped_column(
+        EncryptedJSON("certificate", "deploy"), default=dict
+    )
     deploy_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     deploy_next_attempt_at: Mapped[datetime | None] = mapped_column(
         default=None, index=True

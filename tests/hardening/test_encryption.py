@@ -490,3 +490,38 @@ async def test_a_rotation_cut_short_is_finished_or_undone(
     assert master_key(state) == expected
     assert sorted(p.name for p in state.glob("master.key*")) == ["master.key"]
     await fill_store_again(config)
+
+
+async def test_deploy_settings_with_a_pkcs12_passphrase_are_sealed(
+    tmp_path: Path,
+) -> None:
+    from tests.hardening.test_access import self_signed
+
+    state = tmp_path / "state"
+    passphrase = "canary-pkcs12-passphrase-61f0"
+    cert, key, _ = self_signed("deploy.example.test", ca=False)
+    async with running_daemon(make_config(state)) as running:
+        async with running.client() as client:
+            entry = await call_job(
+                client,
+                "certificate.create",
+                {
+                    "name": "deployed",
+                    "create_type": "CERTIFICATE_CREATE_IMPORTED",
+                    "certificate": cert,
+                    "privatekey": key,
+                },
+            )
+            target = {
+                "directory": str(tmp_path / "out"),
+                "files": ["pkcs12"],
+                "pkcs12_passphrase": passphrase,
+            }
+            await client.call(
+                "certificate.set_deploy", entry["id"], {"targets": [target]}
+            )
+            shown = await client.call("certificate.get_deploy", entry["id"])
+    assert passphrase not in json.dumps(shown)
+    sealed = raw_values(state, "certificate", "deploy")[0]
+    assert is_sealed(sealed)
+    assert passphrase.encode() not in raw_store_bytes(state)

@@ -41,6 +41,7 @@ from certd.api.pki_models import (
     CertificateUpdate,
     ExportResult,
     check_revocation_change,
+    check_trusted_store,
 )
 from certd.api.pki_params import (
     Parsed,
@@ -201,6 +202,7 @@ class CertificateService(CRUDService):
             "dns_mapping": row.dns_mapping or {},
             "renew_days": row.renew_days,
             "reuse_key": row.reuse_key,
+            "add_to_trusted_store": False,
             "revoked": row.revoked,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "revoked_reason": row.revoked_reason,
@@ -249,6 +251,7 @@ class CertificateService(CRUDService):
                 errors.add(
                     "data.name", f"a certificate named {data.name!r} already exists"
                 )
+        check_trusted_store(errors, data.add_to_trusted_store)
         if data.profile is not None and data.create_type not in (
             "CERTIFICATE_CREATE_INTERNAL",
             "CERTIFICATE_CREATE_CSR",
@@ -572,6 +575,7 @@ class CertificateService(CRUDService):
                 errors.add("data.renew_days", "applies to ACME certificates only")
             if data.dns_mapping is not None and not is_acme:
                 errors.add("data.dns_mapping", "applies to ACME certificates only")
+            check_trusted_store(errors, data.add_to_trusted_store)
             self._check_revocation(row, data, errors)
             errors.check()
             if data.dns_mapping is not None:

@@ -29,6 +29,7 @@ from certd.api.pki_models import (
     CASignCSR,
     CAUpdate,
     check_revocation_change,
+    check_trusted_store,
 )
 from certd.api.pki_params import (
     apply_profile,
@@ -168,6 +169,7 @@ class CertificateAuthorityService(CRUDService):
             "has_privatekey": bool(row.privatekey),
             "signedby": row.signedby_id,
             "issuer": issuer_label(described, names.get(row.signedby_id or 0)),
+            "add_to_trusted_store": False,
             "revoked": row.revoked,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "revoked_reason": row.revoked_reason,
@@ -208,6 +210,7 @@ class CertificateAuthorityService(CRUDService):
                     "data.name",
                     f"a certificate authority named {data.name!r} already exists",
                 )
+        check_trusted_store(errors, data.add_to_trusted_store)
         if data.create_type == "CA_CREATE_INTERMEDIATE" and data.signedby is None:
             errors.add(
                 "data.signedby", "required for CA_CREATE_INTERMEDIATE: the parent CA id"
@@ -342,6 +345,7 @@ class CertificateAuthorityService(CRUDService):
                         "data.name",
                         f"a certificate authority named {data.name!r} already exists",
                     )
+            check_trusted_store(errors, data.add_to_trusted_store)
             check_revocation_change(
                 errors,
                 revoked=data.revoked,

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from certd.errors import ValidationCollector
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+# \Z, not $: "$" also matches before a final newline.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 
 CreateType = Literal[
     "CERTIFICATE_CREATE_INTERNAL",
@@ -51,6 +52,11 @@ class CertificateCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=120)
+    add_to_trusted_store: bool = Field(
+        default=False,
+        description="Accepted for the screens' sake; certd does not manage the "
+        "host's trust store, so only false is taken.",
+    )
     create_type: CreateType
     profile: str | None = Field(
         default=None,
@@ -93,6 +99,11 @@ class CertificateUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
+    add_to_trusted_store: bool = Field(
+        default=False,
+        description="Accepted for the screens' sake; certd does not manage the "
+        "host's trust store, so only false is taken.",
+    )
     renew_days: int | None = Field(default=None, ge=1, le=365)
     dns_mapping: dict[str, int] | None = None
     reuse_key: bool | None = Field(
@@ -170,6 +181,11 @@ class CACreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=120)
+    add_to_trusted_store: bool = Field(
+        default=False,
+        description="Accepted for the screens' sake; certd does not manage the "
+        "host's trust store, so only false is taken.",
+    )
     create_type: CACreateType
     profile: str | None = Field(
         default=None,
@@ -200,6 +216,11 @@ class CAUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
+    add_to_trusted_store: bool = Field(
+        default=False,
+        description="Accepted for the screens' sake; certd does not manage the "
+        "host's trust store, so only false is taken.",
+    )
     revoked: bool | None = None
     revoked_reason: CrlReason | None = None
 
@@ -246,6 +267,16 @@ class CAEntry(BaseModel):
     crl_number: int
     crl_url: str
     crl_pem_url: str
+
+
+def check_trusted_store(errors: ValidationCollector, value: bool | None) -> None:
+    """Refuse a request to add something to the host's trust store."""
+    if value:
+        errors.add(
+            "data.add_to_trusted_store",
+            "certd does not manage the host's trust store; install the CA "
+            "certificate there with the system's own tools",
+        )
 
 
 def check_revocation_change(

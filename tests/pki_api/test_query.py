@@ -164,3 +164,34 @@ async def test_query_filters_on_the_new_fields(client: Client) -> None:
         {"name": "root", "signed_certificates": 1},
         {"name": "other", "signed_certificates": 1},
     ]
+
+
+async def test_trusted_store_is_accepted_only_as_false(client: Client) -> None:
+    root = await make_root(client, add_to_trusted_store=False)
+    leaf = await issue(client, root["id"], add_to_trusted_store=False)
+    before = await snapshot(client)
+
+    on_ca = await expect_error(
+        client,
+        "certificateauthority.update",
+        root["id"],
+        {"add_to_trusted_store": True},
+    )
+    on_create = await expect_error(
+        client,
+        "certificate.create",
+        {
+            "name": "t",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "san": ["t.example"],
+            "add_to_trusted_store": True,
+        },
+    )
+
+    assert (root["add_to_trusted_store"], leaf["add_to_trusted_store"]) == (
+        False,
+        False,
+    )
+    assert fields(on_ca) == fields(on_create) == ["data.add_to_trusted_store"]
+    assert "does not manage the host's trust store" in on_ca.message
+    assert await snapshot(client) == before

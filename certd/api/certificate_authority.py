@@ -99,7 +99,8 @@ class CertificateAuthorityService(CRUDService):
         super().__init__(app)
         self.crls = CrlPublisher(app.db)
         self._refresher: asyncio.Task[None] | None = None
-        app.extra_routes.append(("GET", "/crl/{filename}", self.serve_crl))
+        for method in ("GET", "HEAD"):
+            app.extra_routes.append((method, "/crl/{filename}", self.serve_crl))
 
     async def on_start(self) -> None:
         await self.crls.refresh_stale()

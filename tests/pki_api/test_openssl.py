@@ -214,3 +214,9 @@ async def test_crl_paths_that_do_not_exist(
     for path in ("/crl/nobody.crl", "/crl/nokey.crl", "/crl/root.der", "/crl/..crl"):
         status, _, _ = await fetch(certd, path)
         assert status == 404, path
+    async with (
+        aiohttp.ClientSession() as session,
+        session.head(certd.url + "/crl/root.crl") as response,
+    ):
+        assert (response.status, response.content_type) == (200, "application/pkix-crl")
+        assert int(response.headers["Content-Length"]) > 100

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -32,6 +33,7 @@ from certd.api.pki_models import (
     check_trusted_store,
 )
 from certd.api.pki_params import (
+    Parsed,
     apply_profile,
     given,
     merge_extensions,
@@ -41,6 +43,7 @@ from certd.api.pki_params import (
 )
 from certd.api.pki_store import (
     CrlPublisher,
+    Signer,
     chain_pem,
     crl_der,
     crl_is_stale,
@@ -83,6 +86,23 @@ DEFAULT_PROFILES = {
 }
 # How often stale CRLs are looked for; they are republished at half-time.
 CRL_CHECK_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class NewPlan:
+    """A checked root or intermediate: the request and the parent, if any."""
+
+    parsed: Parsed
+    signer: Signer | None
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """A checked CA import: its chain leaf first, its key, our CA above it."""
+
+    chain: list[x509.Certificate]
+    key_pem: str | None
+    parent_id: int | None
 
 
 def crl_paths(name: str) -> tuple[str, str]:
@@ -196,7 +216,7 @@ class CertificateAuthorityService(CRUDService):
 
     # --- create -------------------------------------------------------------
 
-    async def check_create(self, data: CACreate) -> Any:
+    async def check_create(self, data: CACreate) -> NewPlan | ImportPlan:
         """Check a CA request; returns what create needs to act on it."""
         errors = ValidationCollector()
         if not NAME_PATTERN.match(data.name):
@@ -223,7 +243,7 @@ class CertificateAuthorityService(CRUDService):
             return await self._plan_import(data)
         return await self._plan_new(data)
 
-    async def _plan_new(self, data: CACreate) -> Any:
+    async def _plan_new(self, data: CACreate) -> NewPlan:
         values = given(data.model_dump(exclude_unset=True))
         name = (
             data.profile
@@ -248,9 +268,9 @@ class CertificateAuthorityService(CRUDService):
         else:
             probe = probe_key()
             sign_request(parsed, probe.public_key(), now, self_key=probe)
-        return parsed, signer
+        return NewPlan(parsed, signer)
 
-    async def _plan_import(self, data: CACreate) -> Any:
+    async def _plan_import(self, data: CACreate) -> ImportPlan:
         chain = read_chain(data.certificate or "")
         if not is_ca_certificate(chain[0]):
             raise ValidationError.single(
@@ -265,23 +285,22 @@ class CertificateAuthorityService(CRUDService):
             key_pem = private_key_to_pem(key)
         async with self.app.db.session() as session:
             parent = await find_issuer(session, chain[0])
-        return chain, key_pem, parent.id if parent else None
+        return ImportPlan(chain, key_pem, parent.id if parent else None)
 
     @api_method(secret_params=("data",))
     async def create(self, data: CACreate) -> CAEntry:
         """Create a root or intermediate CA, or import one."""
         plan = await self.check_create(data)
-        if data.create_type == "CA_CREATE_IMPORTED":
-            chain, key_pem, parent_id = plan
+        if isinstance(plan, ImportPlan):
             row = CertificateAuthority(
                 name=data.name,
                 create_type=data.create_type,
-                certificate=chain_pem(chain),
-                privatekey=key_pem,
-                signedby_id=parent_id,
+                certificate=chain_pem(plan.chain),
+                privatekey=plan.key_pem,
+                signedby_id=plan.parent_id,
             )
         else:
-            parsed, signer = plan
+            parsed, signer = plan.parsed, plan.signer
             key_pem = await self.app.workers.run(
                 generate_key_pem, parsed.key.model_dump()
             )

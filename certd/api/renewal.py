@@ -62,6 +62,8 @@ class RenewResult(BaseModel):
     serial: str
     resumed: bool
     deployed: bool | None
+    # a scheduled renewal found the certificate renewed meanwhile
+    skipped: bool = False
 
 
 class DeployEntry(BaseModel):

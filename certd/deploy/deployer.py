@@ -80,6 +80,11 @@ class Deployer:
             if spec.empty or not row.certificate or not row.privatekey:
                 row.deploy_next_attempt_at = None
                 return dict(row.deploy_state or {})
+            owed = row.deploy_next_attempt_at
+            if reason == "retry" and (owed is None or owed > utcnow()):
+                # the scheduler read a retry time that another deployment has
+                # since settled: nothing is owed now
+                return dict(row.deploy_state or {})
         bound = structlog.contextvars.bind_contextvars(certificate=row.name)
         try:
             return await self._run(row, reason)

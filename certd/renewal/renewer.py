@@ -115,9 +115,36 @@ class Renewer:
                 )
             bound = structlog.contextvars.bind_contextvars(certificate=row.name)
             try:
+                if trigger == "schedule" and not await self._still_due(row):
+                    # the tick read a plan that a renewal finishing meanwhile
+                    # has moved on; renewing again would only waste an order
+                    log.info(
+                        "renewal_no_longer_due", next_attempt_at=row.next_attempt_at
+                    )
+                    leaf = leaf_of(row)
+                    return {
+                        "id": row.id,
+                        "name": row.name,
+                        "serial": serial_hex(leaf.serial_number) if leaf else "",
+                        "resumed": False,
+                        "deployed": None,
+                        "skipped": True,
+                    }
                 return await self._renew(job, row, kind, trigger)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
+
+    async def _still_due(self, row: Certificate) -> bool:
+        if row.next_attempt_at is not None and row.next_attempt_at <= utcnow():
+            return True
+        async with self.daemon.db.session() as session:
+            open_attempt = await session.scalar(
+                select(RenewalAttempt.id).where(
+                    RenewalAttempt.certificate_id == row.id,
+                    RenewalAttempt.state.in_(OPEN_STATES),
+                )
+            )
+        return open_attempt is not None
 
     async def _renew(
         self, job: Job, row: Certificate, kind: str, trigger: str

@@ -315,27 +315,33 @@ class RenewalEngine:
 
     async def tick(self) -> None:
         """Plan new certificates, then start due renewals and owed deployments."""
-        if not self.daemon.started:
+        if self._stopping:
             return
         now = utcnow()
         self.last_tick_at = now
         settings = self.settings()
         staged: list[Event] = []
         async with self.daemon.db.session() as session:
-            # rows with no plan: stored since the last tick, changed by
-            # certificate.update, or revoked (the revocation clears the plan)
+            # rows with no plan (stored since the last tick, or changed by
+            # certificate.update), and revoked rows not yet seen as revoked:
+            # a revocation racing with a plan can leave a time on them
             unplanned = (
                 await session.scalars(
                     select(Certificate).where(
-                        Certificate.next_attempt_at.is_(None),
                         Certificate.cert_type == "CERTIFICATE",
                         or_(
-                            Certificate.next_attempt_reason.is_(None),
-                            Certificate.next_attempt_reason.not_in(
-                                (NOT_RENEWABLE, REVOKED)
+                            Certificate.next_attempt_at.is_(None)
+                            & or_(
+                                Certificate.next_attempt_reason.is_(None),
+                                Certificate.next_attempt_reason.not_in(
+                                    (NOT_RENEWABLE, REVOKED)
+                                ),
                             ),
                             Certificate.revoked.is_(True)
-                            & (Certificate.next_attempt_reason != REVOKED),
+                            & or_(
+                                Certificate.next_attempt_reason.is_(None),
+                                Certificate.next_attempt_reason != REVOKED,
+                            ),
                         ),
                     )
                 )
@@ -350,7 +356,10 @@ class RenewalEngine:
             due = (
                 await session.scalars(
                     select(Certificate.id)
-                    .where(Certificate.next_attempt_at <= now)
+                    .where(
+                        Certificate.next_attempt_at <= now,
+                        Certificate.revoked.is_(False),
+                    )
                     .order_by(Certificate.next_attempt_at)
                     .limit(self.config.renewal.max_concurrent + len(self.active))
                 )
@@ -409,7 +418,7 @@ class RenewalEngine:
 
     async def scan(self) -> None:
         """Refresh ARI windows and every plan; raise expiry events; prune old events."""
-        if not self.daemon.started:
+        if self._stopping:
             return
         now = utcnow()
         self.last_scan_at = now

@@ -149,6 +149,13 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
     assert 'certd_renewals_total{result="success"}' in metrics
     assert 'certd_certificate_expiry_seconds{certificate="www"}' in metrics
     assert "certd_acme_request_duration_seconds_count" in metrics
+    samples = dict(
+        line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#")
+    )
+    assert float(samples["certd_dns_propagation_seconds_count"]) >= 1
+    assert float(samples["certd_scheduler_running"]) == 1
+    assert "certd_scheduler_lag_seconds" in samples
+    assert "certd_jobs_running" in samples
 
 
 async def test_forced_renewal_keeps_the_key_when_asked(

@@ -70,8 +70,8 @@ class RegistrationCreate(BaseModel):
     @field_validator("acme_directory_uri")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (RFC 8555 requires HTTPS)")
         return value
 
     @field_validator("contact_email")

@@ -28,7 +28,8 @@ from certd.errors import (
 )
 from certd.store.models import Certificate, DNSAuthenticator
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+# \Z, not $: "$" also matches before a final newline.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 
 
 class AuthenticatorCreate(BaseModel):
@@ -144,7 +145,7 @@ class DNSAuthenticatorService(CRUDService):
         self, session: Any, name: str, exclude: int | None = None
     ) -> None:
         errors = ValidationCollector()
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             errors.add("data.name", "use only letters, digits, '_' and '-'")
         query = select(DNSAuthenticator.id).where(DNSAuthenticator.name == name)
         if exclude is not None:
@@ -195,6 +196,7 @@ class DNSAuthenticatorService(CRUDService):
                         "data.attributes.authenticator",
                         "the provider cannot change; create a new authenticator instead",
                     )
+                self._require_secrets_again(row, attributes)
                 merged = {**row.attributes, **attributes}
                 _, parsed = self._validate_attributes(
                     row.provider, merged, "data.attributes"
@@ -202,6 +204,32 @@ class DNSAuthenticatorService(CRUDService):
                 row.attributes = plain_attributes(parsed)
             await session.flush()
             return self._entry(row)  # type: ignore[return-value]
+
+    def _require_secrets_again(
+        self, row: DNSAuthenticator, attributes: dict[str, Any]
+    ) -> None:
+        """Stored secrets stay only while nothing else about the provider changes.
+
+        Otherwise a caller who may update but not read secrets could point the
+        provider at a server of its own (api_url, server, endpoint_url) and have
+        certd send it the stored credentials.
+        """
+        provider = self.providers().get(row.provider)
+        secrets = _secret_fields(provider.Attributes) if provider else set()
+        changed = [
+            key
+            for key, value in attributes.items()
+            if key not in secrets and row.attributes.get(key) != value
+        ]
+        missing = sorted(
+            k for k in secrets if k in row.attributes and k not in attributes
+        )
+        if changed and missing:
+            raise ValidationError.single(
+                f"data.attributes.{missing[0]}",
+                f"changing {', '.join(sorted(changed))} needs the secret(s) "
+                f"{', '.join(missing)} sent again",
+            )
 
     @api_method()
     async def delete(self, id: int, force: bool = False) -> bool:

@@ -8,10 +8,11 @@ lists (conjunctions). Fields may be dotted paths into nested dicts.
 from __future__ import annotations
 
 import operator
-import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field
 
 from certd.errors import NotFoundError, ValidationError
@@ -33,7 +34,35 @@ class QueryOptions(BaseModel):
 
 
 def _regex(value: Any, pattern: Any) -> bool:
-    return isinstance(value, str) and re.search(pattern, value) is not None
+    return isinstance(value, str) and regex.search(pattern, value) is not None
+
+
+# All regular expressions of one query together may take this long; a pattern
+# with catastrophic backtracking would otherwise stall the event loop.
+REGEX_BUDGET_SECONDS = 0.25
+
+
+def _bounded_search(pattern: Any, where: str) -> Callable[[Any, Any], bool]:
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, TypeError) as exc:
+        raise ValidationError.single(
+            where, f"invalid regular expression: {exc}"
+        ) from exc
+    deadline = time.monotonic() + REGEX_BUDGET_SECONDS
+
+    def search(value: Any, _: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        try:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            return compiled.search(value, timeout=remaining) is not None
+        except TimeoutError:
+            raise ValidationError.single(
+                where, "the regular expression takes too long; make it simpler"
+            ) from None
+
+    return search
 
 
 def _contains(container: Any, item: Any) -> bool:
@@ -121,19 +150,14 @@ def _compile_one(item: Any, where: str) -> Predicate:
         raise ValidationError.single(
             f"{where}.0", "the field must be a non-empty string"
         )
-    op = OPERATORS.get(op_name)
+    op = OPERATORS.get(op_name) if isinstance(op_name, str) else None
     if op is None:
         raise ValidationError.single(
             f"{where}.1",
             f"unknown operator {op_name!r}; use one of {', '.join(OPERATORS)}",
         )
     if op_name == "~":
-        try:
-            re.compile(value)
-        except (re.error, TypeError) as exc:
-            raise ValidationError.single(
-                f"{where}.2", f"invalid regular expression: {exc}"
-            ) from exc
+        op = _bounded_search(value, f"{where}.2")
     if op_name in ("in", "nin") and not isinstance(value, list | tuple):
         raise ValidationError.single(f"{where}.2", f"{op_name} takes a list")
 

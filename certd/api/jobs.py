@@ -355,10 +355,7 @@ class JobManager:
             await self.entry(job_id)  # raises NotFoundError for unknown ids
             return
         job.error = "aborted by request"
-        if job.task is not None:
-            job.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job.done.wait()
+        await self._cancel(job)
 
     async def shutdown(
         self, reason: str = "interrupted: the daemon is stopping"
@@ -367,7 +364,21 @@ class JobManager:
         jobs = list(self.running.values())
         for job in jobs:
             job.error = reason
-            if job.task is not None:
-                job.task.cancel()
-        for job in jobs:
-            await job.done.wait()
+        await asyncio.gather(*(self._cancel(job) for job in jobs))
+
+    async def _cancel(self, job: Job) -> None:
+        if job.task is None:
+            return
+        job.task.cancel()
+        await asyncio.gather(job.task, return_exceptions=True)
+        if not job.done.is_set():
+            # Cancelled before its first step ran: _run never started, so
+            # nothing else records the end.
+            job.state = JobState.ABORTED
+            job.error = job.error or "aborted"
+            job.error_data = error_details(JobAbortedError(job.error))
+            job.finished_at = utcnow()
+            await asyncio.shield(self._save_end(job))
+            self.running.pop(job.id, None)
+            job.done.set()
+            self._announce(job)

@@ -245,3 +245,58 @@ async def test_protocol_errors(certd: RunningDaemon) -> None:
         assert reply[1]["error"]["code"] == -32601
         status, _ = await client.raw_text("x" * (5 * 1024 * 1024))
         assert status == 413
+
+
+async def test_names_may_not_end_with_a_newline(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.create",
+            {"name": "bind\n", "attributes": RFC2136},
+        )
+        assert fields(error) == ["data.name"]
+        error = await expect_error(
+            client,
+            "certificate.create",
+            {
+                "name": "csr\n",
+                "create_type": "CERTIFICATE_CREATE_CSR",
+                "common": "a.example.test",
+            },
+        )
+        assert fields(error) == ["data.name"]
+        assert await snapshot(client) == before
+
+
+async def test_moving_a_provider_needs_its_secrets_again(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        created = await client.call(
+            "acme.dns.authenticator.create", {"name": "bind", "attributes": RFC2136}
+        )
+        # Pointing the stored key at another server without giving it again
+        # would hand the stored secret to whoever runs that server.
+        error = await expect_error(
+            client,
+            "acme.dns.authenticator.update",
+            created["id"],
+            {"attributes": {"server": "127.0.0.2"}},
+        )
+        assert fields(error) == ["data.attributes.tsig_secret"]
+        assert "sent again" in error.message
+        moved = await client.call(
+            "acme.dns.authenticator.update",
+            created["id"],
+            {
+                "attributes": {
+                    "server": "127.0.0.2",
+                    "tsig_secret": RFC2136["tsig_secret"],
+                }
+            },
+        )
+        assert moved["attributes"]["server"] == "127.0.0.2"
+        renamed = await client.call(
+            "acme.dns.authenticator.update", created["id"], {"name": "renamed"}
+        )
+        assert renamed["name"] == "renamed"
+        assert renamed["secrets_set"] == ["tsig_secret"]

@@ -99,3 +99,17 @@ def test_malformed_filters_name_their_position(
     with pytest.raises(ValidationError) as caught:
         filter_entries(ENTRIES, filters, QueryOptions())
     assert caught.value.errors[0].field == field
+
+
+def test_a_slow_regular_expression_is_stopped() -> None:
+    entries = [{"name": "a" * 40 + "!"} for _ in range(5)]
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(entries, [["name", "~", "^(a|aa)+$b"]], QueryOptions())
+    assert caught.value.errors[0].field == "filters.0.2"
+    assert "too long" in caught.value.message
+
+
+def test_an_operator_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, [["name", ["x"], "x"]], QueryOptions())
+    assert caught.value.errors[0].field == "filters.0.1"

@@ -13,17 +13,33 @@ def to_bytes(data: str | bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
+_MARKER_RE = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]+)-----")
+
+
 def pem_blocks(data: str | bytes, labels: tuple[str, ...]) -> list[bytes]:
     """Every PEM block whose label is one of ``labels``, in input order.
 
     Text between blocks (``Bag Attributes``, ``subject=`` lines, comments) is
     skipped, and so are blocks with other labels.
     """
-    names = b"|".join(re.escape(label.encode("ascii")) for label in labels)
-    pattern = re.compile(
-        rb"-----BEGIN (" + names + rb")-----\n?.*?-----END \1-----", re.DOTALL
-    )
-    return [_tidy(m.group(0)) for m in pattern.finditer(to_bytes(data))]
+    wanted = {label.encode("ascii") for label in labels}
+    raw = to_bytes(data)
+    blocks: list[bytes] = []
+    # One pass over the markers: a BEGIN opens a block, the next END with the
+    # same label closes it. Searching forward from every BEGIN instead would
+    # take quadratic time on input full of unterminated BEGIN lines.
+    opened: tuple[bytes, int] | None = None
+    for marker in _MARKER_RE.finditer(raw):
+        kind, label = marker.group(1), marker.group(2)
+        if kind == b"BEGIN":
+            if label in wanted:
+                opened = (label, marker.start())
+            else:
+                opened = None
+        elif opened is not None and label == opened[0]:
+            blocks.append(_tidy(raw[opened[1] : marker.end()]))
+            opened = None
+    return blocks
 
 
 def _tidy(block: bytes) -> bytes:

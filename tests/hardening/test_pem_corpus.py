@@ -551,12 +551,6 @@ def import_or_none(text: str) -> x509.Certificate | None:
         return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="certd.pki.pem.pem_blocks rescans to the end of the input for every "
-    "BEGIN line without an END: quadratic, so one 4 MB request holds the event "
-    "loop for hours; it should pair BEGIN and END markers in one pass",
-)
 @pytest.mark.timeout(3)
 def test_unterminated_begin_lines_are_linear() -> None:
     flood = "-----BEGIN CERTIFICATE-----\nAAAA\n" * 20_000

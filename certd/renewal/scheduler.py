@@ -24,7 +24,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from cryptography import x509
 from sqlalchemy import and_, or_, select
 
-from certd.api.jobs import Job
 from certd.config import Config
 from certd.errors import ConflictError
 from certd.pki.extensions import serial_hex
@@ -48,6 +47,7 @@ from certd.store.models import (
 )
 
 if TYPE_CHECKING:
+    from certd.api.jobs import Job
     from certd.service import Daemon
 
 log = structlog.get_logger(__name__)

@@ -110,6 +110,8 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
         async with aiohttp.ClientSession() as http:
             async with http.get(certd.url + "/metrics") as response:
                 metrics = await response.text()
+            async with http.get(certd.url + "/readyz") as response:
+                ready = await response.json()
 
     old_leaf = x509.load_pem_x509_certificate(cert["certificate"].encode())
     entry = next(p for p in plan if p["id"] == cid)
@@ -156,6 +158,7 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
     assert float(samples["certd_scheduler_running"]) == 1
     assert "certd_scheduler_lag_seconds" in samples
     assert "certd_jobs_running" in samples
+    assert ready["checks"]["scheduler"] is True
 
 
 async def test_forced_renewal_keeps_the_key_when_asked(

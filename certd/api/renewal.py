@@ -155,7 +155,12 @@ class RenewalService(Service):
                 utcnow() if not spec.empty and row.certificate else None
             )
             entry = _deploy_entry(row)
-        self.app.renewal.wake()
+            owed = row.deploy_next_attempt_at is not None
+        if self.app.renewal.running:
+            self.app.renewal.wake()
+        elif owed:
+            # no scheduler to pick it up (renewal.enabled = false): start it here
+            await self.app.renewal.submit_deploy(id, "retry")
         return entry  # type: ignore[return-value]
 
     async def check_deploy(self, id: int) -> None:

@@ -243,3 +243,27 @@ async def test_deploy_job_on_request(certd: RunningDaemon, tmp_path: Path) -> No
     assert state["ok"] is True
     assert state["reason"] == "manual"
     assert (live / "cert.pem").exists()
+
+
+async def test_set_deploy_deploys_without_the_scheduler(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    async with running_daemon(make_config(tmp_path / "state")) as certd:
+        cid = await store_certificate(certd.daemon, "z", make_chain(["z.example.test"]))
+        async with certd.client() as client:
+            await client.call(
+                "certificate.set_deploy", cid, {"targets": [{"directory": str(live)}]}
+            )
+            state = await wait_until(lambda: _ok_state(client, cid))
+            jobs = await client.call(
+                "core.get_jobs", [["method", "=", "certificate.deploy"]]
+            )
+
+    assert certd.daemon.renewal.running is False
+    assert state["reason"] == "configured"
+    assert [j["state"] for j in jobs] == ["SUCCESS"]
+    assert sorted(p.name for p in live.iterdir()) == [
+        "cert.pem",
+        "chain.pem",
+        "fullchain.pem",
+        "privkey.pem",
+    ]

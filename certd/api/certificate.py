@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
@@ -377,8 +378,11 @@ class CertificateService(CRUDService):
             errors.add(
                 "data.acme_directory_uri", "required for CERTIFICATE_CREATE_ACME"
             )
-        elif not data.acme_directory_uri.startswith(("https://", "http://")):
-            errors.add("data.acme_directory_uri", "must be an http(s) URL")
+        elif not data.acme_directory_uri.startswith("https://"):
+            errors.add(
+                "data.acme_directory_uri",
+                "must be an https:// URL (RFC 8555 requires HTTPS)",
+            )
         errors.check()
         async with self.app.db.session() as session:
             csr_row = await session.get(Certificate, data.csr_id)
@@ -431,19 +435,33 @@ class CertificateService(CRUDService):
         return await self.get_entry(new_id)  # type: ignore[return-value]
 
     async def _insert(self, row: Certificate) -> int:
-        async with self.app.db.session() as session:
-            if await session.scalar(
-                select(Certificate.id).where(Certificate.name == row.name)
-            ):
-                raise ValidationError.single(
-                    "data.name", f"a certificate named {row.name!r} already exists"
+        taken = ValidationError.single(
+            "data.name", f"a certificate named {row.name!r} already exists"
+        )
+        try:
+            async with self.app.db.session() as session:
+                if await session.scalar(
+                    select(Certificate.id).where(Certificate.name == row.name)
+                ):
+                    raise taken
+                if (
+                    row.csr_id is not None
+                    and await session.get(Certificate, row.csr_id) is None
+                ):
+                    # The CSR was deleted while the job ran; the certificate
+                    # keeps its own copy of the CSR and key, so only the link goes.
+                    row.csr_id = None
+                session.add(row)
+                await session.flush()
+                log.info(
+                    "certificate_stored",
+                    certificate=row.name,
+                    create_type=row.create_type,
                 )
-            session.add(row)
-            await session.flush()
-            log.info(
-                "certificate_stored", certificate=row.name, create_type=row.create_type
-            )
-            return row.id
+                return row.id
+        except IntegrityError:
+            # Another job stored the same name between our check and insert.
+            raise taken from None
 
     async def _create_internal(self, job: Job, data: CertificateCreate) -> int:
         parsed, signer = await self._plan_internal(data)

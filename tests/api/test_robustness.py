@@ -115,3 +115,44 @@ async def test_jobs_cancelled_before_they_run_are_recorded(tmp_path: Path) -> No
         first.id: "ABORTED",
         **{j.id: "ABORTED" for j in queued},
     }
+
+
+async def test_storing_survives_a_deleted_csr_and_a_lost_name_race(
+    tmp_path: Path,
+) -> None:
+    from certd.store.models import Certificate
+
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        service = running.daemon.services["certificate"]
+        # The CSR an ACME job started from was deleted while the job ran.
+        stored = await service._insert(  # type: ignore[attr-defined]
+            Certificate(
+                name="orphan",
+                cert_type="CSR",
+                create_type="CERTIFICATE_CREATE_CSR",
+                csr="x",
+                csr_id=999,
+            )
+        )
+        entry = await service.get_entry(stored)
+        assert entry["csr_id"] is None
+        # Two jobs store the same name at once: one wins, the other gets the
+        # same clear refusal a sequential duplicate gets.
+        results = await asyncio.gather(
+            *(
+                service._insert(  # type: ignore[attr-defined]
+                    Certificate(
+                        name="twin",
+                        cert_type="CSR",
+                        create_type="CERTIFICATE_CREATE_CSR",
+                        csr="x",
+                    )
+                )
+                for _ in range(5)
+            ),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, int)]
+        losers = [r for r in results if isinstance(r, ValidationError)]
+        assert len(winners) == 1 and len(losers) == 4
+        assert all(e.errors[0].field == "data.name" for e in losers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
@@ -29,6 +30,8 @@ from certd.errors import (
 from certd.store.models import Certificate, DNSAuthenticator
 
 # \Z, not $: "$" also matches before a final newline.
+log = structlog.get_logger(__name__)
+
 NAME_PATTERN = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 
 
@@ -239,17 +242,35 @@ class DNSAuthenticatorService(CRUDService):
             if row is None:
                 raise NotFoundError(self.kind, id)
             users = [
-                cert.name
+                cert
                 for cert in (await session.scalars(select(Certificate))).all()
                 if id in (cert.dns_mapping or {}).values()
             ]
             if users and not force:
                 raise ConflictError(
                     f"DNS authenticator {row.name!r} is used by certificate(s) "
-                    f"{', '.join(sorted(users))}; their renewals would fail. "
-                    "Remap them first, or pass force=true."
+                    f"{', '.join(sorted(c.name for c in users))}; their renewals "
+                    "would fail. Remap them first, or pass force=true."
+                )
+            for cert in users:
+                # Forget the mapping rather than leave a dangling id, which a
+                # later authenticator could be given by the database.
+                cert.dns_mapping = {
+                    domain: auth
+                    for domain, auth in cert.dns_mapping.items()
+                    if auth != id
+                }
+                cert.last_error = (
+                    f"DNS authenticator {row.name!r} was deleted; map its "
+                    "domains to another one with certificate.update"
                 )
             await session.delete(row)
+        if users:
+            log.warning(
+                "dns_authenticator_deleted_in_use",
+                authenticator=row.name,
+                certificates=sorted(c.name for c in users),
+            )
         return True
 
     @api_method(readonly=True)

@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certd.client import Client
+from certd.client import Client, RpcError
 from tests.daemon import RunningDaemon, call_job
 from tests.testbed import NamedServer, PebbleServer
 
@@ -129,3 +130,33 @@ async def test_issue_one_name_and_wildcard_with_apex(
         )
         assert [job["state"] for job in jobs] == ["SUCCESS"] * 4
         assert all(job["arguments"]["data"] == "********" for job in jobs)
+
+
+async def test_force_deleting_a_used_authenticator_unmaps_it(
+    certd: RunningDaemon,
+    pebble: PebbleServer,
+    rfc2136_attributes: dict[str, object],
+) -> None:
+    async with certd.client() as client:
+        authenticator = await client.call(
+            "acme.dns.authenticator.create",
+            {"name": "bind", "attributes": rfc2136_attributes},
+        )
+        cert = await issue(
+            client, pebble, authenticator["id"], "mapped", ["mapped.example.test"]
+        )
+        with pytest.raises(RpcError) as caught:
+            await client.call("acme.dns.authenticator.delete", authenticator["id"])
+        assert "mapped" in caught.value.message
+        assert await client.call(
+            "acme.dns.authenticator.delete", authenticator["id"], True
+        )
+        after = await client.call("certificate.get_instance", cert["id"])
+        assert after["dns_mapping"] == {}
+        assert "was deleted" in after["renewal"]["last_error"]
+        # A new authenticator never inherits the old one's certificates.
+        fresh = await client.call(
+            "acme.dns.authenticator.create",
+            {"name": "bind2", "attributes": rfc2136_attributes},
+        )
+        assert fresh["id"] not in after["dns_mapping"].values()

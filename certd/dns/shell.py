@@ -49,6 +49,7 @@ class ShellAttributes(ProviderAttributes):
             raise ValueError("must be a regular file")
         if not os.access(path, os.X_OK):
             raise ValueError("must be executable by the daemon")
+        _check_trusted(Path(os.path.realpath(path)))
         return str(path)
 
     @field_validator("zone", mode="before")
@@ -57,6 +58,23 @@ class ShellAttributes(ProviderAttributes):
         if value == "":
             return None
         return normalize_name(value) if isinstance(value, str) else value
+
+
+def _check_trusted(path: Path) -> None:
+    """Refuse a script that someone other than root or the daemon could change.
+
+    The daemon runs the script with its own rights (root, often), so a script
+    or a directory holding it that others may write would let them run code
+    as the daemon.
+    """
+    for item, what in ((path, "the script"), (path.parent, "its directory")):
+        info = item.stat()
+        if info.st_uid not in (0, os.geteuid()):
+            raise ValueError(
+                f"{what} ({item}) must be owned by root or the daemon's user"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(f"{what} ({item}) must not be writable by group or others")
 
 
 class ShellProvider(DNSProvider):

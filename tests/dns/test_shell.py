@@ -167,3 +167,26 @@ async def test_probe_with_nsupdate_script(
 
     assert result["zone"] == "example.test"
     assert named.query(name) == []
+
+
+def test_scripts_others_could_change_are_refused(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "hook", "#!/bin/sh\nexit 0\n")
+    assert parse_attributes(ShellAttributes, {"script": script}).script == script
+
+    Path(script).chmod(0o777)
+    with pytest.raises(ValidationError) as caught:
+        parse_attributes(ShellAttributes, {"script": script})
+    assert "must not be writable by group or others" in caught.value.message
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    inside = write_script(shared / "hook", "#!/bin/sh\nexit 0\n")
+    with pytest.raises(ValidationError) as caught:
+        parse_attributes(ShellAttributes, {"script": inside})
+    assert "its directory" in caught.value.message
+
+    link = tmp_path / "link"
+    link.symlink_to(inside)
+    with pytest.raises(ValidationError):
+        parse_attributes(ShellAttributes, {"script": str(link)})

@@ -127,7 +127,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 async def _apikey(args: argparse.Namespace) -> int:
-    from certd.api.auth import ApiKeys
+    from certd.api.auth import ApiKeys, client_form
     from certd.store.db import Database
 
     config = _config(args)
@@ -143,7 +143,9 @@ async def _apikey(args: argparse.Namespace) -> int:
             entry, key = await keys.create(args.name, readonly=args.readonly)
             print(key)
             print(
-                f"API key {entry['name']!r} created; it is shown only this once.",
+                f"API key {entry['name']!r} created; it is shown only this once.\n"
+                f"For midclt and the NAS middleware's client the same key reads "
+                f"{client_form(entry['id'], key)} (user name {entry['name']!r}).",
                 file=sys.stderr,
             )
         elif args.apikey_command == "list":

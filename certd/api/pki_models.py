@@ -46,31 +46,29 @@ CrlReason = Literal[
 HOLD = "certificateHold"
 
 
-class CertificateCreate(BaseModel):
-    """Every field of the certificate screens; which apply depends on create_type."""
+TRUST_STORE_FIELD = Field(
+    default=False,
+    description="Accepted for the screens' sake; certd does not manage the "
+    "host's trust store, so only false is taken.",
+)
+
+
+class WizardFields(BaseModel):
+    """The steps the certificate, CSR and CA wizards share: name, key, subject,
+    extensions, and a key passphrase for imports."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=120)
-    add_to_trusted_store: bool = Field(
-        default=False,
-        description="Accepted for the screens' sake; certd does not manage the "
-        "host's trust store, so only false is taken.",
-    )
-    create_type: CreateType
-    profile: str | None = Field(
-        default=None,
-        description="A preset from certificate.profiles (INTERNAL) or "
-        "certificate.csr_profiles (CSR); fields given here win over it.",
-    )
-    # key, digest and lifetime (INTERNAL, CSR)
+    add_to_trusted_store: bool = TRUST_STORE_FIELD
+    # key, digest and lifetime
     key_type: str | None = None
     key_length: int | None = None
     ec_curve: str | None = None
     digest_algorithm: str | None = None
-    lifetime: int | None = Field(default=None, description="days (INTERNAL)")
-    signedby: int | None = Field(default=None, description="CA id (INTERNAL)")
-    # subject (INTERNAL, CSR)
+    lifetime: int | None = Field(default=None, description="days")
+    signedby: int | None = Field(default=None, description="id of the signing CA")
+    # subject
     country: str | None = None
     state: str | None = None
     city: str | None = None
@@ -80,13 +78,24 @@ class CertificateCreate(BaseModel):
     common: str | None = None
     san: list[str] = Field(default_factory=list)
     cert_extensions: dict[str, Any] | None = None
+    passphrase: SecretStr | None = None
+
+
+class CertificateCreate(WizardFields):
+    """Every field of the certificate screens; which apply depends on create_type."""
+
+    create_type: CreateType
+    profile: str | None = Field(
+        default=None,
+        description="A preset from certificate.profiles (INTERNAL) or "
+        "certificate.csr_profiles (CSR); fields given here win over it.",
+    )
     # imports
     certificate: str | None = Field(default=None, description="PEM chain (IMPORTED)")
     privatekey: SecretStr | None = Field(
         default=None, description="PEM key (IMPORTED, IMPORTED_CSR)"
     )
     CSR: str | None = Field(default=None, description="PEM CSR (IMPORTED_CSR)")
-    passphrase: SecretStr | None = None
     # ACME; csr_id also names the CSR whose key an IMPORTED certificate uses
     csr_id: int | None = None
     acme_directory_uri: str | None = None
@@ -99,11 +108,7 @@ class CertificateUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
-    add_to_trusted_store: bool = Field(
-        default=False,
-        description="Accepted for the screens' sake; certd does not manage the "
-        "host's trust store, so only false is taken.",
-    )
+    add_to_trusted_store: bool = TRUST_STORE_FIELD
     renew_days: int | None = Field(default=None, ge=1, le=365)
     dns_mapping: dict[str, int] | None = None
     reuse_key: bool | None = Field(
@@ -175,52 +180,24 @@ CA_CREATE_TYPE_LABELS: dict[str, str] = {
 }
 
 
-class CACreate(BaseModel):
+class CACreate(WizardFields):
     """Every field of the CA wizard; which apply depends on create_type."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=120)
-    add_to_trusted_store: bool = Field(
-        default=False,
-        description="Accepted for the screens' sake; certd does not manage the "
-        "host's trust store, so only false is taken.",
-    )
     create_type: CACreateType
     profile: str | None = Field(
         default=None,
         description="A preset from certificateauthority.profiles; when omitted, "
         "Root CA or Intermediate CA by create_type. Send null for none.",
     )
-    key_type: str | None = None
-    key_length: int | None = None
-    ec_curve: str | None = None
-    digest_algorithm: str | None = None
-    lifetime: int | None = Field(default=None, description="days")
-    signedby: int | None = Field(default=None, description="parent CA id")
-    country: str | None = None
-    state: str | None = None
-    city: str | None = None
-    organization: str | None = None
-    organizational_unit: str | None = None
-    email: str | None = None
-    common: str | None = None
-    san: list[str] = Field(default_factory=list)
-    cert_extensions: dict[str, Any] | None = None
     certificate: str | None = Field(default=None, description="PEM (IMPORTED)")
     privatekey: SecretStr | None = Field(default=None, description="PEM (IMPORTED)")
-    passphrase: SecretStr | None = None
 
 
 class CAUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
-    add_to_trusted_store: bool = Field(
-        default=False,
-        description="Accepted for the screens' sake; certd does not manage the "
-        "host's trust store, so only false is taken.",
-    )
+    add_to_trusted_store: bool = TRUST_STORE_FIELD
     revoked: bool | None = None
     revoked_reason: CrlReason | None = None
 

@@ -54,8 +54,11 @@ def test_call_follows_a_job_and_shows_progress(running) -> None:  # type: ignore
     assert entry["name"] == "cli-csr"
     assert entry["cert_type"] == "CSR"
     assert entry["common"] == "cli.example.test"
-    assert "generating a EC key" in result.stderr
-    assert "100.0%" in result.stderr
+    # A fast job may end before the first look at it: at least its last step
+    # and the end are shown.
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("[100.0%]")
+    assert any(step in lines[-1] for step in ("signing the CSR", "generating"))
 
 
 def test_call_errors_are_json_on_stderr(running) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,290 @@
+"""The Markdown report: goals, measured figures, ratios, versions and machine.
+
+    python -m bench.report [bench/results/latest.json] [docs/benchmarks.md]
+
+The hand-written findings of the profiles (bench/findings.md) follow the
+generated tables, so the document is rebuilt from the JSON at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FINDINGS = Path(__file__).resolve().parent / "findings.md"
+
+Verdict = tuple[str, bool | None]
+
+
+def _median(entry: dict[str, Any], key: str) -> float | None:
+    figure = entry["results"].get(key)
+    return figure.get("median") if figure else None
+
+
+def _times(
+    ours: float | None, theirs: float | None, limit: float, peer: str
+) -> Verdict:
+    if ours is None or theirs is None:
+        return (f"certd {_s(ours)}; {peer} not run", None)
+    r = ours / theirs
+    return (f"{r:.3f} x {peer} ({_s(ours)} vs {_s(theirs)})", r <= limit)
+
+
+def _s(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def _goal1(e: dict[str, Any]) -> Verdict:
+    return _times(_median(e, "certd"), _median(e, "lego"), 0.5, "lego")
+
+
+def _goal2(e: dict[str, Any]) -> Verdict:
+    return _times(
+        _median(e, "certd"), _median(e, "lego (default settings)"), 0.1, "lego"
+    )
+
+
+def _goal3(e: dict[str, Any]) -> Verdict:
+    ours = _median(e, "certd")
+    a = _times(ours, _median(e, "certbot"), 0.03, "certbot")
+    b = _times(ours, _median(e, "lego"), 0.03, "lego")
+    met = None if a[1] is None or b[1] is None else a[1] and b[1]
+    return (f"{a[0]}; {b[0]}", met)
+
+
+def _goal4(e: dict[str, Any]) -> Verdict:
+    lego = next((k for k in e["results"] if k.startswith("lego")), "")
+    return _times(_median(e, "certd"), _median(e, lego), 0.3, "lego parallel")
+
+
+def _goal5(e: dict[str, Any]) -> Verdict:
+    rates = {k: v["median"] for k, v in e["results"].items()}
+    worst = min(rates, key=lambda k: rates[k])
+    return (
+        f"lowest {rates[worst]:,.0f} calls/s ({worst})",
+        rates[worst] >= 2000,
+    )
+
+
+def _goal6(e: dict[str, Any]) -> Verdict:
+    p99 = _median(e, "p99 while generating")
+    if p99 is None:
+        return ("not run", None)
+    return (f"p99 {p99:.1f} ms", p99 < 20)
+
+
+def _goal7(e: dict[str, Any]) -> Verdict:
+    r = e["results"]
+    filtered = max(
+        r[k]["median"] for k in ("query by name", "query days_left < 30") if k in r
+    )
+    scan = max(
+        r[k]["median"]
+        for k in (
+            "query all, expiry fields ordered",
+            "renewal plan of every certificate",
+        )
+        if k in r
+    )
+    return (
+        f"filtered {filtered:.0f} ms, full scan {scan:.0f} ms",
+        filtered < 200 and scan < 2000,
+    )
+
+
+def _goal8(e: dict[str, Any]) -> Verdict:
+    r = e["results"]
+    idle = r.get("idle, empty store")
+    full = next((v for k, v in r.items() if "after the queries" in k), None)
+    if idle is None or full is None:
+        return ("not run", None)
+    return (
+        f"idle {idle['median']:.0f} MB, with inventory {full['median']:.0f} MB",
+        idle["median"] < 80 and full["median"] < 200,
+    )
+
+
+GOALS: dict[int, dict[str, Any]] = {
+    1: {
+        "title": "1 certificate, one name, through the running daemon's API",
+        "goal": "≤ 0.5 x lego's median",
+        "check": _goal1,
+    },
+    2: {
+        "title": "wildcard + apex in one order",
+        "goal": "≤ 0.1 x lego's median with its default settings",
+        "check": _goal2,
+    },
+    3: {
+        "title": "many certificates of one name each, from empty; peers one "
+        "process per certificate, one after another",
+        "goal": "≤ 0.03 x certbot and ≤ 0.03 x lego",
+        "check": _goal3,
+    },
+    4: {
+        "title": "the same certificates with lego run 8 at a time",
+        "goal": "≤ 0.3 x lego",
+        "check": _goal4,
+    },
+    5: {
+        "title": "JSON-RPC small calls from a separate load process, HTTP and "
+        "unix socket",
+        "goal": "≥ 2,000 calls/s",
+        "check": _goal5,
+    },
+    6: {
+        "title": "p99 latency of small calls while 8 RSA-4096 keys are generated",
+        "goal": "< 20 ms",
+        "check": _goal6,
+    },
+    7: {
+        "title": "inventory: filtered certificate.query, full expiry scan",
+        "goal": "< 200 ms, < 2 s",
+        "check": _goal7,
+    },
+    8: {
+        "title": "resident memory, idle / with the inventory",
+        "goal": "< 80 MB / < 200 MB",
+        "check": _goal8,
+    },
+}
+
+
+def _cell(figure: dict[str, Any]) -> str:
+    unit = figure["unit"]
+
+    def fmt(v: float | None) -> str:
+        if v is None:
+            return "-"
+        if unit == "calls/s":
+            return f"{v:,.0f}"
+        if unit in ("ms", "MB", "calls"):
+            return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+    return f"{fmt(figure['median'])} | {fmt(figure['min'])} | {fmt(figure['max'])}"
+
+
+def _ratio_line(entry: dict[str, Any]) -> str:
+    ratios = entry.get("ratios") or {}
+    parts = [f"{k} = {v:.3f}" for k, v in ratios.items() if v is not None]
+    return ("Ratios of medians: " + ", ".join(parts) + ".\n") if parts else ""
+
+
+def render(result: dict[str, Any]) -> str:
+    """The whole document as Markdown."""
+    o = result["options"]
+    lines = [
+        "# Benchmarks: certd next to certbot and lego",
+        "",
+        "Generated by `bench/run` (see the README) from "
+        "`bench/results/latest.json`; every figure is the median of its runs "
+        "with the fastest and slowest run. Everything ran on one machine, on "
+        "one local bed: pebble validating DNS-01 against BIND over RFC 2136, "
+        "listening on 127.0.0.1 only. Same key type for every tool (EC P-256).",
+        "",
+        f"Run of {result['created_at']} ({result['seconds']:.0f} s in all): "
+        f"{o['runs']} runs per figure, {o['peer_runs']} for the peers' "
+        f"many-certificate loops, {o['certs']} certificates in scenarios 3-4, "
+        f"{o['inventory']:,} in the inventory"
+        + (" (quick mode)" if o.get("quick") else "")
+        + ".",
+        "",
+        "## Goals",
+        "",
+        "| # | scenario | goal | measured | met |",
+        "|---|---|---|---|---|",
+    ]
+    for number, goal in GOALS.items():
+        entry = result["scenarios"].get(str(number))
+        if entry is None:
+            lines.append(
+                f"| {number} | {goal['title']} | {goal['goal']} | not run | - |"
+            )
+            continue
+        check: Callable[[dict[str, Any]], Verdict] = goal["check"]
+        try:
+            measured, met = check(entry)
+        except (KeyError, ValueError, TypeError):
+            measured, met = "incomplete", None
+        mark = {True: "yes", False: "**no**", None: "-"}[met]
+        lines.append(
+            f"| {number} | {goal['title']} | {goal['goal']} | {measured} | {mark} |"
+        )
+    lines += ["", "## Figures", ""]
+    for number in GOALS:
+        entry = result["scenarios"].get(str(number))
+        if entry is None:
+            continue
+        lines += [f"### {number}. {entry['title']}", ""]
+        extras = {
+            k: v
+            for k, v in entry.items()
+            if k not in ("title", "goal", "results", "ratios")
+        }
+        if extras:
+            lines.append(
+                "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extras.items())
+                + "."
+            )
+            lines.append("")
+        lines += [
+            "| what | unit | median | min | max | runs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for tool, figure in entry["results"].items():
+            if figure is None:
+                continue
+            lines.append(
+                f"| {tool} | {figure['unit']} | {_cell(figure)} | {figure['n']} |"
+            )
+            for sub in ("p99_ms", "peak"):
+                if isinstance(figure.get(sub), dict):
+                    lines.append(
+                        f"| {tool}, {sub.replace('_ms', '')} | {figure[sub]['unit']} | "
+                        f"{_cell(figure[sub])} | {figure[sub]['n']} |"
+                    )
+            if "first_call_ms" in figure:
+                lines.append(
+                    f"| {tool}, first call after start | ms | "
+                    f"{figure['first_call_ms']:.1f} | | | 1 |"
+                )
+        lines.append("")
+        ratio_line = _ratio_line(entry)
+        if ratio_line:
+            lines += [ratio_line]
+    m = result["machine"]
+    lines += [
+        "## Machine and versions",
+        "",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB "
+        f"memory, kernel {m['kernel']}, {m['os']}, Python {m['python']}.",
+    ]
+    lines += [f"- {tool}: {ver}" for tool, ver in result["versions"].items()]
+    lines.append("")
+    if FINDINGS.exists():
+        lines += [FINDINGS.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    source = Path(args[0]) if args else ROOT / "bench/results/latest.json"
+    target = Path(args[1]) if len(args) > 1 else ROOT / "docs/benchmarks.md"
+    write_markdown(json.loads(source.read_text()), target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -146,6 +146,10 @@ class RenewalConfig(_Section):
 
 
 class DeployConfig(_Section):
+    # Where certificate.set_deploy may write files, and which programs its
+    # hooks may run; empty: anywhere and any program.
+    allowed_directories: list[Path] = Field(default_factory=list)
+    allowed_programs: list[Path] = Field(default_factory=list)
     hook_timeout: float = Field(default=60.0, gt=0, le=3600)
     hook_retries: int = Field(default=5, ge=0)
     retry_base: float = Field(default=30.0, gt=0)

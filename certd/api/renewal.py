@@ -8,6 +8,8 @@ certificate's files go and which hooks run when it changes.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -124,6 +126,26 @@ class RenewalService(Service):
         """A certificate's file targets and hooks, and how the last deployment went."""
         return _deploy_entry(await self._row(id))  # type: ignore[return-value]
 
+    def _check_allowed(self, spec: DeploySpec, errors: ValidationCollector) -> None:
+        """Hold targets and hooks to what the host's administrator allowed."""
+        config = self.app.config.deploy
+        if config.allowed_directories:
+            for index, target in enumerate(spec.targets):
+                if not _under_any(target.directory, config.allowed_directories):
+                    errors.add(
+                        f"deploy.targets.{index}.directory",
+                        "not under deploy.allowed_directories of the daemon's config",
+                    )
+        if config.allowed_programs:
+            allowed = {str(p) for p in config.allowed_programs}
+            for index, hook in enumerate(spec.hooks):
+                if hook.argv[0] not in allowed:
+                    errors.add(
+                        f"deploy.hooks.{index}.argv",
+                        f"{hook.argv[0]} is not in deploy.allowed_programs of the "
+                        "daemon's config",
+                    )
+
     @api_method(name="certificate.set_deploy", secret_params=("deploy",))
     async def set_deploy(self, id: int, deploy: DeploySpec) -> DeployEntry:
         """Replace a certificate's file targets and hooks; deploys them soon after.
@@ -141,6 +163,7 @@ class RenewalService(Service):
                     lookup(value)
                 except DeployError as exc:
                     errors.add(f"deploy.targets.{index}.{field}", exc.message)
+        self._check_allowed(spec, errors)
         errors.check()
         async with self.app.db.session() as session:
             row = await session.get(Certificate, id)
@@ -174,3 +197,8 @@ class RenewalService(Service):
     async def deploy(self, job: Job, id: int) -> dict[str, Any]:
         """Write a certificate's files and run its hooks now."""
         return await self.app.renewal.run_deploy(job, id, "manual")  # type: ignore[no-any-return]
+
+
+def _under_any(directory: str, roots: list[Path]) -> bool:
+    path = Path(os.path.normpath(directory))
+    return any(path == root or root in path.parents for root in roots)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from certd.client import Client, RpcError
-from tests.daemon import RunningDaemon, call_job
+from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 
 RFC2136 = {
     "authenticator": "rfc2136",
@@ -300,3 +301,37 @@ async def test_moving_a_provider_needs_its_secrets_again(certd: RunningDaemon) -
         )
         assert renamed["name"] == "renamed"
         assert renamed["secrets_set"] == ["tsig_secret"]
+
+
+async def test_deploy_targets_and_hooks_stay_within_the_configured_bounds(
+    tmp_path: Path,
+) -> None:
+    config = make_config(
+        tmp_path / "state",
+        deploy={
+            "allowed_directories": [str(tmp_path / "live")],
+            "allowed_programs": ["/usr/bin/true"],
+        },
+    )
+    async with running_daemon(config) as running, running.client() as client:
+        error = await expect_error(
+            client,
+            "certificate.set_deploy",
+            1,
+            {
+                "targets": [
+                    {"directory": str(tmp_path / "live" / "www")},
+                    {"directory": str(tmp_path / "elsewhere")},
+                    {"directory": str(tmp_path / "live" / ".." / "escape")},
+                ],
+                "hooks": [
+                    {"argv": ["/usr/bin/true"]},
+                    {"argv": ["/bin/sh", "-c", "id"]},
+                ],
+            },
+        )
+        assert sorted(fields(error)) == [
+            "deploy.hooks.1.argv",
+            "deploy.targets.1.directory",
+            "deploy.targets.2.directory",
+        ]

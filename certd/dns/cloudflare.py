@@ -228,6 +228,13 @@ class CloudflareProvider(DNSProvider):
 
     def _check(self, reply: HttpReply, action: str, *, zone: str | None = None) -> Any:
         """The envelope of a successful reply, or the matching provider error."""
+        if reply.ok and not isinstance(reply.body, dict):
+            # A proxy's error page or a cut-off body: not an answer to act on.
+            raise self.error(
+                f"{action}: the API answered HTTP {reply.status} without its JSON "
+                f"envelope ({reply.text[:120]!r}); check api_url",
+                retryable=True,
+            )
         body = reply.body if isinstance(reply.body, dict) else {}
         if reply.ok and body.get("success", True):
             return body

@@ -67,7 +67,7 @@ from certd.errors import (
 )
 from certd.pki.crl import revocation_reason_choices
 from certd.pki.inspect import describe_certificate
-from certd.pki.keys import load_private_key, private_key_to_pem
+from certd.pki.keys import private_key_to_pem
 from certd.pki.profiles import ca_profiles, certificate_profiles
 from certd.pki.sign import sign_csr
 from certd.store.models import (
@@ -76,7 +76,7 @@ from certd.store.models import (
     Revocation,
     utcnow,
 )
-from certd.workers import generate_key_pem
+from certd.workers import generate_key
 
 log = structlog.get_logger(__name__)
 
@@ -301,10 +301,9 @@ class CertificateAuthorityService(CRUDService):
             )
         else:
             parsed, signer = plan.parsed, plan.signer
-            key_pem = await self.app.workers.run(
-                generate_key_pem, parsed.key.model_dump()
+            key_pem, key = await self.app.workers.run(
+                generate_key, parsed.key.model_dump()
             )
-            key = load_private_key(key_pem)
             now = utcnow()
             if signer is None:
                 cert = sign_request(parsed, key.public_key(), now, self_key=key)

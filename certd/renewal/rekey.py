@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from certd.errors import PkiError
 from certd.pki.csr import load_csr
 from certd.pki.keys import PrivateKey, hash_algorithm, load_private_key
-from certd.workers import Workers, generate_key_pem
+from certd.workers import Workers, generate_key
 
 # SKI and AKI describe a key and an issuer; a request names neither.
 _NOT_REQUESTED = (x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier)
@@ -60,5 +60,5 @@ async def new_key_and_csr(
 ) -> tuple[str, str]:
     """A fresh key like the current one (generated off the event loop) and its CSR."""
     options = key_options_like(load_private_key(current_key_pem))
-    key_pem = await workers.run(generate_key_pem, options)
-    return key_pem, renewal_csr(load_private_key(key_pem), csr_pem, certificate_pem)
+    key_pem, key = await workers.run(generate_key, options)
+    return key_pem, renewal_csr(key, csr_pem, certificate_pem)

@@ -21,7 +21,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from certd.api.crud import CRUDService
@@ -83,7 +83,7 @@ from certd.store.models import (
     DNSAuthenticator,
     utcnow,
 )
-from certd.workers import generate_key_pem
+from certd.workers import generate_key
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +124,45 @@ def _describe(pem: str, kind: str) -> dict[str, Any]:
     return result
 
 
+_TABLE: Any = Certificate.__table__
+# What an entry shows, in one statement: every column but the sealed ones (no
+# entry shows them, and each would cost a decryption per row) and the name of
+# the issuing CA of ours.
+_WITH_AUTHORITY = _TABLE.outerjoin(
+    CertificateAuthority.__table__,
+    CertificateAuthority.id == _TABLE.c.signedby_id,
+)
+# Every write goes through the ORM, which stamps updated_at, so a row whose
+# stamp (as stored, unparsed), CA name and csr_id (which the database itself
+# clears when the CSR is deleted) did not change has the same entry.
+_VERSION = type_coerce(_TABLE.c.updated_at, String).label("version")
+_ENTRY_QUERY = select(
+    *(column for column in _TABLE.c if column.name not in ("privatekey", "deploy")),
+    _TABLE.c.privatekey.is_not(None).label("has_privatekey"),
+    CertificateAuthority.name.label("authority_name"),
+    _VERSION,
+).select_from(_WITH_AUTHORITY)
+_VERSION_QUERY = select(
+    _TABLE.c.id,
+    _VERSION,
+    CertificateAuthority.name.label("authority_name"),
+    _TABLE.c.csr_id,
+).select_from(_WITH_AUTHORITY)
+# Above this many changed rows one statement reads them all.
+_REFETCH_BY_ID_MAX = 500
+
+
+def _with_clock(cached: tuple[Any, dict[str, Any], datetime | None]) -> dict[str, Any]:
+    """A copy of a cached entry with the fields that move with the clock."""
+    _, entry, not_after = cached
+    result = dict(entry)
+    if not_after is not None:
+        now = datetime.now(UTC)
+        result["days_left"] = (not_after - now).days
+        result["expired"] = now > not_after
+    return result
+
+
 def acme_domains(csr_pem: str) -> tuple[list[str], list[str]]:
     """(DNS names an ACME order for this CSR covers, entries dns-01 cannot prove)."""
     csr = load_csr(csr_pem)
@@ -148,6 +187,10 @@ class CertificateService(CRUDService):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
+        # id -> ((stamp, CA name, csr_id), entry, not_valid_after); see _current.
+        self._entry_cache: dict[
+            int, tuple[tuple[Any, Any], dict[str, Any], datetime | None]
+        ] = {}
         self.create_handlers: dict[
             str, Callable[[Job, CertificateCreate], Awaitable[int]]
         ] = {
@@ -165,9 +208,8 @@ class CertificateService(CRUDService):
 
     # --- results ----------------------------------------------------------
 
-    def entry(
-        self, row: Certificate, authorities: dict[int, str] | None = None
-    ) -> dict[str, Any]:
+    def entry(self, row: Any) -> dict[str, Any]:
+        """The result shape of a row of :data:`_ENTRY_QUERY`."""
         if row.cert_type == "CSR":
             described = _describe(row.csr or "", "csr")
         else:
@@ -179,7 +221,7 @@ class CertificateService(CRUDService):
                 "directory": row.acme_directory_uri,
                 "order_uri": row.acme_uri,
             }
-        authority = (authorities or {}).get(row.signedby_id or 0)
+        authority = row.authority_name
         return {
             **described,
             "id": row.id,
@@ -189,7 +231,7 @@ class CertificateService(CRUDService):
             "create_type": row.create_type,
             "certificate": row.certificate,
             "CSR": row.csr,
-            "has_privatekey": bool(row.privatekey),
+            "has_privatekey": bool(row.has_privatekey),
             "csr_id": row.csr_id,
             "signedby": row.signedby_id,
             "issuer": issuer_label(described, authority)
@@ -216,27 +258,57 @@ class CertificateService(CRUDService):
             "created_at": _iso(row.created_at),
         }
 
-    async def _authorities(self, session: Any) -> dict[int, str]:
-        rows = await session.execute(
-            select(CertificateAuthority.id, CertificateAuthority.name)
-        )
-        return {key: value for key, value in rows}
+    async def _current(self, where: Any = None) -> list[dict[str, Any]]:
+        """Entries of the rows ``where`` selects (all by default), in id order.
+
+        Building an entry costs far more than reading a row's stamp, so
+        entries are kept per row and rebuilt only for rows that changed.
+        """
+        cache = self._entry_cache
+        versions_query = _VERSION_QUERY.order_by(_TABLE.c.id)
+        if where is not None:
+            versions_query = versions_query.where(where)
+
+        def read(conn: Any) -> tuple[list[Any], list[Any]]:
+            versions = conn.execute(versions_query).all()
+            stale = [
+                r.id
+                for r in versions
+                if (c := cache.get(r.id)) is None
+                or c[0] != (r.version, r.authority_name, r.csr_id)
+            ]
+            if not stale:
+                return versions, []
+            if len(stale) > _REFETCH_BY_ID_MAX:
+                return versions, conn.execute(_ENTRY_QUERY).all()
+            query = _ENTRY_QUERY.where(_TABLE.c.id.in_(stale))
+            return versions, conn.execute(query).all()
+
+        versions, rows = await self.app.db.read(read)
+        for row in rows:
+            entry = self.entry(row)
+            not_after = entry.get("not_valid_after")
+            cache[row.id] = (
+                (row.version, row.authority_name, row.csr_id),
+                entry,
+                datetime.fromisoformat(not_after)
+                if row.cert_type != "CSR" and not_after
+                else None,
+            )
+        if where is None and len(cache) > len(versions):
+            present = {r.id for r in versions}
+            for gone in [key for key in cache if key not in present]:
+                del cache[gone]
+        return [_with_clock(cache[r.id]) for r in versions if r.id in cache]
 
     async def entries(self) -> list[dict[str, Any]]:
-        async with self.app.db.session() as session:
-            rows = (
-                await session.scalars(select(Certificate).order_by(Certificate.id))
-            ).all()
-            authorities = await self._authorities(session)
-        return [self.entry(row, authorities) for row in rows]
+        return await self._current()
 
     async def get_entry(self, id: int) -> dict[str, Any]:
-        async with self.app.db.session() as session:
-            row = await session.get(Certificate, id)
-            if row is None:
-                raise NotFoundError(self.kind, id)
-            authorities = await self._authorities(session)
-        return self.entry(row, authorities)
+        found = await self._current(_TABLE.c.id == id)
+        if not found:
+            raise NotFoundError(self.kind, id)
+        return found[0]
 
     # --- create: checks -------------------------------------------------------
 
@@ -466,8 +538,7 @@ class CertificateService(CRUDService):
     async def _create_internal(self, job: Job, data: CertificateCreate) -> int:
         parsed, signer = await self._plan_internal(data)
         await job.set_progress(10, f"generating a {parsed.key.key_type} key")
-        key_pem = await self.app.workers.run(generate_key_pem, parsed.key.model_dump())
-        key = load_private_key(key_pem)
+        key_pem, key = await self.app.workers.run(generate_key, parsed.key.model_dump())
         await job.set_progress(70, f"signing with CA {signer.name!r}")
         cert = sign_request(parsed, key.public_key(), utcnow(), signer=signer)
         log.info(
@@ -506,8 +577,7 @@ class CertificateService(CRUDService):
     async def _create_csr(self, job: Job, data: CertificateCreate) -> int:
         parsed = self._csr_options(data)
         await job.set_progress(10, f"generating a {parsed.key.key_type} key")
-        key_pem = await self.app.workers.run(generate_key_pem, parsed.key.model_dump())
-        key = load_private_key(key_pem)
+        key_pem, key = await self.app.workers.run(generate_key, parsed.key.model_dump())
         await job.set_progress(70, "signing the CSR")
         csr = create_csr(
             key,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -94,6 +95,21 @@ class Issuer:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._account_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Orders run side by side, each with a provider instance of its own,
+        # and a vendor without an "add one value" call (Route 53) reads,
+        # merges and writes back the whole set: changes to one name take turns.
+        self._name_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def name_lock(self, authenticator_id: int, fqdn: str) -> asyncio.Lock:
+        """The lock held by every change to ``fqdn`` through one authenticator."""
+        key = (authenticator_id, fqdn)
+        lock = self._name_locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._name_locks[key] = lock
+        return lock
 
     def poll_policy(self) -> PollPolicy:
         acme = self.daemon.config.acme
@@ -358,9 +374,9 @@ class Issuer:
             *(self._add(providers[p.authenticator_id], p) for p in publications)
         )
 
-    @staticmethod
-    async def _add(provider: DNSProvider, pub: Publication) -> None:
-        await provider.add_txt(pub.zone, pub.fqdn, pub.challenge.value)
+    async def _add(self, provider: DNSProvider, pub: Publication) -> None:
+        async with self.name_lock(pub.authenticator_id, pub.fqdn):
+            await provider.add_txt(pub.zone, pub.fqdn, pub.challenge.value)
         pub.published = True
         log.info(
             "txt_record_published", fqdn=pub.fqdn, zone=pub.zone, provider=provider.name
@@ -381,17 +397,23 @@ class Issuer:
     async def _cleanup(
         self, publications: list[Publication], providers: dict[int, DNSProvider]
     ) -> None:
-        for pub in publications:
-            if pub.record_id is None:
-                continue
-            await remove_record(
-                self.daemon,
-                providers.get(pub.authenticator_id),
-                pub.record_id,
-                pub.zone,
-                pub.fqdn,
-                pub.challenge.value,
+        # All at once: a vendor that waits for each change to reach its servers
+        # (Route 53) would otherwise take that wait once per name of the order.
+        await asyncio.gather(
+            *(
+                remove_record(
+                    self.daemon,
+                    providers.get(pub.authenticator_id),
+                    pub.record_id,
+                    pub.zone,
+                    pub.fqdn,
+                    pub.challenge.value,
+                    lock=self.name_lock(pub.authenticator_id, pub.fqdn),
+                )
+                for pub in publications
+                if pub.record_id is not None
             )
+        )
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
@@ -404,11 +426,17 @@ async def remove_record(
     zone: str | None,
     fqdn: str,
     value: str,
+    *,
+    lock: asyncio.Lock | None = None,
 ) -> bool:
-    """Remove one value certd wrote and forget it; a failure is logged and kept for later."""
+    """Remove one value certd wrote and forget it; a failure is logged and kept for later.
+
+    ``lock`` is held around the provider call (see :meth:`Issuer.name_lock`).
+    """
     try:
         if provider is not None and zone:
-            await provider.remove_txt(zone, fqdn, value)
+            async with lock or contextlib.nullcontext():
+                await provider.remove_txt(zone, fqdn, value)
     except CertdError as exc:
         log.warning("txt_record_removal_failed", fqdn=fqdn, error=exc.message)
         return False

@@ -35,6 +35,8 @@ class RecordedRequest:
     query: dict[str, str]
     headers: CIMultiDictProxy[str]
     body: Any = None
+    # the HTTP status the fake answered with
+    status: int | None = None
 
 
 @dataclass
@@ -130,6 +132,20 @@ class FakeCloudflare:
         """Every record of the zone named ``zone``, oldest first."""
         return list(self.zone(zone).records.values())
 
+    def zone_names(self) -> list[str]:
+        """Names of every zone of the fake (a DNS server's view of it)."""
+        return [zone.name for zone in list(self.zones.values())]
+
+    def txt_values(self, fqdn: str) -> list[str]:
+        """The TXT contents at ``fqdn`` in any zone, as a DNS server would serve them."""
+        fqdn = fqdn.rstrip(".").lower()
+        return [
+            _unquote(record["content"])
+            for zone in list(self.zones.values())
+            for record in list(zone.records.values())
+            if record["type"] == "TXT" and record["name"] == fqdn
+        ]
+
     def add_record(
         self, zone: str, rtype: str, name: str, content: str, ttl: int = 1
     ) -> dict[str, Any]:
@@ -166,16 +182,17 @@ class FakeCloudflare:
                 body = await request.json()
             except ValueError:
                 body = await request.text()
-        self.requests.append(
-            RecordedRequest(
-                request.method,
-                request.path,
-                dict(request.query),
-                CIMultiDictProxy(CIMultiDict(request.headers)),
-                body,
-            )
+        recorded = RecordedRequest(
+            request.method,
+            request.path,
+            dict(request.query),
+            CIMultiDictProxy(CIMultiDict(request.headers)),
+            body,
         )
-        return await handler(request)
+        self.requests.append(recorded)
+        response = await handler(request)
+        recorded.status = response.status
+        return response
 
     @web.middleware
     async def _inject(
@@ -396,6 +413,13 @@ def _absolute(name: str, zone: str) -> str:
     return f"{name}.{zone}"
 
 
+def _unquote(content: str) -> str:
+    # Cloudflare accepts TXT content with or without surrounding quotes
+    if len(content) >= 2 and content[0] == content[-1] == '"':
+        return content[1:-1]
+    return content
+
+
 def _zone_json(zone: FakeZone) -> dict[str, Any]:
     return {
         "id": zone.id,
@@ -431,3 +455,16 @@ def _page(items: list[dict[str, Any]], page: int, per_page: int) -> web.Response
         "total_pages": max(1, -(-total // per_page)),
     }
     return envelope(chunk, result_info=info)
+
+
+class CloudflareRecords:
+    """A DNS server's view of the fake's zones (see ``tests.fakes.dns_server``)."""
+
+    def __init__(self, fake: FakeCloudflare) -> None:
+        self._fake = fake
+
+    def zones(self) -> list[str]:
+        return self._fake.zone_names()
+
+    def txt(self, fqdn: str) -> list[str]:
+        return self._fake.txt_values(fqdn)

@@ -1,0 +1,399 @@
+"""End to end through the daemon: Route 53 (moto) and Cloudflare (the fake).
+
+pebble validates against a small DNS server of this process that answers from
+the vendor's own record store (moto's record sets through the Route 53 API, the
+Cloudflare fake's records), and certd's propagation check asks the same server,
+so an order only succeeds if the provider wrote the right value in the right
+zone. The server records every TXT answer, which is how these tests see what
+the record set held while the challenges were pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import urllib3
+from aiohttp.test_utils import TestServer
+from moto.server import ThreadedMotoServer
+
+from certd.client import Client
+from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.fakes.cloudflare import CloudflareRecords, FakeCloudflare
+from tests.fakes.dns_server import FakeAuthoritativeDNS, serve_dns
+from tests.fakes.route53 import MotoRoute53Records, Route53Proxy
+from tests.integration.test_acme_issuance import issue
+from tests.testbed import PebbleServer, start_pebble
+
+AWS_KEY_ID = "AKIDCERTDE2ETEST01"
+AWS_SECRET = "certd-e2e-secret-access-key"
+FOREIGN = "placed-there-by-someone-else"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture(scope="module")
+def fake_dns() -> Iterator[FakeAuthoritativeDNS]:
+    with serve_dns() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dns_pebble(
+    tmp_path_factory: pytest.TempPathFactory, fake_dns: FakeAuthoritativeDNS
+) -> Iterator[PebbleServer]:
+    """pebble validating DNS-01 against the fake-backed DNS server."""
+    with start_pebble(tmp_path_factory.mktemp("pebble-fake-dns"), fake_dns.port) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def route53(moto_url: str, fake_dns: FakeAuthoritativeDNS) -> Any:
+    """A boto3 client on a freshly reset moto whose zones the DNS server serves."""
+    urllib3.request("POST", f"{moto_url}/moto-api/reset")
+    client = boto3.client(
+        "route53",
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        aws_access_key_id=AWS_KEY_ID,
+        aws_secret_access_key=AWS_SECRET,
+    )
+    fake_dns.source = MotoRoute53Records(client)
+    fake_dns.served.clear()
+    return client
+
+
+@pytest.fixture
+async def cloudflare(
+    aiohttp_server: ServerFactory, fake_dns: FakeAuthoritativeDNS
+) -> FakeCloudflare:
+    """The Cloudflare fake with three zones, served to pebble over DNS."""
+    fake = FakeCloudflare()
+    for zone in ("example.co.uk", "testexample.org", "example.org"):
+        fake.add_zone(zone)
+    server = await aiohttp_server(fake.app())
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    fake_dns.source = CloudflareRecords(fake)
+    fake_dns.served.clear()
+    return fake
+
+
+@pytest.fixture
+async def certd(
+    tmp_path: Path, fake_dns: FakeAuthoritativeDNS, dns_pebble: PebbleServer
+) -> AsyncIterator[RunningDaemon]:
+    config = make_config(
+        tmp_path / "state",
+        pebble=dns_pebble,
+        dns={
+            "resolvers": [fake_dns.address],
+            "nameserver_port": fake_dns.port,
+            "propagation_timeout": 10,
+        },
+    )
+    async with running_daemon(config) as daemon:
+        yield daemon
+
+
+async def make_csr(client: Client, name: str, san: list[str]) -> int:
+    csr = await call_job(
+        client,
+        "certificate.create",
+        {
+            "name": f"{name}-csr",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "key_type": "EC",
+            "ec_curve": "SECP256R1",
+            "san": san,
+        },
+    )
+    return int(csr["id"])
+
+
+async def order_certificate(
+    client: Client,
+    pebble: PebbleServer,
+    authenticator: int,
+    name: str,
+    csr_id: int,
+    san: list[str],
+) -> dict[str, Any]:
+    return dict(
+        await call_job(
+            client,
+            "certificate.create",
+            {
+                "name": name,
+                "create_type": "CERTIFICATE_CREATE_ACME",
+                "csr_id": csr_id,
+                "acme_directory_uri": pebble.directory_url,
+                "tos": True,
+                "dns_mapping": {domain: authenticator for domain in san},
+            },
+        )
+    )
+
+
+def create_zone(route53: Any, name: str) -> str:
+    reply = route53.create_hosted_zone(Name=name, CallerReference=name)
+    return str(reply["HostedZone"]["Id"]).removeprefix("/hostedzone/")
+
+
+def txt_sets(route53: Any, zone_id: str) -> dict[str, list[str]]:
+    """Every TXT set of the zone: name (no dot) to sorted raw values."""
+    sets = route53.list_resource_record_sets(HostedZoneId=zone_id)
+    return {
+        rrset["Name"].rstrip("."): sorted(r["Value"] for r in rrset["ResourceRecords"])
+        for rrset in sets["ResourceRecordSets"]
+        if rrset["Type"] == "TXT"
+    }
+
+
+def put_txt(route53: Any, zone_id: str, fqdn: str, value: str) -> None:
+    route53.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": fqdn + ".",
+                        "Type": "TXT",
+                        "TTL": 300,
+                        "ResourceRecords": [{"Value": f'"{value}"'}],
+                    },
+                }
+            ]
+        },
+    )
+
+
+async def route53_authenticator(client: Client, endpoint_url: str) -> int:
+    created = await client.call(
+        "acme.dns.authenticator.create",
+        {
+            "name": "aws",
+            "attributes": {
+                "authenticator": "route53",
+                "access_key_id": AWS_KEY_ID,
+                "secret_access_key": AWS_SECRET,
+                "endpoint_url": endpoint_url,
+            },
+        },
+    )
+    assert created["secrets_set"] == ["secret_access_key"]
+    return int(created["id"])
+
+
+# --- Route 53 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leftover", [False, True], ids=["alone", "with-leftover"])
+async def test_route53_wildcard_and_apex_share_one_record_set(
+    certd: RunningDaemon,
+    dns_pebble: PebbleServer,
+    fake_dns: FakeAuthoritativeDNS,
+    route53: Any,
+    moto_url: str,
+    leftover: bool,
+) -> None:
+    zone_id = create_zone(route53, "example.com")
+    record = "_acme-challenge.example.com"
+    if leftover:
+        put_txt(route53, zone_id, record, FOREIGN)
+
+    async with certd.client() as client:
+        authenticator = await route53_authenticator(client, moto_url)
+        cert = await issue(
+            client,
+            dns_pebble,
+            authenticator,
+            "aws-wild",
+            ["example.com", "*.example.com"],
+        )
+
+    assert sorted(cert["san"]) == ["DNS:*.example.com", "DNS:example.com"]
+    assert cert["issuer_dn"].startswith("CN=Pebble Intermediate CA")
+    # Every answer, certd's checks and the CA's two validations alike, showed
+    # one record set holding both challenge values (and the leftover).
+    served = [set(values) for values in fake_dns.served_at(record)]
+    assert len(served) >= 3
+    ours = set.union(*served) - {FOREIGN}
+    assert len(ours) == 2
+    expected = ours | {FOREIGN} if leftover else ours
+    assert all(values == expected for values in served)
+    # Afterwards: ours gone, the set deleted unless someone else's value is left.
+    remaining = txt_sets(route53, zone_id)
+    if leftover:
+        assert remaining == {record: [f'"{FOREIGN}"']}
+    else:
+        assert remaining == {}
+
+
+async def test_many_orders_at_once_share_record_sets(
+    certd: RunningDaemon,
+    dns_pebble: PebbleServer,
+    fake_dns: FakeAuthoritativeDNS,
+    route53: Any,
+    moto_url: str,
+    aiohttp_server: ServerFactory,
+) -> None:
+    # Reads of a record set are held a moment, so that orders writing the
+    # same name would overwrite each other's values if they did not take turns.
+    proxy = Route53Proxy(moto_url, read_delay=0.25)
+    proxy.url = str((await aiohttp_server(proxy.app())).make_url("")).rstrip("/")
+    zone_id = create_zone(route53, "example.com")
+    shared = "_acme-challenge.shared.example.com"
+    put_txt(route53, zone_id, shared, FOREIGN)
+    orders = {
+        "shared-1": ["shared.example.com"],
+        "shared-2": ["shared.example.com", "a.example.com"],
+        "shared-wild": ["*.shared.example.com"],
+        "apex-wild": ["example.com", "*.example.com"],
+        "other": ["b.example.com"],
+        "many": [f"host{i:02d}.example.com" for i in range(12)],
+    }
+
+    async with certd.client() as client:
+        authenticator = await route53_authenticator(client, proxy.url)
+        # CSRs first, so that the orders themselves start together.
+        csrs = [await make_csr(client, name, san) for name, san in orders.items()]
+        issued = await asyncio.gather(
+            *(
+                order_certificate(client, dns_pebble, authenticator, name, csr, san)
+                for (name, san), csr in zip(orders.items(), csrs, strict=True)
+            )
+        )
+
+    for (name, san), cert in zip(orders.items(), issued, strict=True):
+        assert cert["name"] == name
+        assert sorted(cert["san"]) == sorted(f"DNS:{d}" for d in san)
+    # Three orders validated at the shared name, each with its own value.
+    at_shared = set().union(*map(set, fake_dns.served_at(shared))) - {FOREIGN}
+    assert len(at_shared) == 3
+    assert txt_sets(route53, zone_id) == {shared: [f'"{FOREIGN}"']}
+
+
+# --- Cloudflare ---------------------------------------------------------------
+
+
+async def cloudflare_authenticator(
+    client: Client, name: str, attributes: dict[str, str]
+) -> int:
+    created = await client.call(
+        "acme.dns.authenticator.create",
+        {"name": name, "attributes": {"authenticator": "cloudflare", **attributes}},
+    )
+    return int(created["id"])
+
+
+def zone_lookups(fake: FakeCloudflare) -> list[tuple[str, int | None]]:
+    return [(r.query["name"], r.status) for r in fake.requests if r.path == "/zones"]
+
+
+def created_records(fake: FakeCloudflare) -> list[tuple[str, str]]:
+    """(zone name, record name) of every TXT record certd created."""
+    by_id = {zone.id: zone.name for zone in fake.zones.values()}
+    return [
+        (by_id[r.path.split("/")[2]], r.body["name"])
+        for r in fake.requests
+        if r.method == "POST" and r.status == 200
+    ]
+
+
+async def test_cloudflare_scoped_token_wildcard_lands_in_its_zone(
+    certd: RunningDaemon,
+    dns_pebble: PebbleServer,
+    fake_dns: FakeAuthoritativeDNS,
+    cloudflare: FakeCloudflare,
+) -> None:
+    cloudflare.add_token("scoped-token", zones=["example.co.uk"])
+    record = "_acme-challenge.dev.example.co.uk"
+
+    async with certd.client() as client:
+        authenticator = await cloudflare_authenticator(
+            client,
+            "cf-token",
+            {"api_token": "scoped-token", "api_url": cloudflare.base_url},
+        )
+        cert = await issue(
+            client, dns_pebble, authenticator, "cf-wild", ["*.dev.example.co.uk"]
+        )
+
+    assert cert["san"] == ["DNS:*.dev.example.co.uk"]
+    # The walk goes on past the names the token may not see.
+    assert zone_lookups(cloudflare)[:3] == [
+        (record, 403),
+        ("dev.example.co.uk", 403),
+        ("example.co.uk", 200),
+    ]
+    assert created_records(cloudflare) == [("example.co.uk", record)]
+    assert [len(values) for values in fake_dns.served_at(record)][-1] == 1
+    assert cloudflare.txt_values(record) == []
+    assert all(
+        r.headers.get("Authorization") == "Bearer scoped-token"
+        and "X-Auth-Email" not in r.headers
+        and "X-Auth-Key" not in r.headers
+        for r in cloudflare.requests
+    )
+
+
+async def test_cloudflare_global_key_picks_the_longest_zone(
+    certd: RunningDaemon,
+    dns_pebble: PebbleServer,
+    fake_dns: FakeAuthoritativeDNS,
+    cloudflare: FakeCloudflare,
+) -> None:
+    cloudflare.add_global_key("admin@example.org", "0123456789abcdef")
+    cloudflare.add_record(
+        "testexample.org", "TXT", "_acme-challenge.www.testexample.org", FOREIGN
+    )
+
+    async with certd.client() as client:
+        authenticator = await cloudflare_authenticator(
+            client,
+            "cf-key",
+            {
+                "cloudflare_email": "admin@example.org",
+                "api_key": "0123456789abcdef",
+                "api_url": cloudflare.base_url,
+            },
+        )
+        cert = await issue(
+            client,
+            dns_pebble,
+            authenticator,
+            "cf-two-zones",
+            ["www.testexample.org", "a.b.example.org"],
+        )
+
+    assert sorted(cert["san"]) == ["DNS:a.b.example.org", "DNS:www.testexample.org"]
+    # www.testexample.org is never written to example.org, which is a suffix
+    # of the name but not on a label boundary.
+    assert sorted(created_records(cloudflare)) == [
+        ("example.org", "_acme-challenge.a.b.example.org"),
+        ("testexample.org", "_acme-challenge.www.testexample.org"),
+    ]
+    assert cloudflare.txt_values("_acme-challenge.www.testexample.org") == [FOREIGN]
+    assert cloudflare.txt_values("_acme-challenge.a.b.example.org") == []
+    assert all(
+        r.headers.get("X-Auth-Email") == "admin@example.org"
+        and r.headers.get("X-Auth-Key") == "0123456789abcdef"
+        and "Authorization" not in r.headers
+        for r in cloudflare.requests
+    )

@@ -196,6 +196,16 @@ def render(result: dict[str, Any]) -> str:
         + (" (quick mode)" if o.get("quick") else "")
         + ".",
         "",
+    ]
+    for rerun in result.get("reruns", []):
+        lines.append(
+            f"Scenarios {', '.join(map(str, rerun['scenarios']))} were run again "
+            f"on {rerun['created_at']} with certd {rerun['certd']} "
+            f"({rerun['options']['runs']} runs); their figures below are from "
+            "that run."
+        )
+        lines.append("")
+    lines += [
         "## Goals",
         "",
         "| # | scenario | goal | measured | met |",
@@ -266,6 +276,12 @@ def render(result: dict[str, Any]) -> str:
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB "
         f"memory, kernel {m['kernel']}, {m['os']}, Python {m['python']}.",
     ]
+    if "load_average" in m:
+        lines.append(
+            f"- Load average (1, 5, 15 min) before the run: "
+            f"{m.get('load_average_before')}, after: {m['load_average']} "
+            "(other work on the machine slows every tool alike)."
+        )
     lines += [f"- {tool}: {ver}" for tool, ver in result["versions"].items()]
     lines.append("")
     if FINDINGS.exists():

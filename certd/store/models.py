@@ -204,6 +204,8 @@ class Certificate(Base):
     )
     acme_directory_uri: Mapped[str | None] = mapped_column(String(500), default=None)
     acme_uri: Mapped[str | None] = mapped_column(String(500), default=None)
+    # issuer CN of the chain to prefer among those the CA offers (RFC 8555 §7.4.2)
+    acme_preferred_chain: Mapped[str | None] = mapped_column(String(200), default=None)
     dns_mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     renew_days: Mapped[int | None] = mapped_column(Integer, default=None)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -18,6 +18,7 @@ import josepy
 import structlog
 from acme import challenges, crypto_util, jws, messages
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from certd.acme.transport import (
     PEM_CHAIN_CONTENT_TYPE,
@@ -435,6 +436,26 @@ class AcmeClient:
         )
         return pem, alternates
 
+    async def select_chain(
+        self, default_pem: str, alternates: Iterable[str], issuer_cn: str
+    ) -> str:
+        """The first chain whose topmost certificate ``issuer_cn`` issued.
+
+        The default chain is looked at first, then each alternate in the order
+        the CA linked them (RFC 8555 §7.4.2); when none matches, the default.
+        """
+        if top_issuer_cn(default_pem) == issuer_cn:
+            return default_pem
+        for url in alternates:
+            pem, _ = await self.download(url)
+            if top_issuer_cn(pem) == issuer_cn:
+                self._log.info(
+                    "alternate_chain_selected", certificate_url=url, issuer=issuer_cn
+                )
+                return pem
+        self._log.info("preferred_chain_not_offered", issuer=issuer_cn)
+        return default_pem
+
     async def revoke(
         self, cert_der: bytes, reason: int, *, cert_key: josepy.JWK | None = None
     ) -> None:
@@ -520,6 +541,16 @@ class AcmeClient:
         return dict(binding.to_partial_json())
 
 
+def top_issuer_cn(chain_pem: str) -> str | None:
+    """The issuer common name of the last certificate of a PEM chain, if it has one."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
+    except ValueError:
+        return None
+    names = chain[-1].issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
 def _csr_identifiers(csr_pem: bytes) -> list[dict[str, str]]:
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -584,4 +615,5 @@ __all__ = [
     "Order",
     "PollPolicy",
     "authz_domain",
+    "top_issuer_cn",
 ]

@@ -619,6 +619,7 @@ class CertificateService(CRUDService):
             tos=data.tos,
             progress=job.set_progress,
             job_id=job.id,
+            preferred_chain=data.preferred_chain,
         )
         await job.set_progress(95, "storing the certificate")
         return await self._insert(
@@ -633,6 +634,7 @@ class CertificateService(CRUDService):
                 acme_account_id=issued.account_id,
                 acme_directory_uri=data.acme_directory_uri,
                 acme_uri=issued.order_url,
+                acme_preferred_chain=data.preferred_chain,
                 dns_mapping=data.dns_mapping,
                 renew_days=data.renew_days,
             )

@@ -102,6 +102,13 @@ class CertificateCreate(WizardFields):
     tos: bool = False
     dns_mapping: dict[str, int] = Field(default_factory=dict)
     renew_days: int | None = Field(default=None, ge=1, le=365)
+    preferred_chain: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Issuer common name of the chain to take when the CA offers "
+        "alternates (ACME); the default chain when none matches.",
+    )
 
 
 class CertificateUpdate(BaseModel):

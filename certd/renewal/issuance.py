@@ -253,9 +253,12 @@ class Issuer:
         replaces: str | None = None,
         on_order: OrderStep | None = None,
         before_finalize: OrderStep | None = None,
+        preferred_chain: str | None = None,
     ) -> IssuedChain:
         """Run one order to its end and return the chain.
 
+        ``preferred_chain`` is the issuer common name of the chain to take
+        when the CA offers alternates; the default chain when none matches.
         ``on_order`` is awaited once the CA created the order and
         ``before_finalize`` just before the CSR is sent, so that a caller can
         record the order and, after a crash, fetch what it produced instead
@@ -319,6 +322,10 @@ class Issuer:
                 )
             await progress(90, "downloading the certificate")
             fullchain, alternates = await client.download(order.certificate_url)
+            if preferred_chain:
+                fullchain = await client.select_chain(
+                    fullchain, alternates, preferred_chain
+                )
             return IssuedChain(fullchain, order.url, account_id, alternates)
         finally:
             await asyncio.shield(self._cleanup(publications, providers))

@@ -345,6 +345,7 @@ class Renewer:
                 replaces=replaces,
                 on_order=on_order,
                 before_finalize=before_finalize,
+                preferred_chain=row.acme_preferred_chain,
             )
 
         try:
@@ -395,6 +396,10 @@ class Renewer:
         await checkpoint("finalized", job)
         await job.set_progress(90, "downloading the certificate of the earlier order")
         fullchain, alternates = await client.download(order.certificate_url)
+        if row.acme_preferred_chain:
+            fullchain = await client.select_chain(
+                fullchain, alternates, row.acme_preferred_chain
+            )
         return IssuedChain(fullchain, order.url, account_id, alternates)
 
     async def _wait_processing(self, client: AcmeClient, order: Order) -> Order:

@@ -406,6 +406,10 @@ class PebbleServer:
         """The issuing root of this pebble run (a new one at every start)."""
         return self._management_get("/roots/0")
 
+    def root_pem(self, index: int) -> str:
+        """Root ``index`` of this run; more than one with PEBBLE_ALTERNATE_ROOTS."""
+        return self._management_get(f"/roots/{index}")
+
     def issuer_intermediate_pem(self) -> str:
         """The intermediate that signs this pebble run's certificates."""
         return self._management_get("/intermediates/0")

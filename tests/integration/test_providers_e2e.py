@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestServer
 from moto.server import ThreadedMotoServer
 
 from certd.client import Client
-from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.daemon import RunningDaemon, make_config, running_daemon
 from tests.fakes.cloudflare import CloudflareRecords, FakeCloudflare
 from tests.fakes.dns_server import FakeAuthoritativeDNS, serve_dns
 from tests.fakes.route53 import MotoRoute53Records, Route53Proxy
-from tests.integration.test_acme_issuance import issue
+from tests.integration.orders import make_csr, order, order_certificate
 from tests.testbed import PebbleServer, start_pebble
 
 AWS_KEY_ID = "AKIDCERTDE2ETEST01"
@@ -110,45 +110,6 @@ async def certd(
         yield daemon
 
 
-async def make_csr(client: Client, name: str, san: list[str]) -> int:
-    csr = await call_job(
-        client,
-        "certificate.create",
-        {
-            "name": f"{name}-csr",
-            "create_type": "CERTIFICATE_CREATE_CSR",
-            "key_type": "EC",
-            "ec_curve": "SECP256R1",
-            "san": san,
-        },
-    )
-    return int(csr["id"])
-
-
-async def order_certificate(
-    client: Client,
-    pebble: PebbleServer,
-    authenticator: int,
-    name: str,
-    csr_id: int,
-    san: list[str],
-) -> dict[str, Any]:
-    return dict(
-        await call_job(
-            client,
-            "certificate.create",
-            {
-                "name": name,
-                "create_type": "CERTIFICATE_CREATE_ACME",
-                "csr_id": csr_id,
-                "acme_directory_uri": pebble.directory_url,
-                "tos": True,
-                "dns_mapping": {domain: authenticator for domain in san},
-            },
-        )
-    )
-
-
 def create_zone(route53: Any, name: str) -> str:
     reply = route53.create_hosted_zone(Name=name, CallerReference=name)
     return str(reply["HostedZone"]["Id"]).removeprefix("/hostedzone/")
@@ -219,9 +180,9 @@ async def test_route53_wildcard_and_apex_share_one_record_set(
 
     async with certd.client() as client:
         authenticator = await route53_authenticator(client, moto_url)
-        cert = await issue(
+        cert = await order(
             client,
-            dns_pebble,
+            dns_pebble.directory_url,
             authenticator,
             "aws-wild",
             ["example.com", "*.example.com"],
@@ -275,7 +236,9 @@ async def test_many_orders_at_once_share_record_sets(
         csrs = [await make_csr(client, name, san) for name, san in orders.items()]
         issued = await asyncio.gather(
             *(
-                order_certificate(client, dns_pebble, authenticator, name, csr, san)
+                order_certificate(
+                    client, dns_pebble.directory_url, authenticator, name, csr, san
+                )
                 for (name, san), csr in zip(orders.items(), csrs, strict=True)
             )
         )
@@ -331,8 +294,12 @@ async def test_cloudflare_scoped_token_wildcard_lands_in_its_zone(
             "cf-token",
             {"api_token": "scoped-token", "api_url": cloudflare.base_url},
         )
-        cert = await issue(
-            client, dns_pebble, authenticator, "cf-wild", ["*.dev.example.co.uk"]
+        cert = await order(
+            client,
+            dns_pebble.directory_url,
+            authenticator,
+            "cf-wild",
+            ["*.dev.example.co.uk"],
         )
 
     assert cert["san"] == ["DNS:*.dev.example.co.uk"]
@@ -374,9 +341,9 @@ async def test_cloudflare_global_key_picks_the_longest_zone(
                 "api_url": cloudflare.base_url,
             },
         )
-        cert = await issue(
+        cert = await order(
             client,
-            dns_pebble,
+            dns_pebble.directory_url,
             authenticator,
             "cf-two-zones",
             ["www.testexample.org", "a.b.example.org"],

@@ -22,12 +22,12 @@ from aiohttp.test_utils import TestServer
 from moto.server import ThreadedMotoServer
 
 from certd.client import Client
-from tests.daemon import RunningDaemon, make_config, running_daemon
+from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.fakes.cloudflare import CloudflareRecords, FakeCloudflare
 from tests.fakes.dns_server import FakeAuthoritativeDNS, serve_dns
 from tests.fakes.route53 import MotoRoute53Records, Route53Proxy
 from tests.integration.orders import make_csr, order, order_certificate
-from tests.testbed import PebbleServer, start_pebble
+from tests.testbed import NamedServer, PebbleServer, free_port, start_pebble
 
 AWS_KEY_ID = "AKIDCERTDE2ETEST01"
 AWS_SECRET = "certd-e2e-secret-access-key"
@@ -364,3 +364,47 @@ async def test_cloudflare_global_key_picks_the_longest_zone(
         and "Authorization" not in r.headers
         for r in cloudflare.requests
     )
+
+
+# --- propagation through resolvers ----------------------------------------------
+
+
+async def test_propagation_checked_through_resolvers_only(
+    tmp_path: Path,
+    named: NamedServer,
+    pebble: PebbleServer,
+    rfc2136_attributes: dict[str, Any],
+) -> None:
+    # Nothing listens on the name servers' port: a check that asked the
+    # zone's name servers directly could never see the value.
+    config = make_config(
+        tmp_path / "state",
+        named=named,
+        pebble=pebble,
+        dns={
+            "propagation": "resolvers",
+            "nameserver_port": free_port(),
+            "propagation_timeout": 3,
+        },
+    )
+    record = "_acme-challenge.resolved.example.test"
+    async with running_daemon(config) as certd, certd.client() as client:
+        created = await client.call(
+            "acme.dns.authenticator.create",
+            {"name": "bind", "attributes": rfc2136_attributes},
+        )
+        cert = await order(
+            client,
+            pebble.directory_url,
+            created["id"],
+            "resolved",
+            ["resolved.example.test"],
+        )
+        probe = await call_job(
+            client, "acme.dns.authenticator.test", created["id"], "probe.example.test"
+        )
+
+    assert cert["san"] == ["DNS:resolved.example.test"]
+    assert named.query(record) == []
+    assert probe["servers"] == {named.address: probe["servers"][named.address]}
+    assert probe["servers"][named.address]["seen_after"] is not None

@@ -58,6 +58,20 @@ class StaticRecords:
 
 
 @dataclass(frozen=True)
+class CallbackRecords:
+    """A source made of two functions over some fake's state."""
+
+    zone_names: Callable[[], Iterable[str]]
+    txt_values: Callable[[str], list[str]]
+
+    def zones(self) -> Iterable[str]:
+        return self.zone_names()
+
+    def txt(self, fqdn: str) -> list[str]:
+        return self.txt_values(fqdn)
+
+
+@dataclass(frozen=True)
 class Served:
     """One TXT answer the server gave."""
 

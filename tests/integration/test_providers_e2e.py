@@ -1,30 +1,44 @@
-"""End to end through the daemon: Route 53 (moto) and Cloudflare (the fake).
+"""End to end through the daemon for every DNS provider, against pebble.
 
-pebble validates against a small DNS server of this process that answers from
-the vendor's own record store (moto's record sets through the Route 53 API, the
-Cloudflare fake's records), and certd's propagation check asks the same server,
-so an order only succeeds if the provider wrote the right value in the right
-zone. The server records every TXT answer, which is how these tests see what
-the record set held while the challenges were pending.
+For the REST providers (Route 53 on moto, Cloudflare, DigitalOcean, PowerDNS
+and deSEC on their fakes) pebble validates against a small DNS server of this
+process that answers from the vendor's own record store, and certd's
+propagation check asks the same server, so an order only succeeds if the
+provider wrote the right value in the right zone. The server records every
+TXT answer, which is how these tests see what a record set held while the
+challenges were pending. RFC 2136 (test_acme_issuance) and the shell provider
+write to BIND, which the session's pebble asks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import urllib3
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from moto.server import ThreadedMotoServer
 
 from certd.client import Client
+from certd.dns.txt import parse_txt
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.fakes.cloudflare import CloudflareRecords, FakeCloudflare
-from tests.fakes.dns_server import FakeAuthoritativeDNS, serve_dns
+from tests.fakes.desec import FakeDeSEC
+from tests.fakes.digitalocean import FakeDigitalOcean
+from tests.fakes.dns_server import (
+    CallbackRecords,
+    FakeAuthoritativeDNS,
+    RecordSource,
+    serve_dns,
+)
+from tests.fakes.powerdns import FakePowerDNS
 from tests.fakes.route53 import MotoRoute53Records, Route53Proxy
 from tests.integration.orders import make_csr, order, order_certificate
 from tests.testbed import NamedServer, PebbleServer, free_port, start_pebble
@@ -408,3 +422,190 @@ async def test_propagation_checked_through_resolvers_only(
     assert named.query(record) == []
     assert probe["servers"] == {named.address: probe["servers"][named.address]}
     assert probe["servers"][named.address]["seen_after"] is not None
+
+
+# --- the other REST providers -------------------------------------------------
+
+
+@dataclass
+class RestProvider:
+    """A vendor fake served on 127.0.0.1, its authenticator and its DNS view."""
+
+    attributes: dict[str, Any]
+    source: RecordSource
+    add_foreign: Callable[[str, str], None]
+
+
+def _owner(fqdn: str, zones: Iterable[str]) -> str | None:
+    matches = [z for z in zones if fqdn == z or fqdn.endswith("." + z)]
+    return max(matches, key=len) if matches else None
+
+
+async def _digitalocean(
+    serve: Callable[[web.Application], Awaitable[str]],
+) -> RestProvider:
+    fake = FakeDigitalOcean()
+    fake.add_domain(ZONE)
+    fake.tokens = {"rw-token": True}
+    fake.base_url = await serve(fake.app())
+
+    def txt(fqdn: str) -> list[str]:
+        domain = _owner(fqdn, fake.domains)
+        if domain is None:
+            return []
+        relative = "@" if fqdn == domain else fqdn.removesuffix("." + domain)
+        return fake.txt(domain, relative)
+
+    return RestProvider(
+        {"digitalocean_token": "rw-token", "api_url": fake.base_url},
+        CallbackRecords(lambda: list(fake.domains), txt),
+        lambda fqdn, value: fake.add_record(
+            ZONE, "TXT", fqdn.removesuffix("." + ZONE), value
+        ),
+    )
+
+
+async def _powerdns(serve: Callable[[web.Application], Awaitable[str]]) -> RestProvider:
+    fake = FakePowerDNS()
+    fake.add_zone(ZONE)
+    fake.base_url = await serve(fake.app())
+
+    def zones() -> list[str]:
+        return [zone.rstrip(".") for zone in fake.zones]
+
+    def txt(fqdn: str) -> list[str]:
+        zone = _owner(fqdn, zones())
+        rrset = None if zone is None else fake.rrset(zone, fqdn)
+        if rrset is None:
+            return []
+        return [
+            parse_txt(record["content"]) or ""
+            for record in rrset["records"]
+            if not record.get("disabled")
+        ]
+
+    return RestProvider(
+        {"api_url": fake.base_url, "api_key": fake.api_key},
+        CallbackRecords(zones, txt),
+        lambda fqdn, value: fake.put_rrset(
+            ZONE, fqdn, 300, [{"content": f'"{value}"', "disabled": False}]
+        ),
+    )
+
+
+async def _desec(serve: Callable[[web.Application], Awaitable[str]]) -> RestProvider:
+    fake = FakeDeSEC()
+    fake.add_domain(ZONE)
+    fake.base_url = await serve(fake.app())
+
+    def txt(fqdn: str) -> list[str]:
+        domain = _owner(fqdn, fake.domains)
+        if domain is None:
+            return []
+        subname = "" if fqdn == domain else fqdn.removesuffix("." + domain)
+        return [parse_txt(v) or "" for v in fake.records(domain, subname) or []]
+
+    return RestProvider(
+        {"token": fake.token, "api_url": fake.base_url},
+        CallbackRecords(lambda: list(fake.domains), txt),
+        lambda fqdn, value: fake.put_rrset(
+            ZONE, fqdn.removesuffix("." + ZONE), 3600, [f'"{value}"']
+        ),
+    )
+
+
+ZONE = "example.net"
+REST_PROVIDERS = {
+    "digitalocean": _digitalocean,
+    "powerdns": _powerdns,
+    "desec": _desec,
+}
+
+
+@pytest.mark.parametrize("provider", sorted(REST_PROVIDERS))
+async def test_rest_provider_wildcard_and_apex_keep_foreign_value(
+    certd: RunningDaemon,
+    dns_pebble: PebbleServer,
+    fake_dns: FakeAuthoritativeDNS,
+    aiohttp_server: ServerFactory,
+    provider: str,
+) -> None:
+    async def serve(app: web.Application) -> str:
+        return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+    vendor = await REST_PROVIDERS[provider](serve)
+    fake_dns.source = vendor.source
+    fake_dns.served.clear()
+    record = f"_acme-challenge.{ZONE}"
+    vendor.add_foreign(record, FOREIGN)
+
+    async with certd.client() as client:
+        created = await client.call(
+            "acme.dns.authenticator.create",
+            {
+                "name": provider,
+                "attributes": {"authenticator": provider, **vendor.attributes},
+            },
+        )
+        cert = await order(
+            client,
+            dns_pebble.directory_url,
+            created["id"],
+            f"{provider}-wild",
+            [ZONE, f"*.{ZONE}"],
+        )
+
+    assert sorted(cert["san"]) == [f"DNS:*.{ZONE}", f"DNS:{ZONE}"]
+    served = [set(values) for values in fake_dns.served_at(record)]
+    ours = set.union(*served) - {FOREIGN}
+    assert len(ours) == 2
+    assert all(values == ours | {FOREIGN} for values in served)
+    assert vendor.source.txt(record) == [FOREIGN]
+
+
+# --- a shell script -----------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("nsupdate") is None, reason="needs bind9-dnsutils")
+async def test_shell_script_driving_nsupdate(
+    tmp_path: Path,
+    named: NamedServer,
+    pebble: PebbleServer,
+) -> None:
+    key = f"{named.tsig_algorithm}:{named.tsig_name}:{named.tsig_secret}"
+    script = tmp_path / "hooks" / "nsupdate-hook"
+    script.parent.mkdir(mode=0o700)
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in set) op=add;; unset) op=delete;; *) exit 2;; esac\n'
+        "printf 'server %s %s\\nzone %s\\nupdate %s %s. 60 IN TXT \"%s\"\\nsend\\n' "
+        f'{named.host} {named.port} "$CERTD_ZONE" "$op" "$2" "$3" '
+        f"| nsupdate -y {key}\n"
+    )
+    script.chmod(0o700)
+    config = make_config(tmp_path / "state", named=named, pebble=pebble)
+    record = "_acme-challenge.scripted.example.test"
+    named.add_txt(record, FOREIGN)
+    try:
+        async with running_daemon(config) as certd, certd.client() as client:
+            created = await client.call(
+                "acme.dns.authenticator.create",
+                {
+                    "name": "script",
+                    "attributes": {"authenticator": "shell", "script": str(script)},
+                },
+            )
+            cert = await order(
+                client,
+                pebble.directory_url,
+                created["id"],
+                "scripted",
+                ["scripted.example.test", "*.scripted.example.test"],
+            )
+        assert sorted(cert["san"]) == [
+            "DNS:*.scripted.example.test",
+            "DNS:scripted.example.test",
+        ]
+        assert named.query(record) == [FOREIGN]
+    finally:
+        named.delete_txt(record, FOREIGN)

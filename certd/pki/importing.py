@@ -13,6 +13,9 @@ from certd.pki.pem import missing_pem_reason, pem_blocks
 _CERT_LABELS = ("CERTIFICATE", "X509 CERTIFICATE")
 
 
+MAX_CHAIN_LENGTH = 16
+
+
 def import_chain(pem_text: str | bytes) -> list[x509.Certificate]:
     """Load every certificate of a PEM bundle and order it leaf first.
 
@@ -27,6 +30,12 @@ def import_chain(pem_text: str | bytes) -> list[x509.Certificate]:
     blocks = pem_blocks(pem_text, _CERT_LABELS)
     if not blocks:
         raise PkiError(missing_pem_reason(pem_text, "certificate"))
+    if len(blocks) > MAX_CHAIN_LENGTH:
+        # Ordering compares certificates pairwise; real chains are short.
+        raise PkiError(
+            f"the input holds {len(blocks)} certificates; a chain may hold at "
+            f"most {MAX_CHAIN_LENGTH}"
+        )
 
     certs: list[x509.Certificate] = []
     seen: dict[bytes, int] = {}

@@ -13,6 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from certd.pki.der import read_tlv, write_tlv
 from certd.pki.extensions import colon_hex, extensions_dict, serial_hex
 from certd.pki.keys import key_description
 from certd.pki.names import name_fields, san_strings
@@ -166,28 +167,28 @@ _ASCII_SPACE = b" \t\n\v\f\r"
 def subject_name_hash(name: x509.Name) -> str:
     """The OpenSSL subject hash of ``name`` as printed by ``openssl x509 -hash``."""
     der = name.public_bytes()
-    _, content, _ = _read_tlv(der, 0)
+    _, content, _ = read_tlv(der, 0)
     canonical = bytearray()
     offset = 0
     while offset < len(content):
-        _, rdn, offset = _read_tlv(content, offset)
+        _, rdn, offset = read_tlv(content, offset)
         entries = []
         inner = 0
         while inner < len(rdn):
-            _, atv, inner = _read_tlv(rdn, inner)
+            _, atv, inner = read_tlv(rdn, inner)
             entries.append(_canonical_entry(atv))
-        canonical += _tlv(0x31, b"".join(sorted(entries)))
+        canonical += write_tlv(0x31, b"".join(sorted(entries)))
     digest = hashlib.sha1(bytes(canonical)).digest()
     return f"{int.from_bytes(digest[:4], 'little'):08x}"
 
 
 def _canonical_entry(atv: bytes) -> bytes:
-    oid_end = _read_tlv(atv, 0)[2]
+    oid_end = read_tlv(atv, 0)[2]
     oid = atv[:oid_end]
-    tag, value, _ = _read_tlv(atv, oid_end)
+    tag, value, _ = read_tlv(atv, oid_end)
     if tag not in _CANON_STRING_TAGS:
-        return _tlv(0x30, atv)
-    return _tlv(0x30, oid + _tlv(0x0C, _canonical_text(_to_utf8(tag, value))))
+        return write_tlv(0x30, atv)
+    return write_tlv(0x30, oid + write_tlv(0x0C, _canonical_text(_to_utf8(tag, value))))
 
 
 def _to_utf8(tag: int, value: bytes) -> bytes:
@@ -214,22 +215,3 @@ def _canonical_text(text: bytes) -> bytes:
         previous_space = False
         out.append(byte + 0x20 if 0x41 <= byte <= 0x5A else byte)
     return bytes(out)
-
-
-def _read_tlv(data: bytes, offset: int) -> tuple[int, bytes, int]:
-    tag = data[offset]
-    length = data[offset + 1]
-    offset += 2
-    if length & 0x80:
-        size = length & 0x7F
-        length = int.from_bytes(data[offset : offset + size], "big")
-        offset += size
-    return tag, data[offset : offset + length], offset + length
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        return bytes([tag, size]) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content

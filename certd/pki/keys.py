@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from certd.errors import PkiError
+from certd.pki.der import check_key_encryption_cost
 from certd.pki.models import DEFAULT_DIGEST, Digest, KeyOptions
 from certd.pki.pem import missing_pem_reason, pem_blocks
 
@@ -91,6 +92,8 @@ def load_private_key(data: str | bytes, passphrase: str | None = None) -> Privat
         raise PkiError(f"found {len(blocks)} private keys; give exactly one")
 
     password = passphrase.encode() if passphrase else None
+    if password is not None and blocks[0].startswith(b"-----BEGIN ENCRYPTED"):
+        check_key_encryption_cost(blocks[0])
     try:
         key = serialization.load_pem_private_key(blocks[0], password=password)
     except TypeError:

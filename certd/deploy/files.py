@@ -26,6 +26,7 @@ from certd.deploy.models import (
     DEFAULT_KEY_MODE,
     DEFAULT_MODE,
     KEY_FILES,
+    MAX_KEY_MODE,
     FileTarget,
 )
 from certd.errors import DeployError, PkiError
@@ -155,8 +156,9 @@ def ownership(path: Path, target: FileTarget, *, key: bool) -> Ownership:
     else:
         mode = DEFAULT_KEY_MODE if key else DEFAULT_MODE
     if key:
-        # whatever the old file allowed, a key is never readable by others
-        mode &= ~0o007
+        # whatever the old file allowed, a key is never writable by its
+        # group nor readable by others
+        mode &= MAX_KEY_MODE
     return Ownership(uid, gid, mode)
 
 

@@ -23,6 +23,8 @@ DEFAULT_FILE_NAMES: dict[str, str] = {
 KEY_FILES = frozenset({"privkey", "combined", "pkcs12"})
 DEFAULT_MODE = 0o644
 DEFAULT_KEY_MODE = 0o600
+# The widest a key file may be: owner read-write, group read.
+MAX_KEY_MODE = 0o640
 
 
 def _octal(value: object) -> object:
@@ -53,7 +55,7 @@ class FileTarget(BaseModel):
     # Modes of certificate files and of files holding the key; default: kept
     # from the file being replaced, else 0644 and 0600.
     mode: int | None = Field(default=None, ge=0, le=0o777)
-    key_mode: int | None = Field(default=None, ge=0, le=0o770)
+    key_mode: int | None = Field(default=None, ge=0, le=0o777)
     pkcs12_passphrase: SecretStr | None = None
 
     _mode_octal = field_validator("mode", "key_mode", mode="before")(_octal)
@@ -84,9 +86,12 @@ class FileTarget(BaseModel):
 
     @field_validator("key_mode")
     @classmethod
-    def _not_for_others(cls, value: int | None) -> int | None:
-        if value is not None and value & 0o007:
-            raise ValueError("a key file must not be readable by others")
+    def _at_most_owner_rw_group_r(cls, value: int | None) -> int | None:
+        if value is not None and value & ~MAX_KEY_MODE:
+            raise ValueError(
+                f"at most 0640 for a key file, not {value:04o}: owner read-write "
+                "and group read; never group write, execute, or readable by others"
+            )
         return value
 
     def name_of(self, kind: str) -> str:

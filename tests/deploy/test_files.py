@@ -259,3 +259,28 @@ def test_material_rejects_garbage() -> None:
         ).certificates[0],
         x509.Certificate,
     )
+
+
+@pytest.mark.parametrize("key_mode", ["0670", "0660", "0740", "0700", "0641"])
+def test_key_mode_is_at_most_owner_rw_group_r(key_mode: str) -> None:
+    with pytest.raises(ValueError, match="at most 0640 for a key file"):
+        FileTarget.model_validate({"directory": "/tmp/x", "key_mode": key_mode})
+
+
+@pytest.mark.parametrize(("key_mode", "mode"), [("0640", 0o640), ("0400", 0o400)])
+def test_key_mode_within_0640_is_taken(key_mode: str, mode: int) -> None:
+    target = FileTarget.model_validate({"directory": "/tmp/x", "key_mode": key_mode})
+
+    assert target.key_mode == mode
+
+
+def test_key_file_never_keeps_group_write_from_the_file_it_replaces(
+    tmp_path: Path, material: Material
+) -> None:
+    key = tmp_path / "privkey.pem"
+    key.write_text("old")
+    os.chmod(key, 0o770)
+
+    write_target(FileTarget(directory=str(tmp_path), files=["privkey"]), material)
+
+    assert _mode(key) == 0o640

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 FileKind = Literal["cert", "chain", "fullchain", "privkey", "combined", "pkcs12"]
 
@@ -93,6 +100,21 @@ class FileTarget(BaseModel):
                 "and group read; never group write, execute, or readable by others"
             )
         return value
+
+    @model_validator(mode="after")
+    def _distinct_final_names(self) -> FileTarget:
+        # a renamed file may take a default name of another listed file: the
+        # second write would replace the first, a key inside a cert's name
+        seen: dict[str, str] = {}
+        for kind in self.files:
+            name = self.name_of(kind)
+            if name in seen:
+                raise ValueError(
+                    f"file_names: {kind} and {seen[name]} would both be "
+                    f"written to {name!r}; give one of them another name"
+                )
+            seen[name] = kind
+        return self
 
     def name_of(self, kind: str) -> str:
         return self.file_names.get(kind, DEFAULT_FILE_NAMES[kind])  # type: ignore[call-overload]

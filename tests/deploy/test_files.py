@@ -221,6 +221,18 @@ def test_ensure_directory_creates_one_level(tmp_path: Path) -> None:
         ({"directory": "/tmp/x", "file_names": {"cert": "../x"}}, "without '/'"),
         ({"directory": "/tmp/x", "key_mode": "0644"}, "readable by others"),
         ({"directory": "/tmp/x", "mode": "rw"}, "octal"),
+        (
+            {"directory": "/tmp/x", "file_names": {"privkey": "fullchain.pem"}},
+            "privkey and fullchain would both be written to 'fullchain.pem'",
+        ),
+        (
+            {
+                "directory": "/tmp/x",
+                "files": ["cert", "combined"],
+                "file_names": {"combined": "cert.pem"},
+            },
+            "combined and cert would both be written to 'cert.pem'",
+        ),
     ],
 )
 def test_file_target_rejects(target: dict[str, object], message: str) -> None:
@@ -284,3 +296,18 @@ def test_key_file_never_keeps_group_write_from_the_file_it_replaces(
     write_target(FileTarget(directory=str(tmp_path), files=["privkey"]), material)
 
     assert _mode(key) == 0o640
+
+
+def test_renamed_file_may_take_the_name_of_an_unlisted_default() -> None:
+    target = FileTarget.model_validate(
+        {
+            "directory": "/tmp/x",
+            "files": ["privkey", "cert"],
+            "file_names": {"cert": "fullchain.pem"},
+        }
+    )
+
+    assert [target.name_of(kind) for kind in target.files] == [
+        "privkey.pem",
+        "fullchain.pem",
+    ]

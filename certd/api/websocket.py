@@ -64,9 +64,14 @@ JOBS = "core.get_jobs"
 # The event bus's stream of every event; each event kind is also a collection.
 EVENTS = "event.query"
 MAX_CALLS_IN_FLIGHT = 20
-# A client that leaves this many messages unread is cut off rather than
-# allowed to grow the daemon's memory without bound.
+# A client that leaves this many messages, or this many bytes of them, unread
+# is cut off rather than allowed to grow the daemon's memory without bound; one
+# answer to a large query can be megabytes, so the count alone is no bound.
 MAX_QUEUED_MESSAGES = 10_000
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+# How long a connection cut off for not reading may take to accept the close
+# frame before its socket is dropped.
+ABORT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
 
 
@@ -126,6 +131,16 @@ def _session_methods() -> dict[str, MethodSpec]:
 SESSION_METHODS = _session_methods()
 
 
+class _Frame:
+    """A message waiting to be written, and whether writing it ends a call."""
+
+    __slots__ = ("ends_call", "text")
+
+    def __init__(self, text: str, ends_call: bool) -> None:
+        self.text = text
+        self.ends_call = ends_call
+
+
 class _Close:
     """Queued after the last message to send: close with this code and reason."""
 
@@ -146,9 +161,11 @@ class Connection:
         transport: str,
         remote: str,
         channel_binding: bytes | None,
+        stream: asyncio.BaseTransport | None = None,
     ) -> None:
         self.server = server
         self.ws = ws
+        self.stream = stream
         self.caller = caller
         self.transport = transport
         self.remote = remote
@@ -164,7 +181,8 @@ class Connection:
             CoreSession: CoreSession(self),
             AuthSession: AuthSession(self),
         }
-        self._outbox: asyncio.Queue[str | _Close | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[_Frame | _Close | None] = asyncio.Queue()
+        self._queued_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
         self._aborting = False
@@ -256,30 +274,66 @@ class Connection:
     def _notify(self, method: str, params: dict[str, Any]) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def _send(self, message: dict[str, Any]) -> None:
-        if self._outbox.qsize() >= self.server.max_queued_messages:
-            if not self._aborting:
-                self._aborting = True
-                log.warning("websocket_reader_too_slow", connection=self.id)
-                self._spawn(self._abort(1008, "too many unread messages"))
+    def _send(self, message: dict[str, Any], ends_call: bool = False) -> None:
+        if self._aborting:
             return
-        self._outbox.put_nowait(ejson.dumps(message))
+        # ejson writes ASCII only, so characters are bytes.
+        text = ejson.dumps(message)
+        queued = self._queued_bytes + len(text)
+        if (
+            self._outbox.qsize() >= self.server.max_queued_messages
+            or queued > self.server.max_queued_bytes
+        ):
+            self._aborting = True
+            log.warning(
+                "websocket_reader_too_slow",
+                connection=self.id,
+                remote=self.remote,
+                queued_messages=self._outbox.qsize(),
+                queued_bytes=queued,
+            )
+            self._discard_outbox()
+            self._spawn(self._abort(1008, "too many unread messages"))
+            return
+        self._queued_bytes = queued
+        self._outbox.put_nowait(_Frame(text, ends_call))
 
-    def send_result(self, request_id: Any, result: Any) -> None:
+    def _discard_outbox(self) -> None:
+        """Drop what a client cut off will never read, to free its memory now."""
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        self._queued_bytes = 0
+
+    def send_result(
+        self, request_id: Any, result: Any, ends_call: bool = False
+    ) -> None:
         try:
-            self._send({"jsonrpc": "2.0", "result": result, "id": request_id})
+            self._send(
+                {"jsonrpc": "2.0", "result": result, "id": request_id}, ends_call
+            )
         except (TypeError, ValueError):
             log.exception("websocket_result_not_encodable", connection=self.id)
             self.send_error(
                 request_id,
                 simple_error(INTERNAL_ERROR, "the result could not be encoded as JSON"),
+                ends_call,
             )
 
-    def send_error(self, request_id: Any, error: dict[str, Any]) -> None:
-        self._send({"jsonrpc": "2.0", "error": error, "id": request_id})
+    def send_error(
+        self, request_id: Any, error: dict[str, Any], ends_call: bool = False
+    ) -> None:
+        self._send({"jsonrpc": "2.0", "error": error, "id": request_id}, ends_call)
 
     async def _abort(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), ABORT_SECONDS
+            )
+        except TimeoutError:
+            # The client reads nothing, not even the close frame: a graceful
+            # close would wait for it forever, with the unsent data held.
+            if self.stream is not None:
+                self.stream.abort()
 
     def close(self, code: int, reason: str) -> None:
         """Close after the messages already queued are sent."""
@@ -294,9 +348,13 @@ class Connection:
                 await self.ws.close(code=item.code, message=item.reason.encode())
                 return
             try:
-                await self.ws.send_str(item)
+                await self.ws.send_str(item.text)
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                self._queued_bytes = max(0, self._queued_bytes - len(item.text))
+                if item.ends_call:
+                    self.in_flight -= 1
 
     # Receiving.
 
@@ -399,25 +457,29 @@ class Connection:
         return None
 
     async def _call(self, request_id: Any, method: str, params: Any) -> None:
+        # A call holds its place among those in flight until its answer is
+        # written, so a client that does not read cannot pile answers up; a
+        # job call gives it back once the job is submitted, as its answer
+        # waits for the job.
         try:
-            try:
-                outcome = await self._execute(request_id, method, params)
-            finally:
-                self.in_flight -= 1
-            if not isinstance(outcome, Job):
-                self.send_result(request_id, outcome)
-            elif self.legacy_jobs:
-                self.send_result(request_id, outcome.id)
-            else:
-                await outcome.done.wait()
-                if outcome.state == JobState.SUCCESS:
-                    self.send_result(request_id, outcome.result)
-                else:
-                    self.send_error(request_id, job_error(outcome))
+            outcome = await self._execute(request_id, method, params)
         except WireError as refusal:
-            self.send_error(request_id, refusal.error)
+            self.send_error(request_id, refusal.error, ends_call=True)
+            return
         except Exception as exc:
-            self.send_error(request_id, call_error(exc))
+            self.send_error(request_id, call_error(exc), ends_call=True)
+            return
+        if not isinstance(outcome, Job):
+            self.send_result(request_id, outcome, ends_call=True)
+        elif self.legacy_jobs:
+            self.send_result(request_id, outcome.id, ends_call=True)
+        else:
+            self.in_flight -= 1
+            await outcome.done.wait()
+            if outcome.state == JobState.SUCCESS:
+                self.send_result(request_id, outcome.result)
+            else:
+                self.send_error(request_id, job_error(outcome))
 
     async def _execute(self, request_id: Any, method: str, params: Any) -> Any:
         """The result of a call, or the job it started."""
@@ -467,6 +529,7 @@ class WebSocketServer:
         self.max_message_bytes = daemon.config.server.max_request_bytes
         self.max_calls_in_flight = MAX_CALLS_IN_FLIGHT
         self.max_queued_messages = MAX_QUEUED_MESSAGES
+        self.max_queued_bytes = MAX_QUEUED_BYTES
         # (serial, tls-server-end-point data) of the certificate last served.
         self._served: tuple[int, bytes | None] | None = None
         self._stop_listening = daemon.jobs.add_listener(self._job_changed)
@@ -537,6 +600,7 @@ class WebSocketServer:
             transport=transport,
             remote=remote,
             channel_binding=await self.channel_binding(context),
+            stream=request.transport,
         )
         self.connections.add(connection)
         try:

@@ -86,16 +86,27 @@ class Material:
         raise ValueError(f"unknown file kind {kind!r}")
 
 
+# uid_t and gid_t are 32 bits; 2**32 - 1 is (uid_t) -1, "leave unchanged".
+MAX_ID = 2**32 - 2
+
+
+def _numeric_id(value: str) -> int:
+    number = int(value)
+    if number > MAX_ID:
+        raise DeployError(value, f"a numeric id must be between 0 and {MAX_ID}")
+    return number
+
+
 def user_id(owner: str | None) -> int:
     """A user name or number as a uid; -1 for None.
 
     Raises:
-        DeployError: there is no such user.
+        DeployError: there is no such user, or the number is out of range.
     """
     if owner is None:
         return -1
     if owner.isdigit():
-        return int(owner)
+        return _numeric_id(owner)
     try:
         return pwd.getpwnam(owner).pw_uid
     except KeyError:
@@ -106,12 +117,12 @@ def group_id(group: str | None) -> int:
     """A group name or number as a gid; -1 for None.
 
     Raises:
-        DeployError: there is no such group.
+        DeployError: there is no such group, or the number is out of range.
     """
     if group is None:
         return -1
     if group.isdigit():
-        return int(group)
+        return _numeric_id(group)
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
@@ -200,11 +211,22 @@ def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
         finally:
             os.close(fd)
         os.rename(temporary, path)
-    except OSError as exc:
+    except BaseException as exc:
+        # whatever went wrong (an id the kernel refuses, a cancelled thread),
+        # no temporary file is left behind
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise DeployError(str(path), f"cannot write: {exc.strerror}") from None
-    _fsync_directory(path.parent)
+        if isinstance(exc, OSError):
+            raise DeployError(str(path), f"cannot write: {exc.strerror}") from None
+        if isinstance(exc, OverflowError):
+            raise DeployError(
+                str(path), f"owner {owner.uid} or group {owner.gid} is out of range"
+            ) from None
+        raise
+    try:
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        raise DeployError(str(path.parent), f"cannot sync: {exc.strerror}") from None
 
 
 def ensure_directory(target: FileTarget) -> Path:

@@ -267,3 +267,39 @@ async def test_set_deploy_deploys_without_the_scheduler(tmp_path: Path) -> None:
         "fullchain.pem",
         "privkey.pem",
     ]
+
+
+async def test_set_deploy_refuses_ids_out_of_range(
+    certd: RunningDaemon, tmp_path: Path
+) -> None:
+    cid = await store_certificate(certd.daemon, "ids", make_chain(["i.example.test"]))
+
+    async with certd.client() as client:
+        with pytest.raises(RpcError) as error:
+            await client.call(
+                "certificate.set_deploy",
+                cid,
+                {
+                    "targets": [
+                        {
+                            "directory": str(tmp_path / "live"),
+                            "owner": "99999999999999999",
+                            "group": "4294967295",
+                        }
+                    ]
+                },
+            )
+        entry = await client.call("certificate.get_deploy", cid)
+
+    assert [(e["field"], e["message"]) for e in error.value.data["errors"]] == [
+        (
+            "deploy.targets.0.owner",
+            "99999999999999999: a numeric id must be between 0 and 4294967294",
+        ),
+        (
+            "deploy.targets.0.group",
+            "4294967295: a numeric id must be between 0 and 4294967294",
+        ),
+    ]
+    assert entry["deploy"] == {"targets": [], "hooks": []}
+    assert not (tmp_path / "live").exists()

@@ -311,3 +311,34 @@ def test_renamed_file_may_take_the_name_of_an_unlisted_default() -> None:
         "privkey.pem",
         "fullchain.pem",
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("owner", "99999999999999999"),
+        ("owner", "4294967295"),
+        ("group", "4294967295"),
+        ("group", "18446744073709551615"),
+    ],
+)
+def test_write_target_refuses_ids_out_of_range(
+    tmp_path: Path, material: Material, field: str, value: str
+) -> None:
+    target = FileTarget.model_validate(
+        {"directory": str(tmp_path), "files": ["cert"], field: value}
+    )
+
+    with pytest.raises(DeployError, match="between 0 and 4294967294"):
+        write_target(target, material)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_atomic_leaves_no_temporary_when_the_owner_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(DeployError, match="out of range"):
+        write_atomic(tmp_path / "file.pem", b"new", Ownership(2**40, -1, 0o600))
+
+    assert list(tmp_path.iterdir()) == []

@@ -9,14 +9,13 @@ certificate's files go and which hooks run when it changes.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
-from certd.deploy.files import group_id, user_id
+from certd.deploy.files import group_id, user_id, within
 from certd.deploy.models import DeploySpec, load_spec
 from certd.errors import (
     DeployError,
@@ -131,10 +130,13 @@ class RenewalService(Service):
         config = self.app.config.deploy
         if config.allowed_directories:
             for index, target in enumerate(spec.targets):
-                if not _under_any(target.directory, config.allowed_directories):
+                # symbolic links resolved; the deployer checks again when it
+                # writes, since a link may change in between
+                if not within(target.directory, config.allowed_directories):
                     errors.add(
                         f"deploy.targets.{index}.directory",
-                        "not under deploy.allowed_directories of the daemon's config",
+                        f"{os.path.realpath(target.directory)} is not under "
+                        "deploy.allowed_directories of the daemon's config",
                     )
         if config.allowed_programs:
             allowed = {str(p) for p in config.allowed_programs}
@@ -197,8 +199,3 @@ class RenewalService(Service):
     async def deploy(self, job: Job, id: int) -> dict[str, Any]:
         """Write a certificate's files and run its hooks now."""
         return await self.app.renewal.run_deploy(job, id, "manual")  # type: ignore[no-any-return]
-
-
-def _under_any(directory: str, roots: list[Path]) -> bool:
-    path = Path(os.path.normpath(directory))
-    return any(path == root or root in path.parents for root in roots)

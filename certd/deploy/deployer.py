@@ -125,7 +125,12 @@ class Deployer:
         if fresh:
             for target in spec.targets:
                 try:
-                    written = await asyncio.to_thread(write_target, target, material)
+                    written = await asyncio.to_thread(
+                        write_target,
+                        target,
+                        material,
+                        self.daemon.config.deploy.allowed_directories,
+                    )
                 except DeployError as exc:
                     files_error = exc.message
                     log.warning("deploy_files_failed", error=exc.message)

@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,15 +139,21 @@ class Ownership:
     mode: int
 
 
-def ownership(path: Path, target: FileTarget, *, key: bool) -> Ownership:
+def ownership(
+    path: Path, target: FileTarget, *, key: bool, dir_fd: int | None = None
+) -> Ownership:
     """Configured values first, then those of the file being replaced, then defaults.
+
+    With ``dir_fd``, ``path`` is looked up by its name in that open directory.
 
     Raises:
         DeployError: the path is a symbolic link or not a regular file, or the
             owner or group does not exist.
     """
     try:
-        current: os.stat_result | None = os.lstat(path)
+        current: os.stat_result | None = os.lstat(
+            path if dir_fd is None else path.name, dir_fd=dir_fd
+        )
     except FileNotFoundError:
         current = None
     if current is not None and not stat.S_ISREG(current.st_mode):
@@ -181,13 +188,22 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
+def write_atomic(
+    path: Path, data: bytes, owner: Ownership, *, dir_fd: int | None = None
+) -> None:
     """Replace ``path`` with ``data`` atomically, with the given owner and mode.
+
+    With ``dir_fd``, the file is written by its name in that open directory,
+    whatever ``path``'s directory names point to by now.
 
     Raises:
         DeployError: the file cannot be written (permissions, disk full, ...).
     """
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.certd-tmp")
+    if dir_fd is not None:
+        temporary, final = Path(temporary.name), Path(path.name)
+    else:
+        final = path
     try:
         # Created owner-only, then given its owner and final mode while still
         # empty: at no point can anyone but the daemon read more than they
@@ -196,6 +212,7 @@ def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
             temporary,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
+            dir_fd=dir_fd,
         )
     except OSError as exc:
         raise DeployError(str(path), f"cannot create a file: {exc.strerror}") from None
@@ -210,12 +227,12 @@ def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(temporary, path)
+        os.rename(temporary, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException as exc:
         # whatever went wrong (an id the kernel refuses, a cancelled thread),
         # no temporary file is left behind
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=dir_fd)
         if isinstance(exc, OSError):
             raise DeployError(str(path), f"cannot write: {exc.strerror}") from None
         if isinstance(exc, OverflowError):
@@ -224,16 +241,72 @@ def write_atomic(path: Path, data: bytes, owner: Ownership) -> None:
             ) from None
         raise
     try:
-        _fsync_directory(path.parent)
+        if dir_fd is None:
+            _fsync_directory(path.parent)
+        else:
+            os.fsync(dir_fd)
     except OSError as exc:
         raise DeployError(str(path.parent), f"cannot sync: {exc.strerror}") from None
 
 
-def ensure_directory(target: FileTarget) -> Path:
+def within(directory: str | Path, roots: Sequence[Path]) -> bool:
+    """Whether ``directory`` lies in one of ``roots``, symbolic links resolved in both."""
+    real = Path(os.path.realpath(directory))
+    for root in roots:
+        top = Path(os.path.realpath(root))
+        if real == top or top in real.parents:
+            return True
+    return False
+
+
+def _real_path(fd: int, shown: Path) -> Path:
+    """Where an open directory really is (its path with no symbolic link)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        pass
+    # no /proc: resolve the name, and trust it only if it is the open directory
+    real = Path(os.path.realpath(shown))
+    here, there = os.fstat(fd), os.stat(real)
+    if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+        raise DeployError(str(shown), "was replaced while being deployed to")
+    return real
+
+
+def _open_directory(directory: Path, allowed: Sequence[Path]) -> int:
+    """An open handle on ``directory``, refused when it really lies outside ``allowed``.
+
+    Files are then written relative to this handle, so a symbolic link swapped
+    in after the check cannot send them elsewhere.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DeployError(str(directory), f"cannot open: {exc.strerror}") from None
+    if not allowed:
+        return fd
+    try:
+        real = _real_path(fd, directory)
+        if not within(real, allowed):
+            raise DeployError(
+                str(directory),
+                f"resolves to {real}, outside deploy.allowed_directories",
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ensure_directory(target: FileTarget, allowed: Sequence[Path] = ()) -> Path:
     """The target directory, created (one level) if its parent exists.
 
+    With ``allowed``, a directory is only created where it would really lie
+    inside one of them (symbolic links in its parent resolved).
+
     Raises:
-        DeployError: the parent is missing or the path is not a directory.
+        DeployError: the parent is missing, the path is not a directory, or it
+            would lie outside ``allowed``.
     """
     directory = Path(target.directory)
     if directory.is_dir():
@@ -244,35 +317,66 @@ def ensure_directory(target: FileTarget) -> Path:
         raise DeployError(
             str(directory), f"the parent directory {directory.parent} does not exist"
         )
+    # the parent alone may lie outside, as for a new directory named as a root
+    parent = _open_directory(directory.parent, ())
     try:
-        directory.mkdir()
-        # the daemon's umask is 077; a deploy directory is meant to be read
-        # by the services that use the certificate
-        os.chmod(directory, 0o755)
-        uid, gid = user_id(target.owner), group_id(target.group)
-        if uid != -1 or gid != -1:
-            os.chown(directory, uid, gid)
+        if allowed:
+            real = _real_path(parent, directory.parent) / directory.name
+            if not within(real, allowed):
+                raise DeployError(
+                    str(directory),
+                    f"would be created as {real}, outside deploy.allowed_directories",
+                )
+        os.mkdir(directory.name, 0o700, dir_fd=parent)
+        fd = os.open(
+            directory.name,
+            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+            dir_fd=parent,
+        )
+        try:
+            # the daemon's umask is 077; a deploy directory is meant to be
+            # read by the services that use the certificate
+            os.fchmod(fd, 0o755)
+            uid, gid = user_id(target.owner), group_id(target.group)
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise DeployError(str(directory), f"cannot create: {exc.strerror}") from None
+    finally:
+        os.close(parent)
     return directory
 
 
-def write_target(target: FileTarget, material: Material) -> dict[str, str]:
+def write_target(
+    target: FileTarget, material: Material, allowed: Sequence[Path] = ()
+) -> dict[str, str]:
     """Write every file of one target; return the path of each kind written.
 
+    With ``allowed`` (deploy.allowed_directories), the directory is checked
+    again where it really is now, and every file is written into the very
+    directory that was checked.
+
     Raises:
-        DeployError: a file could not be written (earlier ones stay written).
+        DeployError: the directory lies outside ``allowed``, or a file could
+            not be written (earlier ones stay written).
     """
-    directory = ensure_directory(target)
+    directory = ensure_directory(target, allowed)
     passphrase = (
         target.pkcs12_passphrase.get_secret_value()
         if target.pkcs12_passphrase
         else None
     )
     written: dict[str, str] = {}
-    for kind in target.files:
-        path = directory / target.name_of(kind)
-        data = material.render(kind, passphrase)
-        write_atomic(path, data, ownership(path, target, key=kind in KEY_FILES))
-        written[kind] = str(path)
+    fd = _open_directory(directory, allowed)
+    try:
+        for kind in target.files:
+            path = directory / target.name_of(kind)
+            data = material.render(kind, passphrase)
+            owner = ownership(path, target, key=kind in KEY_FILES, dir_fd=fd)
+            write_atomic(path, data, owner, dir_fd=fd)
+            written[kind] = str(path)
+    finally:
+        os.close(fd)
     return written

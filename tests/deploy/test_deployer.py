@@ -303,3 +303,49 @@ async def test_set_deploy_refuses_ids_out_of_range(
     ]
     assert entry["deploy"] == {"targets": [], "hooks": []}
     assert not (tmp_path / "live").exists()
+
+
+async def test_allowed_directories_hold_through_symbolic_links(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    (root / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "link").symlink_to(elsewhere)
+    (root / "current").symlink_to(root / "real")
+    config = make_config(
+        tmp_path / "state",
+        deploy={"allowed_directories": [str(root)], "hook_retries": 0},
+    )
+
+    async with running_daemon(config) as certd, certd.client() as client:
+        cid = await store_certificate(certd.daemon, "s", make_chain(["s.example.test"]))
+        with pytest.raises(RpcError) as refused:
+            await client.call(
+                "certificate.set_deploy",
+                cid,
+                {"targets": [{"directory": str(root / "link")}]},
+            )
+        await client.call(
+            "certificate.set_deploy",
+            cid,
+            {"targets": [{"directory": str(root / "current"), "files": ["cert"]}]},
+        )
+        first = await wait_until(lambda: _ok_state(client, cid))
+        # the link is pointed outside after it was accepted
+        (root / "current").unlink()
+        (root / "current").symlink_to(elsewhere)
+        later = await call_job(client, "certificate.deploy", cid)
+
+    assert [e["field"] for e in refused.value.data["errors"]] == [
+        "deploy.targets.0.directory"
+    ]
+    assert refused.value.data["errors"][0]["message"] == (
+        f"{elsewhere} is not under deploy.allowed_directories of the daemon's config"
+    )
+    assert first["files"] == {"cert": str(root / "current" / "cert.pem")}
+    assert [p.name for p in (root / "real").iterdir()] == ["cert.pem"]
+    assert later["ok"] is False
+    assert later["files_error"] == (
+        f"{root / 'current'}: resolves to {elsewhere}, "
+        "outside deploy.allowed_directories"
+    )
+    assert list(elsewhere.iterdir()) == []

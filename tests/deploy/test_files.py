@@ -15,6 +15,7 @@ from certd.deploy.files import (
     Ownership,
     ensure_directory,
     ownership,
+    within,
     write_atomic,
     write_target,
 )
@@ -342,3 +343,81 @@ def test_write_atomic_leaves_no_temporary_when_the_owner_is_refused(
         write_atomic(tmp_path / "file.pem", b"new", Ownership(2**40, -1, 0o600))
 
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def allowed(tmp_path: Path) -> tuple[Path, Path]:
+    """An allowed root and a directory outside it."""
+    root, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    return root, elsewhere
+
+
+def test_within_resolves_symbolic_links(allowed: tuple[Path, Path]) -> None:
+    root, elsewhere = allowed
+    (root / "link").symlink_to(elsewhere)
+    (root / "inside").mkdir()
+    (root / "alias").symlink_to(root / "inside")
+    (elsewhere / "to-root").symlink_to(root)
+
+    assert within(root / "live", [root])
+    assert within(root / "alias", [root])
+    assert within(elsewhere / "to-root" / "live", [root])
+    assert not within(root / "link", [root])
+    assert not within(root / "link" / "live", [root])
+    assert not within(root / ".." / "elsewhere", [root])
+    # a root given through a link is the directory it points to
+    assert within(root / "inside" / "x", [root / "alias"])
+
+
+def test_write_target_refuses_a_directory_linked_outside(
+    allowed: tuple[Path, Path], material: Material
+) -> None:
+    root, elsewhere = allowed
+    (root / "link").symlink_to(elsewhere)
+    target = FileTarget(directory=str(root / "link"))
+
+    with pytest.raises(DeployError, match=r"outside deploy\.allowed_directories"):
+        write_target(target, material, [root])
+
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_write_target_does_not_create_a_directory_through_a_link_outside(
+    allowed: tuple[Path, Path], material: Material
+) -> None:
+    root, elsewhere = allowed
+    (root / "link").symlink_to(elsewhere)
+    target = FileTarget(directory=str(root / "link" / "live"))
+
+    with pytest.raises(DeployError, match=r"would be created as .*elsewhere/live"):
+        write_target(target, material, [root])
+
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_write_target_follows_a_link_that_stays_inside(
+    allowed: tuple[Path, Path], material: Material
+) -> None:
+    root, _ = allowed
+    (root / "real").mkdir()
+    (root / "current").symlink_to(root / "real")
+    target = FileTarget(directory=str(root / "current"), files=["cert"])
+
+    written = write_target(target, material, [root])
+
+    assert written == {"cert": str(root / "current" / "cert.pem")}
+    assert [p.name for p in (root / "real").iterdir()] == ["cert.pem"]
+
+
+def test_write_target_creates_the_root_itself(
+    allowed: tuple[Path, Path], material: Material
+) -> None:
+    root, _ = allowed
+    new_root = root.parent / "new-root"
+    target = FileTarget(directory=str(new_root), files=["cert"])
+
+    write_target(target, material, [new_root])
+
+    assert [p.name for p in new_root.iterdir()] == ["cert.pem"]

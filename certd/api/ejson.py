@@ -6,11 +6,15 @@ Plain JSON, plus a few one-key objects that stand for values JSON lacks:
 "a/n"}`` and ``{"$type": "date", "$value": "YYYY-MM-DD"}``. The client decodes
 these wherever they appear, so certd sends them for such values and reads them
 in parameters.
+
+Parsing is shared with the HTTP face: :func:`loads` refuses integers the store
+cannot keep, on both.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
@@ -18,6 +22,66 @@ from typing import Any
 from certd.errors import ValidationError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The store keeps 64-bit integers: a larger one anywhere in a request would
+# fail deep inside a query, so it is refused as the request is parsed.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_REASON = "integers must lie between -2^63 and 2^63-1"
+_LONG_DIGITS = re.compile(r"\d{19}")
+# Deeper parameters are refused before they can exhaust the interpreter's
+# stack in decoding or validation; no method takes more than a few levels.
+MAX_DEPTH = 64
+
+
+class IntegerOutOfRange(Exception):
+    """A JSON text holds an integer beyond 64 bits.
+
+    ``document`` is the text parsed with each such integer replaced by None,
+    so the request's id can still be answered.
+    """
+
+    def __init__(self, document: Any) -> None:
+        super().__init__(INT64_REASON)
+        self.document = document
+
+
+def loads(text: str) -> Any:
+    """Parse JSON whose integers all fit in 64 bits.
+
+    Raises:
+        IntegerOutOfRange: an integer lies beyond 64 bits.
+        ValueError: the text is not JSON.
+        RecursionError: the text nests too deep for the parser.
+    """
+    if not _LONG_DIGITS.search(text):
+        return json.loads(text)
+    oversized = False
+
+    def bounded(literal: str) -> int | None:
+        nonlocal oversized
+        # Checked before conversion: Python refuses to convert very long digit
+        # strings at all, with an error json.loads does not expect.
+        if len(literal.lstrip("-")) <= 19:
+            value = int(literal)
+            if INT64_MIN <= value <= INT64_MAX:
+                return value
+        oversized = True
+        return None
+
+    document = json.loads(text, parse_int=bounded)
+    if oversized:
+        raise IntegerOutOfRange(document)
+    return document
+
+
+def has_oversized_integer(text: str) -> bool:
+    """Whether ``text`` is JSON with an integer beyond 64 bits."""
+    try:
+        loads(text)
+    except IntegerOutOfRange:
+        return True
+    except (ValueError, RecursionError):
+        pass  # not JSON: the caller answers with a parse error
+    return False
 
 
 def _default(value: Any) -> Any:
@@ -49,7 +113,10 @@ def _decode_one(obj: dict[str, Any]) -> Any:
         if key == "$date":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError("must be milliseconds since the epoch")
-            return _EPOCH + timedelta(milliseconds=value)
+            try:
+                return _EPOCH + timedelta(milliseconds=value)
+            except OverflowError:
+                raise ValueError("must fall within the years 1 to 9999") from None
         if key == "$time":
             return time.fromisoformat(value)
         if key == "$set":
@@ -65,16 +132,21 @@ def _decode_one(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def decode(value: Any, where: str = "params") -> Any:
+def decode(value: Any, where: str = "params", depth: int = 0) -> Any:
     """Turn the $ forms in already parsed JSON into Python values.
 
     Raises:
-        ValidationError: a $ form holds a malformed value; the field names it.
+        ValidationError: a $ form holds a malformed value, or the value nests
+            deeper than :data:`MAX_DEPTH`; the field names where.
     """
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        raise ValidationError.single(
+            where, f"nests deeper than {MAX_DEPTH} levels of arrays and objects"
+        )
     if isinstance(value, list):
-        return [decode(item, f"{where}.{i}") for i, item in enumerate(value)]
+        return [decode(item, f"{where}.{i}", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
-        decoded = {k: decode(v, f"{where}.{k}") for k, v in value.items()}
+        decoded = {k: decode(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
         try:
             return _decode_one(decoded)
         except (TypeError, ValueError) as exc:
@@ -82,3 +154,18 @@ def decode(value: Any, where: str = "params") -> Any:
                 where, f"malformed {next(iter(value))}: {exc}"
             ) from None
     return value
+
+
+def decode_params(params: Any) -> list[Any] | dict[str, Any]:
+    """A request's params decoded: positional or named, never a lone $ form.
+
+    Raises:
+        ValidationError: a malformed $ form, too deep a nesting, or params that
+            decode to a single value rather than an array or an object.
+    """
+    decoded = decode(params if params is not None else [])
+    if not isinstance(decoded, list | dict):
+        raise ValidationError.single(
+            "params", "must be an array or an object, not an extended JSON value"
+        )
+    return decoded

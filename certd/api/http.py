@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from certd.api.codes import (
     REQUEST_TOO_LARGE,
 )
 from certd.api.dispatch import CallContext
+from certd.api.ejson import INT64_REASON, has_oversized_integer
 from certd.api.ratelimit import TOO_MANY_FAILURES, retry_after_header
 from certd.api.websocket import add_routes as add_websocket_routes
 
@@ -63,39 +63,6 @@ async def _caller(
         return None, "http", True
     caller = await daemon.api_keys.verify(token.strip())
     return caller, "http", caller is None
-
-
-# The store keeps 64-bit integers: a larger one anywhere in a request would
-# fail deep inside a query, so it is refused here, at the edge.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_LONG_DIGITS = re.compile(r"\d{19}")
-
-
-class _OutOfRange(Exception):
-    pass
-
-
-def _bounded_int(text: str) -> int:
-    # Checked before conversion: Python refuses to convert very long digit
-    # strings at all, with an error json.loads does not expect.
-    if len(text.lstrip("-")) > 19:
-        raise _OutOfRange
-    value = int(text)
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _OutOfRange
-    return value
-
-
-def _has_oversized_integer(body: str) -> bool:
-    if not _LONG_DIGITS.search(body):
-        return False
-    try:
-        json.loads(body, parse_int=_bounded_int)
-    except _OutOfRange:
-        return True
-    except (ValueError, RecursionError):
-        pass  # not JSON: the dispatcher answers with a parse error
-    return False
 
 
 def _remote_address(request: web.Request) -> str:
@@ -178,11 +145,11 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="certd"'},
         )
-    if _has_oversized_integer(body):
+    if has_oversized_integer(body):
         return web.Response(
             text=_error_body(
                 INVALID_REQUEST,
-                "Invalid request: integers must lie between -2^63 and 2^63-1",
+                f"Invalid request: {INT64_REASON}",
                 "ValidationError",
                 errno.ERANGE,
             ),

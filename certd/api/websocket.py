@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import ssl
 import uuid
@@ -51,7 +50,12 @@ from certd.api.ws_shapes import (
     not_authenticated,
     simple_error,
 )
-from certd.errors import AuthenticationError, CertdError, NotFoundError
+from certd.errors import (
+    AuthenticationError,
+    CertdError,
+    NotFoundError,
+    ValidationError,
+)
 from certd.store.models import Certificate
 
 if TYPE_CHECKING:
@@ -397,8 +401,12 @@ class Connection:
 
     def _receive(self, text: str) -> None:
         size = len(text.encode())
+        oversized = False
         try:
-            request = json.loads(text)
+            request = ejson.loads(text)
+        except ejson.IntegerOutOfRange as refused:
+            # Answered once the id is known, if the id itself was in range.
+            request, oversized = refused.document, True
         except (ValueError, RecursionError):
             self.send_error(
                 None, simple_error(INVALID_JSON, "Parse error: not valid JSON")
@@ -425,12 +433,28 @@ class Connection:
                 None, simple_error(INVALID_REQUEST, "id must be a string or a number")
             )
             return
+        if oversized:
+            self.send_error(
+                request_id,
+                simple_error(INVALID_REQUEST, f"Invalid request: {ejson.INT64_REASON}"),
+            )
+            return
         problem = self._check(request, size)
         if problem is not None:
             self.send_error(request_id, problem)
             return
+        try:
+            params = ejson.decode_params(request.get("params"))
+        except ValidationError as exc:
+            self.send_error(request_id, call_error(exc))
+            return
+        except RecursionError:
+            self.send_error(
+                request_id, simple_error(INVALID_JSON, "Parse error: nested too deep")
+            )
+            return
         self.in_flight += 1
-        self._spawn(self._call(request_id, request["method"], request.get("params")))
+        self._spawn(self._call(request_id, request["method"], params))
 
     def _check(self, request: dict[str, Any], size: int) -> dict[str, Any] | None:
         limit = self.server.max_message_bytes
@@ -483,7 +507,6 @@ class Connection:
 
     async def _execute(self, request_id: Any, method: str, params: Any) -> Any:
         """The result of a call, or the job it started."""
-        params = ejson.decode(params if params is not None else [])
         session = SESSION_METHODS.get(method)
         spec = session or self.server.daemon.registry.methods.get(method)
         if spec is None:

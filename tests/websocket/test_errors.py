@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,6 +123,21 @@ async def test_named_params_work_too(certd: RunningDaemon, key: Key) -> None:
             "c",
             "params",
         ),
+        ("[" * 100_000, -32700, None, "Parse error"),
+        (
+            '{"jsonrpc": "2.0", "method": "certificate.get_instance", "id": "d", '
+            f'"params": [{10**30}]}}',
+            -32600,
+            "d",
+            "2^63",
+        ),
+        (
+            '{"jsonrpc": "2.0", "method": "core.ping", '
+            '"id": 99999999999999999999999999999}',
+            -32600,
+            None,
+            "2^63",
+        ),
     ],
 )
 async def test_malformed_requests(
@@ -166,3 +182,32 @@ async def test_extended_json_in_params(certd: RunningDaemon, key: Key) -> None:
         assert "malformed $date" in message
         dated = [["not_valid_after", "<", {"$date": 1_700_000_000_000}]]
         assert await client.call("certificate.query", dated) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "text"),
+    [
+        ({"$date": 0}, "params", "array or an object"),
+        ([[["id", "=", {"$date": 1e300}]]], "params.0.0.2", "years 1 to 9999"),
+        (json.loads("[" * 900 + "]" * 900), "params" + ".0" * 64, "deeper than"),
+    ],
+)
+async def test_params_the_extended_json_cannot_take_are_invalid(
+    certd: RunningDaemon, key: Key, params: Any, field: str, text: str
+) -> None:
+    async with connect(ws_url(certd)) as client:
+        await client.login_plain(key.name, key.raw)
+        await client.send(
+            {
+                "jsonrpc": "2.0",
+                "method": "certificate.query",
+                "id": "p",
+                "params": params,
+            }
+        )
+        reply = await client.unanswered.get()
+    assert reply["id"] == "p"
+    assert reply["error"]["code"] == -32602
+    [(where, message, _)] = reply["error"]["data"]["extra"]
+    assert where == field
+    assert text in message

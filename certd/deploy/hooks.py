@@ -18,6 +18,10 @@ from typing import Any
 
 # Enough of a hook's output to see why it failed.
 OUTPUT_LIMIT = 4096
+READ_SIZE = 65536
+# How long output is still read after the hook exited, for what it wrote last
+# while a background process it started may hold the pipe open forever.
+OUTPUT_GRACE = 0.5
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # File kind -> environment variable with its path.
@@ -88,9 +92,69 @@ def hook_environment(
     return env
 
 
+class OutputTail:
+    """The last few KB of a hook's output; what came before is counted, not kept."""
+
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self.limit = limit
+        # a UTF-8 character is at most 4 bytes, and the first one kept may be cut
+        self.keep = 4 * limit + 4
+        self.data = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.data += chunk
+        excess = len(self.data) - self.keep
+        if excess > 0:
+            del self.data[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        """The last ``limit`` characters, marked with "…" when cut."""
+        text = self.data.decode("utf-8", errors="replace")
+        if self.dropped or len(text) > self.limit:
+            return "…" + text[-self.limit :]
+        return text
+
+
 def _tail(data: bytes) -> str:
-    text = data.decode("utf-8", errors="replace")
-    return text if len(text) <= OUTPUT_LIMIT else "…" + text[-OUTPUT_LIMIT:]
+    tail = OutputTail()
+    tail.feed(data)
+    return tail.text()
+
+
+class _PipeReader:
+    """Drains the read end of a hook's output pipe into an ``OutputTail``."""
+
+    def __init__(self, fd: int, sink: OutputTail) -> None:
+        self.fd = fd
+        self.sink = sink
+        self.eof = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self.sink.feed(chunk)
+            return
+        self._loop.remove_reader(self.fd)
+        self.eof.set()
+
+    async def drained(self, grace: float) -> None:
+        """Wait at most ``grace`` seconds for every writer to close the pipe."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.eof.wait(), grace)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.fd)
+        os.close(self.fd)
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:
@@ -99,19 +163,28 @@ def _kill_group(process: asyncio.subprocess.Process) -> None:
 
 
 async def run_hook(argv: list[str], env: dict[str, str], timeout: float) -> HookResult:
-    """Run one hook to its end or its timeout; never raises for a failing hook."""
+    """Run one hook to its end or its timeout; never raises for a failing hook.
+
+    The hook has ended when its own process has exited: a service it started
+    in the background may keep the output pipe open, so the output is read
+    only for a short grace after that, and the service is left running.
+    """
     started = time.monotonic()
+    # Our own pipe rather than asyncio's: its end is ours to stop reading at,
+    # and the output is kept as a bounded tail while it is read.
+    read_end, write_end = os.pipe()
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdout=write_end,
+            stderr=write_end,
             env=env,
             cwd="/",
             start_new_session=True,
         )
     except OSError as exc:
+        os.close(read_end)
         return HookResult(
             argv,
             None,
@@ -120,20 +193,29 @@ async def run_hook(argv: list[str], env: dict[str, str], timeout: float) -> Hook
             time.monotonic() - started,
             f"cannot run {argv[0]}: {exc.strerror}",
         )
+    finally:
+        os.close(write_end)
+    output = OutputTail()
+    reader = _PipeReader(read_end, output)
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        _kill_group(process)
-        await process.wait()
-        return HookResult(argv, process.returncode, True, "", timeout)
-    except asyncio.CancelledError:
-        _kill_group(process)
-        await process.wait()
-        raise
-    return HookResult(
-        argv,
-        process.returncode,
-        False,
-        _tail(output or b""),
-        time.monotonic() - started,
-    )
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            _kill_group(process)
+            await process.wait()
+            await reader.drained(OUTPUT_GRACE)
+            return HookResult(argv, process.returncode, True, output.text(), timeout)
+        except asyncio.CancelledError:
+            _kill_group(process)
+            await process.wait()
+            raise
+        await reader.drained(OUTPUT_GRACE)
+        return HookResult(
+            argv,
+            process.returncode,
+            False,
+            output.text(),
+            time.monotonic() - started,
+        )
+    finally:
+        reader.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
 
-from certd.deploy.hooks import hook_environment, run_hook
+from certd.deploy.hooks import OUTPUT_LIMIT, hook_environment, run_hook
+from tests.renewal.factory import wait_until
 
 ENV = hook_environment(
     certificate_id=7,
@@ -116,3 +119,62 @@ def test_hook_output_is_cut_to_its_tail() -> None:
 
     assert text.endswith("END")
     assert len(text) == OUTPUT_LIMIT + 1
+
+
+def _resident_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_run_hook_keeps_only_a_tail_of_endless_output(tmp_path: Path) -> None:
+    written, release = tmp_path / "written", tmp_path / "release"
+    megabytes = 200
+    # writes far more than the tail, then waits until the test has measured:
+    # all but one pipe buffer of it has been read by then
+    script = (
+        "import sys, time, pathlib; "
+        f"[sys.stdout.buffer.write(b'A' * 1048576) for _ in range({megabytes})]; "
+        "sys.stdout.buffer.write(b'END\\n'); sys.stdout.flush(); "
+        f"pathlib.Path({str(written)!r}).touch(); "
+        f"[time.sleep(0.01) for _ in iter(lambda: pathlib.Path({str(release)!r})"
+        ".exists(), True)]"
+    )
+    before = _resident_bytes()
+
+    running = asyncio.create_task(run_hook([sys.executable, "-c", script], ENV, 60))
+    await wait_until(written.exists, timeout=60)
+    grown = _resident_bytes() - before
+    release.touch()
+    result = await running
+
+    assert grown < 50 * 1024 * 1024, f"memory grew by {grown} bytes"
+    assert result.ok
+    assert result.output == "…" + ("A" * 1048576 + "END\n")[-OUTPUT_LIMIT:]
+
+
+async def test_run_hook_ends_with_the_hook_not_its_background_service(
+    tmp_path: Path,
+) -> None:
+    # the background process keeps the output pipe open long after the hook
+    script = "setsid /bin/sleep 123 & echo started $!; exit 0"
+
+    result = await run_hook(["/bin/sh", "-c", script], ENV, timeout=10)
+
+    assert result.output.startswith("started ")
+    service = int(result.output.split()[1])
+    try:
+        assert (result.returncode, result.timed_out, result.ok) == (0, False, True)
+        assert _alive(service)  # a service the hook started is not killed
+    finally:
+        os.kill(service, signal.SIGKILL)
+
+
+async def test_run_hook_reports_the_exit_status_despite_a_background_process(
+    tmp_path: Path,
+) -> None:
+    script = "setsid /bin/sleep 123 & echo started $!; exit 4"
+
+    result = await run_hook(["/bin/sh", "-c", script], ENV, timeout=10)
+
+    os.kill(int(result.output.split()[1]), signal.SIGKILL)
+    assert (result.returncode, result.timed_out, result.ok) == (4, False, False)

@@ -36,7 +36,7 @@ from certd.api.dispatch import CallContext
 from certd.api.jobs import FINISHED, Job, JobState
 from certd.api.registry import MethodSpec, Registry, Service, api_method
 from certd.api.scram import tls_server_end_point
-from certd.api.ws_auth import AuthSession
+from certd.api.ws_auth import AuthSession, RefusalLog
 from certd.api.ws_shapes import (
     INTERNAL_ERROR,
     INVALID_JSON,
@@ -491,6 +491,11 @@ class Connection:
             self.send_error(request_id, refusal.error, ends_call=True)
             return
         except Exception as exc:
+            if not isinstance(exc, CertdError):
+                # Only the method's name: params may hold secrets.
+                log.exception(
+                    "websocket_call_crashed", method=method, connection=self.id
+                )
             self.send_error(request_id, call_error(exc), ends_call=True)
             return
         if not isinstance(outcome, Job):
@@ -528,19 +533,19 @@ class Connection:
             started.append(job)
 
         ctx = CallContext(caller=self.caller, transport=self.transport, on_job=follow)
-        result = await self.server.daemon.dispatcher.run(spec, ctx, params)
+        try:
+            result = await self.server.daemon.dispatcher.run(spec, ctx, params)
+        except CertdError:
+            raise
+        except Exception as exc:
+            # The dispatcher has logged this crash with its traceback already.
+            raise WireError(call_error(exc)) from None
         return started[0] if started else result
 
     async def _session_call(self, spec: MethodSpec, params: Any) -> Any:
         kwargs = spec.bind(params)
         owner = self.sessions[type(spec.func.__self__)]  # type: ignore[attr-defined]
-        try:
-            return spec.dump_result(await getattr(owner, spec.func.__name__)(**kwargs))
-        except CertdError:
-            raise
-        except Exception:
-            log.exception("websocket_call_crashed", method=spec.name)
-            raise
+        return spec.dump_result(await getattr(owner, spec.func.__name__)(**kwargs))
 
 
 class WebSocketServer:
@@ -553,6 +558,7 @@ class WebSocketServer:
         self.max_calls_in_flight = MAX_CALLS_IN_FLIGHT
         self.max_queued_messages = MAX_QUEUED_MESSAGES
         self.max_queued_bytes = MAX_QUEUED_BYTES
+        self.refusals = RefusalLog()
         # (serial, tls-server-end-point data) of the certificate last served.
         self._served: tuple[int, bytes | None] | None = None
         self._stop_listening = daemon.jobs.add_listener(self._job_changed)

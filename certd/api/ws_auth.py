@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MECHANISMS = ["API_KEY_PLAIN", "SCRAM"]
+# Addresses whose last logged refusal is remembered, at most.
+MAX_REFUSALS_TRACKED = 10_000
 AUTH_ERR = {"response_type": "AUTH_ERR"}
 
 
@@ -65,6 +68,29 @@ def _user_info(caller: Caller) -> dict[str, Any]:
     }
 
 
+class RefusalLog:
+    """Says when a rate-limited address's refusals are worth a log line again.
+
+    A refused guesser may keep sending; one line per address per refill period
+    says what is going on without letting it fill the log.
+    """
+
+    def __init__(self, max_tracked: int = MAX_REFUSALS_TRACKED) -> None:
+        self.max_tracked = max_tracked
+        self._logged: OrderedDict[str, float] = OrderedDict()
+
+    def due(self, address: str, now: float, period: float) -> bool:
+        """True, and remembered, when ``address`` was not logged in ``period``."""
+        last = self._logged.get(address)
+        if last is not None and now - last < period:
+            return False
+        self._logged[address] = now
+        self._logged.move_to_end(address)
+        while len(self._logged) > self.max_tracked:
+            self._logged.popitem(last=False)
+        return True
+
+
 class AuthSession(Service):
     """The ``auth`` methods of one connection."""
 
@@ -96,10 +122,17 @@ class AuthSession(Service):
     def _check_rate(self) -> None:
         # Refused before the key is looked at, as over HTTP.
         address = self.app.remote
-        wait = self.app.server.daemon.auth_limiter.retry_after(
-            address, time.monotonic()
-        )
+        limiter = self.app.server.daemon.auth_limiter
+        now = time.monotonic()
+        wait = limiter.retry_after(address, now)
         if wait > 0:
+            if self.app.server.refusals.due(address, now, limiter.refill_seconds):
+                log.warning(
+                    "authentication_refused_rate_limited",
+                    remote=address,
+                    connection=self.app.id,
+                    retry_after=round(wait, 1),
+                )
             raise WireError(
                 refusal(
                     errno.EAGAIN,

@@ -13,12 +13,13 @@ so a test can see what the CA and certd's propagation check were shown.
 from __future__ import annotations
 
 import contextlib
+import socket
 import socketserver
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import dns.exception
 import dns.flags
@@ -122,7 +123,10 @@ class FakeAuthoritativeDNS:
         return response.to_wire()
 
     def _fill(
-        self, response: dns.message.Message, qname: dns.name.Name, rdtype: int
+        self,
+        response: dns.message.Message,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
     ) -> None:
         name = qname.to_text().rstrip(".").lower()
         zone = _longest_zone(name, self.source.zones())
@@ -182,7 +186,7 @@ def _txt_rrset(qname: dns.name.Name, values: tuple[str, ...]) -> dns.rrset.RRset
 
 
 class _UDPHandler(socketserver.BaseRequestHandler):
-    server: Any
+    server: _UDPServer
 
     def handle(self) -> None:
         data, sock = self.request
@@ -192,7 +196,7 @@ class _UDPHandler(socketserver.BaseRequestHandler):
 
 
 class _TCPHandler(socketserver.BaseRequestHandler):
-    server: Any
+    server: _TCPServer
 
     def handle(self) -> None:
         sock = self.request
@@ -210,7 +214,7 @@ class _TCPHandler(socketserver.BaseRequestHandler):
             sock.sendall(struct.pack("!H", len(reply)) + reply)
 
 
-def _read_exactly(sock: Any, size: int) -> bytes | None:
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
@@ -223,11 +227,13 @@ def _read_exactly(sock: Any, size: int) -> bytes | None:
 class _UDPServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
     daemon_threads = True
     allow_reuse_address = True
+    dns: FakeAuthoritativeDNS
 
 
 class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    dns: FakeAuthoritativeDNS
 
 
 @contextlib.contextmanager
@@ -240,13 +246,14 @@ def serve_dns(
     dns_server = FakeAuthoritativeDNS(
         "127.0.0.1", port or free_port(), source or StaticRecords()
     )
-    servers: list[socketserver.BaseServer] = []
+    address = (dns_server.host, dns_server.port)
+    servers: list[_UDPServer | _TCPServer] = []
     threads: list[threading.Thread] = []
     try:
-        for cls, handler in ((_UDPServer, _UDPHandler), (_TCPServer, _TCPHandler)):
-            server = cls((dns_server.host, dns_server.port), handler)
-            server.dns = dns_server  # type: ignore[attr-defined]
-            servers.append(server)
+        servers.append(_UDPServer(address, _UDPHandler))
+        servers.append(_TCPServer(address, _TCPHandler))
+        for server in servers:
+            server.dns = dns_server
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}
             )

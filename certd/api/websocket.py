@@ -165,7 +165,7 @@ class Connection:
         transport: str,
         remote: str,
         channel_binding: bytes | None,
-        stream: asyncio.BaseTransport | None = None,
+        stream: asyncio.Transport | None = None,
     ) -> None:
         self.server = server
         self.ws = ws

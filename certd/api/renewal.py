@@ -100,7 +100,11 @@ class RenewalService(Service):
         return row
 
     async def check_renew(self, id: int) -> None:
-        """Refuse at once what cannot be renewed, or what is being renewed."""
+        """Refuse at once what cannot be renewed, or what is being renewed.
+
+        The renewal is marked as started here, before its job is submitted,
+        so that of many calls at once only one is accepted.
+        """
         row = await self._row(id)
         if renewal_kind(row) is None:
             raise ValidationError.single(
@@ -108,7 +112,7 @@ class RenewalService(Service):
                 f"certificate {row.name!r} cannot be renewed: it is a CSR, "
                 "imported, revoked, or not from ACME or one of certd's CAs",
             )
-        self.app.renewal.check_idle(id)
+        self.app.renewal.accept(id, row.name)
 
     @api_method(job=True, name="certificate.renew", check="check_renew")
     async def renew(self, job: Job, id: int) -> RenewResult:

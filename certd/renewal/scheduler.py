@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,13 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 # An expiry event is raised at most this often for one certificate or CA.
 EXPIRY_EVENT_INTERVAL = timedelta(days=1)
 
+# In ``RenewalEngine.active``: a renewal accepted, its job not yet submitted.
+ACCEPTED = 0
+# An accepted renewal whose job never appeared (its submission failed) stops
+# holding the certificate after this many seconds.
+ACCEPTED_STALE_AFTER = 60.0
+RENEW_METHOD = "certificate.renew"
+
 
 class Limiter:
     """A semaphore whose size can change while it is in use (on reload)."""
@@ -92,6 +100,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _certificate_of(job: Job) -> int | None:
+    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+    certificate_id = arguments.get("id")
+    return certificate_id if isinstance(certificate_id, int) else None
+
+
 class RenewalEngine:
     """Owns the scheduler and starts renewal and deploy jobs."""
 
@@ -100,9 +114,15 @@ class RenewalEngine:
         self.renewer = Renewer(daemon)
         self.ari: AriClient | None = None
         self.scheduler: AsyncIOScheduler | None = None
-        # certificate id -> id of the job renewing or deploying it
+        # certificate id -> id of the job renewing or deploying it; ACCEPTED
+        # from the moment a renewal is accepted until its job is known
         self.active: dict[int, int] = {}
         self.deploying: dict[int, int] = {}
+        self._accepted_at: dict[int, float] = {}
+        # renewal jobs whose body has started, so their end releases only
+        # their own mark
+        self._started: set[int] = set()
+        daemon.jobs.add_listener(self._on_job)
         self.slots = Limiter(daemon.config.renewal.max_concurrent)
         self.last_scan_at: datetime | None = None
         self.last_tick_at: datetime | None = None
@@ -237,19 +257,78 @@ class RenewalEngine:
 
     # --- jobs -------------------------------------------------------------------
 
-    def check_idle(self, certificate_id: int) -> None:
-        """Raises ConflictError while a renewal of the certificate runs."""
-        if certificate_id in self.active:
+    def check_idle(self, certificate_id: int, name: str | None = None) -> None:
+        """Raises ConflictError while a renewal of the certificate is accepted or runs."""
+        self._drop_stale(certificate_id)
+        holder = self.active.get(certificate_id)
+        if holder is None:
+            return
+        what = name or f"certificate {certificate_id}"
+        if holder == ACCEPTED:
             raise ConflictError(
-                f"certificate {certificate_id} is being renewed by job "
-                f"{self.active[certificate_id]}; wait for it or abort it"
+                f"a renewal of {what} was just accepted and is starting; "
+                "wait for it or abort it"
             )
+        raise ConflictError(
+            f"a renewal of {what} is already running as job {holder}; "
+            "wait for it or abort it"
+        )
+
+    def accept(self, certificate_id: int, name: str | None = None) -> None:
+        """Mark a renewal of the certificate as started, or refuse a second one.
+
+        Checking and marking happen with no await in between, so of many
+        calls at once exactly one is accepted; the mark is released when the
+        renewal's job ends, however it ends.
+
+        Raises:
+            ConflictError: a renewal of the certificate is accepted or running.
+        """
+        self.check_idle(certificate_id, name)
+        self.active[certificate_id] = ACCEPTED
+        self._accepted_at[certificate_id] = time.monotonic()
+
+    def _release(self, certificate_id: int, holder: int) -> None:
+        if self.active.get(certificate_id) == holder:
+            del self.active[certificate_id]
+            self._accepted_at.pop(certificate_id, None)
+
+    def _drop_stale(self, certificate_id: int) -> None:
+        if self.active.get(certificate_id) != ACCEPTED:
+            return
+        age = time.monotonic() - self._accepted_at.get(certificate_id, 0.0)
+        if age < ACCEPTED_STALE_AFTER:
+            return
+        if any(
+            job.method == RENEW_METHOD and _certificate_of(job) == certificate_id
+            for job in self.daemon.jobs.running.values()
+        ):
+            return  # submitted, waiting for a job slot
+        log.warning("renewal_mark_dropped", certificate_id=certificate_id)
+        self._release(certificate_id, ACCEPTED)
+
+    def _on_job(self, job: Job) -> None:
+        """Release a renewal's mark when its job ends, even if it never started."""
+        if job.method != RENEW_METHOD or not job.done.is_set():
+            return
+        certificate_id = _certificate_of(job)
+        if certificate_id is None:
+            return
+        self._release(certificate_id, job.id)
+        if job.id in self._started:
+            self._started.discard(job.id)
+        else:
+            # ended before its body ran (aborted while waiting): the mark
+            # taken when it was accepted is its own
+            self._release(certificate_id, ACCEPTED)
 
     async def run_renewal(
         self, job: Job, certificate_id: int, trigger: str
     ) -> dict[str, Any]:
         """The body of a renewal job: wait for a slot, then renew."""
+        self._started.add(job.id)
         self.active[certificate_id] = job.id
+        self._accepted_at.pop(certificate_id, None)
         try:
             if self.slots.free == 0:
                 await job.set_progress(0, "waiting for a free renewal slot")
@@ -260,20 +339,25 @@ class RenewalEngine:
                 finally:
                     self.daemon.metrics.renewals_running.dec()
         finally:
-            if self.active.get(certificate_id) == job.id:
-                del self.active[certificate_id]
+            self._release(certificate_id, job.id)
 
     async def submit_renewal(self, certificate_id: int, trigger: str) -> Job:
         """Start a renewal job as the scheduler (not a caller) does."""
-        self.check_idle(certificate_id)
-        job = await self.daemon.jobs.submit(
-            "certificate.renew",
-            {"id": certificate_id, "trigger": trigger},
-            lambda job: self.run_renewal(job, certificate_id, trigger),
-            caller="scheduler",
-        )
+        self.accept(certificate_id)
+        try:
+            job = await self.daemon.jobs.submit(
+                RENEW_METHOD,
+                {"id": certificate_id, "trigger": trigger},
+                lambda job: self.run_renewal(job, certificate_id, trigger),
+                caller="scheduler",
+            )
+        except BaseException:
+            self._release(certificate_id, ACCEPTED)
+            raise
         # set before the job's task first runs, so the next tick sees it
-        self.active[certificate_id] = job.id
+        if self.active.get(certificate_id) == ACCEPTED:
+            self.active[certificate_id] = job.id
+            self._accepted_at.pop(certificate_id, None)
         return job
 
     async def run_deploy(self, job: Job, certificate_id: int, reason: str) -> Any:
@@ -377,6 +461,8 @@ class RenewalEngine:
         for event in staged:
             self.daemon.events.deliver(event)
 
+        for certificate_id in list(self.active):
+            self._drop_stale(certificate_id)
         for certificate_id in due:
             # jobs waiting for a slot count too: the tick never piles them up
             if len(self.active) >= self.slots.limit:
@@ -591,7 +677,7 @@ class RenewalEngine:
                 if row.ari_window_start and row.ari_window_end
                 else None,
                 "reuse_key": row.reuse_key,
-                "job_id": self.active.get(row.id),
+                "job_id": self.active.get(row.id) or None,
             }
             if entry["renewable"] and leaf is not None:
                 facts = facts_for(row, leaf)

@@ -63,6 +63,32 @@ def derive_verifier(
     )
 
 
+class StandInVerifiers:
+    """Verifiers for users that do not exist, so a server-first reveals nothing.
+
+    RFC 5802's security considerations advise answering an unknown user as if
+    it existed and failing the authentication at the end: otherwise the reply
+    to a client-first-message tells which ``<name>:<key id>`` pairs are real.
+    The salt is an HMAC of the username under a secret of this object, so the
+    same name gets the same salt every time, as a real key does.
+    """
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+
+    def verifier(self, username: str) -> ScramVerifier:
+        """A verifier no proof matches, with a salt fixed for ``username``."""
+        seed = _hmac(self._secret, username.encode())
+        return ScramVerifier(
+            salt=seed[:SALT_BYTES],
+            iterations=ITERATIONS,
+            # Keys no secret derives to, so the proof check fails as for a
+            # wrong secret.
+            stored_key=_hmac(seed, b"Stored Key"),
+            server_key=_hmac(seed, b"Server Key"),
+        )
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from certd.api.auth import Caller
 from certd.api.ratelimit import retry_after_header
 from certd.api.registry import Service, api_method
-from certd.api.scram import ServerExchange, parse_client_first
+from certd.api.scram import ServerExchange, StandInVerifiers, parse_client_first
 from certd.api.ws_shapes import WireError, refusal
 from certd.errors import AuthenticationError
 
@@ -34,6 +34,8 @@ MECHANISMS = ["API_KEY_PLAIN", "SCRAM"]
 # Addresses whose last logged refusal is remembered, at most.
 MAX_REFUSALS_TRACKED = 10_000
 AUTH_ERR = {"response_type": "AUTH_ERR"}
+# One per process: unknown users get the same salt on every connection.
+STAND_INS = StandInVerifiers()
 
 
 class ApiKeyPlain(BaseModel):
@@ -99,7 +101,9 @@ class AuthSession(Service):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self._scram: tuple[ServerExchange, Caller, int] | None = None
+        # The exchange under way, with the caller it logs in (None for a
+        # user that does not exist) and the key's id and name.
+        self._scram: tuple[ServerExchange, Caller | None, int, str] | None = None
 
     def _refused(self, mechanism: str, reason: str) -> dict[str, Any]:
         address = self.app.remote
@@ -192,14 +196,14 @@ class AuthSession(Service):
             return self._refused("SCRAM", exc.message)
         api_keys = self.app.server.daemon.api_keys
         found = await api_keys.scram_verifier(name, key_id)
-        if found is None:
-            return self._refused("SCRAM", f"no active key {key_id} named {name!r}")
-        caller, verifier = found
+        # An unknown user is answered like a known one and refused, and
+        # counted against the rate limit, only at the final message.
+        caller, verifier = found or (None, STAND_INS.verifier(first.username))
         try:
             exchange = ServerExchange(first, verifier, self.app.channel_binding)
         except AuthenticationError as exc:
             return self._refused("SCRAM", exc.message)
-        self._scram = (exchange, caller, key_id)
+        self._scram = (exchange, caller, key_id, name)
         return {
             "response_type": "SCRAM_RESPONSE",
             "scram_type": "SERVER_FIRST_RESPONSE",
@@ -211,11 +215,18 @@ class AuthSession(Service):
         pending, self._scram = self._scram, None
         if pending is None:
             return self._refused("SCRAM", "client-final-message without a first")
-        exchange, caller, key_id = pending
+        exchange, caller, key_id, name = pending
+        server_final: str | None = None
         try:
             server_final = exchange.finish(message)
         except AuthenticationError as exc:
-            return self._refused("SCRAM", exc.message)
+            reason = exc.message
+        if caller is None:
+            # The key does not exist: refused as a wrong proof is, whatever
+            # the proof, and logged for what it is.
+            reason = f"no active key {key_id} named {name!r}"
+        if caller is None or server_final is None:
+            return self._refused("SCRAM", reason)
         await self.app.server.daemon.api_keys.mark_used(key_id)
         self.app.login(caller, "SCRAM")
         return {

@@ -94,8 +94,11 @@ async def test_scram_login_proves_both_sides(certd: RunningDaemon, key: Key) -> 
     ("name", "key_id", "secret", "refused_at"),
     [
         ("ci", None, "wrong-secret", "final"),
-        ("ci", 999, None, "first"),
-        ("someone", None, None, "first"),
+        # Unknown keys are refused only at the end, as wrong secrets are.
+        ("ci", 999, None, "final"),
+        ("someone", None, None, "final"),
+        # A username that names no key at all is refused at once.
+        ("ci", -1, None, "first"),
     ],
 )
 async def test_scram_refusals(
@@ -113,8 +116,53 @@ async def test_scram_refusals(
             assert first == {"response_type": "AUTH_ERR"}
             assert final is None
         else:
+            assert first["response_type"] == "SCRAM_RESPONSE"
             assert final == {"response_type": "AUTH_ERR"}
         await assert_logged_out(client)
+
+
+def _salt_and_iterations(server_first: str) -> tuple[str, str]:
+    attributes = dict(part.split("=", 1) for part in server_first.split(","))
+    return attributes["s"], attributes["i"]
+
+
+async def test_scram_first_answer_does_not_tell_whether_a_key_exists(
+    tmp_path: Path,
+) -> None:
+    config = make_config(
+        tmp_path / "state",
+        server={"auth_failure_burst": 2, "auth_failure_refill_seconds": 3600},
+    )
+    async with running_daemon(config) as running:
+        key = await make_key(running, "ci")
+        async with connect(ws_url(running)) as client:
+            answers = []
+            for name, key_id in [("ci", key.id), ("ghost", 99), ("ghost", 99)]:
+                first = await client.call(
+                    "auth.login_ex",
+                    {
+                        "mechanism": "SCRAM",
+                        "scram_type": "CLIENT_FIRST_MESSAGE",
+                        "rfc_str": ScramClient(name, key_id, key.secret).first(),
+                    },
+                )
+                assert first["response_type"] == "SCRAM_RESPONSE"
+                assert first["scram_type"] == "SERVER_FIRST_RESPONSE"
+                answers.append(_salt_and_iterations(first["rfc_str"]))
+            real, ghost, ghost_again = answers
+            # The same unknown name gets the same salt, as a real key does.
+            assert ghost == ghost_again
+            assert ghost[1] == real[1]
+            assert len(ghost[0]) == len(real[0])
+
+            # First messages cost nothing; each refused final takes a token.
+            for _ in range(2):
+                _, final = await client.login_scram(ScramClient("ghost", 99, "x"))
+                assert final == {"response_type": "AUTH_ERR"}
+            with pytest.raises(CallFailed) as caught:
+                await client.login_scram(ScramClient("ci", key.id, key.secret))
+            assert caught.value.data is not None
+            assert caught.value.data["errname"] == "EAGAIN"
 
 
 async def test_scram_final_without_first_and_binding_without_tls(
@@ -166,8 +214,8 @@ async def test_keys_made_before_scram_get_a_verifier_on_first_use(
             )
         )
     async with connect(ws_url(certd)) as client:
-        first, _ = await client.login_scram(ScramClient("ci", key.id, key.secret))
-        assert first == {"response_type": "AUTH_ERR"}
+        _, final = await client.login_scram(ScramClient("ci", key.id, key.secret))
+        assert final == {"response_type": "AUTH_ERR"}
         assert (await client.login_plain("ci", key.raw))["response_type"] == "SUCCESS"
     async with connect(ws_url(certd)) as client:
         scram = ScramClient("ci", key.id, key.secret)

@@ -11,7 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from certd.api.scram import (
+    ITERATIONS,
+    SALT_BYTES,
     ServerExchange,
+    StandInVerifiers,
     derive_verifier,
     parse_client_first,
     tls_server_end_point,
@@ -146,3 +149,18 @@ def test_tls_server_end_point_is_undefined_for_eddsa() -> None:
     cert, _ = make_server_cert("ed25519")
     with pytest.raises(AuthenticationError, match="undefined"):
         tls_server_end_point(cert.public_bytes(serialization.Encoding.DER))
+
+
+def test_stand_in_verifiers_are_fixed_per_user_and_refuse_every_proof() -> None:
+    stand_ins = StandInVerifiers()
+    verifier = stand_ins.verifier("ghost:7")
+    assert verifier == stand_ins.verifier("ghost:7")
+    assert verifier.salt != stand_ins.verifier("ghost:8").salt
+    assert verifier.salt != StandInVerifiers().verifier("ghost:7").salt
+    assert len(verifier.salt) == SALT_BYTES
+    assert verifier.iterations == ITERATIONS
+
+    client = ScramClient("ghost", 7, SECRET)
+    exchange = ServerExchange(parse_client_first(client.first()), verifier, None)
+    with pytest.raises(AuthenticationError, match="SCRAM proof is wrong"):
+        exchange.finish(client.final(exchange.server_first))

@@ -36,7 +36,9 @@ class Client:
             raise ValueError("give exactly one of url and socket")
         connector = aiohttp.UnixConnector(path=str(socket)) if socket else None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._endpoint = f"{url.rstrip('/')}/rpc" if url else "http://certd/rpc"
+        # Accept the base URL or the endpoint itself (as curl examples show it).
+        base = url.rstrip("/").removesuffix("/rpc") if url else "http://certd"
+        self._endpoint = f"{base}/rpc"
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
@@ -74,7 +76,11 @@ class Client:
             "params": list(params),
             "id": next(self._ids),
         }
-        _, reply = await self.raw(request)
+        status, reply = await self.raw(request)
+        if not isinstance(reply, dict):
+            raise RpcError(
+                -32603, f"the daemon answered HTTP {status} without a JSON-RPC reply"
+            )
         if "error" in reply:
             error = reply["error"]
             raise RpcError(error["code"], error["message"], error.get("data"))

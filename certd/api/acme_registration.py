@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import josepy
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 from sqlalchemy import select
 
 from certd.acme.client import AcmeClient
@@ -39,20 +46,34 @@ ACME_SERVERS = {
     "https://dv.acme-v02.test-api.pki.goog/directory": "Google Trust Services (staging)",
 }
 
-# RFC 5280 §5.3.1 reason codes that ACME servers accept (RFC 8555 §7.6).
+# RFC 5280 §5.3.1 reasons (by their RFC names, as CRLs use them) that ACME
+# servers accept (RFC 8555 §7.6), with their codes.
 REVOCATION_REASONS = {
-    "UNSPECIFIED": 0,
-    "KEY_COMPROMISE": 1,
-    "AFFILIATION_CHANGED": 3,
-    "SUPERSEDED": 4,
-    "CESSATION_OF_OPERATION": 5,
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
 }
-RevocationReason = Literal[
-    "UNSPECIFIED",
-    "KEY_COMPROMISE",
-    "AFFILIATION_CHANGED",
-    "SUPERSEDED",
-    "CESSATION_OF_OPERATION",
+
+
+def _reason_name(value: Any) -> Any:
+    # Also take the UPPER_SNAKE spelling of the same names (KEY_COMPROMISE).
+    if isinstance(value, str) and value.isupper():
+        head, *rest = value.lower().split("_")
+        return head + "".join(part.capitalize() for part in rest)
+    return value
+
+
+RevocationReason = Annotated[
+    Literal[
+        "unspecified",
+        "keyCompromise",
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+    ],
+    BeforeValidator(_reason_name),
 ]
 
 
@@ -291,7 +312,7 @@ class AcmeCertificateService(Service):
 
     @api_method(job=True, name="certificate.revoke")
     async def revoke(
-        self, job: Job, id: int, reason: RevocationReason = "UNSPECIFIED"
+        self, job: Job, id: int, reason: RevocationReason = "unspecified"
     ) -> dict[str, Any]:
         """Revoke an ACME certificate at its CA, signed with the account key."""
         async with self.app.db.session() as session:
@@ -325,6 +346,8 @@ class AcmeCertificateService(Service):
             stored.revoked_at = utcnow()
             stored.revoked_reason = reason
             # A revoked certificate is not renewed: its names may no longer be ours.
-            stored.next_attempt_at = None
+            event = self.app.renewal.stage_change(session, stored)
+        if event is not None:
+            self.app.events.deliver(event)
         log.info("certificate_revoked", certificate=row.name, reason=reason)
         return {"id": id, "revoked": True, "reason": reason}

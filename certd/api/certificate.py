@@ -498,7 +498,11 @@ class CertificateService(CRUDService):
 
     # --- create: the job --------------------------------------------------------
 
-    @api_method(job=True, secret_params=("data",), check="check_create")
+    @api_method(
+        job=True,
+        secret_params=("data.privatekey", "data.passphrase"),
+        check="check_create",
+    )
     async def create(self, job: Job, data: CertificateCreate) -> CertificateEntry:
         """Create a certificate or CSR; the job's result is the new entry."""
         await self.check_create(data)
@@ -525,19 +529,26 @@ class CertificateService(CRUDService):
                     row.csr_id = None
                 session.add(row)
                 await session.flush()
+                event = (
+                    self.app.renewal.stage_change(session, row)
+                    if row.cert_type == "CERTIFICATE"
+                    else None
+                )
                 log.info(
                     "certificate_stored",
                     certificate=row.name,
                     create_type=row.create_type,
                 )
-                return row.id
+            if event is not None:
+                self.app.events.deliver(event)
+            return row.id
         except IntegrityError:
             # Another job stored the same name between our check and insert.
             raise taken from None
 
     async def _create_internal(self, job: Job, data: CertificateCreate) -> int:
         parsed, signer = await self._plan_internal(data)
-        await job.set_progress(10, f"generating a {parsed.key.key_type} key")
+        await job.set_progress(10, f"generating a new {parsed.key.key_type} key")
         key_pem, key = await self.app.workers.run(generate_key, parsed.key.model_dump())
         await job.set_progress(70, f"signing with CA {signer.name!r}")
         cert = sign_request(parsed, key.public_key(), utcnow(), signer=signer)
@@ -576,7 +587,7 @@ class CertificateService(CRUDService):
 
     async def _create_csr(self, job: Job, data: CertificateCreate) -> int:
         parsed = self._csr_options(data)
-        await job.set_progress(10, f"generating a {parsed.key.key_type} key")
+        await job.set_progress(10, f"generating a new {parsed.key.key_type} key")
         key_pem, key = await self.app.workers.run(generate_key, parsed.key.model_dump())
         await job.set_progress(70, "signing the CSR")
         csr = create_csr(
@@ -687,11 +698,16 @@ class CertificateService(CRUDService):
             if data.renew_days is not None or data.dns_mapping is not None:
                 # the renewal scheduler plans the certificate again on its next tick
                 row.next_attempt_at = None
+            event = None
             if data.revoked is not None:
                 revocation_changed = await self._apply_revocation(session, row, data)
+                if revocation_changed and row.revoked:
+                    event = self.app.renewal.stage_change(session, row)
             row.updated_at = utcnow()
             await session.flush()
             authority_id = row.signedby_id
+        if event is not None:
+            self.app.events.deliver(event)
         if revocation_changed and authority_id is not None:
             await self.app.services["certificateauthority"].crls.publish(authority_id)
         return await self.get_entry(id)  # type: ignore[return-value]
@@ -830,6 +846,11 @@ class CertificateService(CRUDService):
             )
         if not row.privatekey:
             raise ValidationError.single("id", f"{row.name!r} has no private key")
+        if format == "PKCS12" and not (password and password.get_secret_value()):
+            raise ValidationError.single(
+                "password",
+                "a PKCS#12 file holds the private key: give a password to encrypt it",
+            )
         if format == "PEM" and password is not None:
             raise ValidationError.single(
                 "password", "applies to PKCS12 only; PEM keys are exported unencrypted"

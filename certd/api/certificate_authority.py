@@ -287,7 +287,7 @@ class CertificateAuthorityService(CRUDService):
             parent = await find_issuer(session, chain[0])
         return ImportPlan(chain, key_pem, parent.id if parent else None)
 
-    @api_method(secret_params=("data",))
+    @api_method(secret_params=("data.privatekey", "data.passphrase"))
     async def create(self, data: CACreate) -> CAEntry:
         """Create a root or intermediate CA, or import one."""
         plan = await self.check_create(data)

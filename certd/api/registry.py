@@ -122,7 +122,7 @@ def validation_error_from_pydantic(
         path = ".".join(str(part) for part in err["loc"] if part != "__root__")
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "missing":

@@ -431,12 +431,8 @@ class RenewalEngine:
                 )
             ).all()
             for row in unplanned:
-                new = row.next_attempt_reason is None
-                plan_row(row, settings, now)
-                if row.revoked:
-                    staged.append(self._revoked_event(session, row))
-                elif new:
-                    staged.append(self._issued_event(session, row))
+                if event := self.stage_change(session, row, settings, now):
+                    staged.append(event)
             due = (
                 await session.scalars(
                     select(Certificate.id)
@@ -472,6 +468,27 @@ class RenewalEngine:
         for certificate_id in owed:
             if certificate_id not in self.active | self.deploying:
                 await self.submit_deploy(certificate_id, "retry")
+
+    def stage_change(
+        self,
+        session: Any,
+        row: Certificate,
+        settings: Any = None,
+        now: Any = None,
+    ) -> Event | None:
+        """Plan a certificate just stored, changed or revoked, and stage its event.
+
+        Called in the transaction that makes the change, so the event is
+        raised at once; the tick only catches rows that came in another way.
+        Deliver the returned event once the transaction has committed.
+        """
+        new = row.next_attempt_reason is None
+        plan_row(row, settings or self.settings(), now or utcnow())
+        if row.revoked:
+            return self._revoked_event(session, row)
+        if new:
+            return self._issued_event(session, row)
+        return None
 
     def _revoked_event(self, session: Any, row: Certificate) -> Event:
         return self.daemon.events.stage(

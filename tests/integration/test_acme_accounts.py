@@ -182,7 +182,7 @@ async def test_revoke_and_choices(
         assert "https://acme-v02.api.letsencrypt.org/directory" in choices
         assert len(choices) >= 5
         reasons = await client.call("certificate.revocation_reason_choices")
-        assert reasons["KEY_COMPROMISE"] == 1
+        assert reasons["keyCompromise"] == 1
         authenticator = await client.call(
             "acme.dns.authenticator.create",
             {"name": "bind", "attributes": rfc2136_attributes},
@@ -193,10 +193,11 @@ async def test_revoke_and_choices(
         result = await call_job(
             client, "certificate.revoke", cert["id"], "KEY_COMPROMISE"
         )
-        assert result == {"id": cert["id"], "revoked": True, "reason": "KEY_COMPROMISE"}
+        # The UPPER_SNAKE spelling is taken too; the RFC 5280 name is stored.
+        assert result == {"id": cert["id"], "revoked": True, "reason": "keyCompromise"}
         stored = await client.call("certificate.get_instance", cert["id"])
         assert stored["revoked"] is True
-        assert stored["revoked_reason"] == "KEY_COMPROMISE"
+        assert stored["revoked_reason"] == "keyCompromise"
         with pytest.raises(RpcError) as caught:
             await call_job(client, "certificate.revoke", cert["id"])
         assert "already revoked" in caught.value.message

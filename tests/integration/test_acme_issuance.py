@@ -129,7 +129,13 @@ async def test_issue_one_name_and_wildcard_with_apex(
             "core.get_jobs", [["method", "=", "certificate.create"]]
         )
         assert [job["state"] for job in jobs] == ["SUCCESS"] * 4
-        assert all(job["arguments"]["data"] == "********" for job in jobs)
+        # Job records say what was asked for, and nothing secret.
+        names = sorted(job["arguments"]["data"]["name"] for job in jobs)
+        assert names == ["one", "one-csr", "wild", "wild-csr"]
+        assert all(
+            job["arguments"]["data"].get("privatekey") in (None, "********")
+            for job in jobs
+        )
 
 
 async def test_force_deleting_a_used_authenticator_unmaps_it(

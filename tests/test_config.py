@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from certd.config import Config, load_config
+from certd.errors import ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_safe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    config = load_config(None)
+    assert config.server.http_host == "127.0.0.1"
+    assert config.server.socket_mode == 0o600
+    assert config.server.unix_socket is not None
+    assert config.store.url().startswith("sqlite+aiosqlite:///")
+    assert config.store.url().endswith("/certd.db")
+
+
+def test_systemd_directories_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/certd-test")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/certd-test")
+    config = Config()
+    assert config.store.state_dir == Path("/var/lib/certd-test")
+    assert config.server.unix_socket == Path("/run/certd-test/certd.sock")
+
+
+def test_example_file_documents_the_defaults() -> None:
+    example = tomllib.loads((ROOT / "config.example.toml").read_text())
+    parsed = Config.model_validate(example)
+    defaults = Config()
+    for section, values in example.items():
+        for key in values:
+            assert getattr(getattr(parsed, section), key) == getattr(
+                getattr(defaults, section), key
+            ), f"{section}.{key}"
+    # Every key of every section is named in the example, set or commented out.
+    text = (ROOT / "config.example.toml").read_text()
+    for section_name, section in Config.model_fields.items():
+        for key in section.annotation.model_fields:  # type: ignore[union-attr]
+            assert f"{key} =" in text, f"{section_name}.{key} is not documented"
+
+
+def test_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[server]\nhttp_port = "x"\nsocket_mode = "0644"\n[nosuch]\na = 1\n'
+    )
+    with pytest.raises(ValidationError) as caught:
+        load_config(path)
+    fields = sorted(e.field for e in caught.value.errors)
+    assert fields == ["nosuch", "server.http_port", "server.socket_mode"]
+    path.write_text("[server\n")
+    with pytest.raises(ValidationError) as caught:
+        load_config(path)
+    assert "not valid TOML" in caught.value.message
+    with pytest.raises(ValidationError) as caught:
+        load_config(tmp_path / "missing.toml")
+    assert "cannot read" in caught.value.message

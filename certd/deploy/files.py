@@ -15,7 +15,7 @@ import os
 import pwd
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,14 +104,7 @@ def user_id(owner: str | None) -> int:
     Raises:
         DeployError: there is no such user, or the number is out of range.
     """
-    if owner is None:
-        return -1
-    if owner.isdigit():
-        return _numeric_id(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise DeployError(owner, "no such user") from None
+    return _account_id(owner, lambda name: pwd.getpwnam(name).pw_uid, "user")
 
 
 def group_id(group: str | None) -> int:
@@ -120,14 +113,18 @@ def group_id(group: str | None) -> int:
     Raises:
         DeployError: there is no such group, or the number is out of range.
     """
-    if group is None:
+    return _account_id(group, lambda name: grp.getgrnam(name).gr_gid, "group")
+
+
+def _account_id(value: str | None, by_name: Callable[[str], int], what: str) -> int:
+    if value is None:
         return -1
-    if group.isdigit():
-        return _numeric_id(group)
+    if value.isdigit():
+        return _numeric_id(value)
     try:
-        return grp.getgrnam(group).gr_gid
+        return by_name(value)
     except KeyError:
-        raise DeployError(group, "no such group") from None
+        raise DeployError(value, f"no such {what}") from None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,53 @@ class Bench:
     """Runs the scenarios and collects their figures."""
 
     def __init__(
-        self, options: Options, named: NamedServer, pebble: PebbleServer, work: Path
+        self, options: Options, work: Path, save: Callable[[Bench], None]
     ) -> None:
         self.o = options
-        self.named = named
-        self.pebble = pebble
         self.work = work
-        self.peers = Peers(named, pebble, work / "peers")
+        self.save = save
         self.tag = secrets.token_hex(2)
         self.scenarios: dict[str, Any] = {}
-        self.notes: list[str] = []
+        self.beds = 0
+        self._named: NamedServer | None = None
+        self._pebble: PebbleServer | None = None
+        self._peers: Peers | None = None
+
+    @property
+    def named(self) -> NamedServer:
+        assert self._named is not None, "no bed is up"
+        return self._named
+
+    @property
+    def pebble(self) -> PebbleServer:
+        assert self._pebble is not None, "no bed is up"
+        return self._pebble
+
+    @property
+    def peers(self) -> Peers:
+        assert self._peers is not None, "no bed is up"
+        return self._peers
+
+    @contextmanager
+    def bed(self) -> Iterator[None]:
+        """A fresh BIND and pebble for one group of runs.
+
+        pebble keeps every order in memory and, after some hundreds of them
+        with lego running 8 at a time, once stopped answering new orders; a
+        fresh bed per group keeps runs apart and alike.
+        """
+        self.beds += 1
+        root = self.work / f"bed{self.beds}"
+        with ExitStack() as stack:
+            self._named = stack.enter_context(start_named(root / "named"))
+            self._pebble = stack.enter_context(
+                start_pebble(root / "pebble", self._named.port)
+            )
+            self._peers = Peers(self._named, self._pebble, root / "peers")
+            try:
+                yield
+            finally:
+                self._named = self._pebble = self._peers = None
 
     def wanted(self, number: int) -> bool:
         return number in self.o.only
@@ -151,8 +189,8 @@ class Bench:
             warm = await issue(
                 client, certd, f"warm-{self.tag}", [f"warm-{self.tag}.example.test"]
             )
-            lego_path = self.work / "peers" / "lego-warm"
-            certbot_state = self.work / "peers" / "certbot-warm"
+            lego_path = self.peers.workdir / "lego-warm"
+            certbot_state = self.peers.workdir / "certbot-warm"
             if self.peer("lego"):
                 self._check(self.peers.lego(lego_path, ["warm-lego.example.test"]))
             if self.peer("certbot"):
@@ -257,73 +295,78 @@ class Bench:
         count = self.o.certs
         log(f"scenarios 3 and 4: {count} certificates from empty")
         names = [f"m{i:03d}.example.test" for i in range(count)]
-        certd_times: list[float] = []
+        times: dict[str, list[float]] = {"certd": []}
+        failures: list[str] = []
         for r in range(self.o.runs):
-            directory = self.work / f"many-{r}"
-            async with running_certd(directory, self.named, self.pebble) as certd:
-                async with certd.client() as client:
-                    started = time.perf_counter()
-                    await asyncio.gather(
-                        *(
-                            issue(client, certd, f"m{i:03d}", [name])
-                            for i, name in enumerate(names)
+            with self.bed():
+                directory = self.work / f"many-{r}"
+                async with running_certd(directory, self.named, self.pebble) as certd:
+                    async with certd.client() as client:
+                        started = time.perf_counter()
+                        await asyncio.gather(
+                            *(
+                                issue(client, certd, f"m{i:03d}", [name])
+                                for i, name in enumerate(names)
+                            )
                         )
-                    )
-                    certd_times.append(time.perf_counter() - started)
-                    total = await client.call(
-                        "certificate.query",
-                        [["cert_type", "=", "CERTIFICATE"]],
-                        {"count": True},
-                    )
-                    if total != count:
-                        raise BenchError(f"{total} certificates stored, not {count}")
-            shutil.rmtree(directory, ignore_errors=True)
-        times: dict[str, list[float]] = {"certd": certd_times}
-        parallel: list[float] = []
+                        times["certd"].append(time.perf_counter() - started)
+                        total = await client.call(
+                            "certificate.query",
+                            [["cert_type", "=", "CERTIFICATE"]],
+                            {"count": True},
+                        )
+                        if total != count:
+                            raise BenchError(
+                                f"{total} certificates stored, not {count}"
+                            )
+                shutil.rmtree(directory, ignore_errors=True)
+        parallel = f"lego ({self.o.parallel} at a time)"
         for r in range(self.o.peer_runs):
-            if self.peer("certbot") and self.wanted(3):
-                log(f"scenario 3: certbot, {count} processes one after another")
-                run = self.peers.sequential(
-                    "certbot", self.work / "peers" / f"cb-many-{r}", names
-                )
-                times.setdefault("certbot", []).append(self._check(run))
-            if self.peer("lego") and self.wanted(3):
-                log(f"scenario 3: lego, {count} processes one after another")
-                run = self.peers.sequential(
-                    "lego", self.work / "peers" / f"lego-many-{r}", names
-                )
-                times.setdefault("lego", []).append(self._check(run))
-            if self.peer("lego") and self.wanted(4):
-                log(f"scenario 4: lego, {self.o.parallel} processes at a time")
-                run = await self.peers.lego_parallel(
-                    self.work / "peers" / f"lego-par-{r}", names, self.o.parallel
-                )
-                parallel.append(self._check(run))
+            for tool in ("certbot", "lego", parallel):
+                wanted = self.wanted(4) if tool == parallel else self.wanted(3)
+                if not wanted or not self.peer(tool.split()[0]):
+                    continue
+                with self.bed():
+                    state = self.peers.workdir / f"{tool.split()[0]}-many-{r}"
+                    if tool == parallel:
+                        log(f"scenario 4: lego, {self.o.parallel} processes at a time")
+                        run = await self.peers.lego_parallel(
+                            state, names, self.o.parallel
+                        )
+                    else:
+                        log(f"scenario 3: {tool}, {count} processes one after another")
+                        run = self.peers.sequential(tool, state, names)
+                if run.ok:
+                    times.setdefault(tool, []).append(run.seconds)
+                else:
+                    # A failed run has no figure; the table says how many failed.
+                    failures.append(f"{tool} run {r + 1}: {run.detail}")
+                    log(f"{tool} run {r + 1} failed: {run.detail}")
         results = {k: figure(v, "s") for k, v in times.items()}
+        notes = {"peer_failures": failures} if failures else {}
         if self.wanted(3):
             self.record(
                 3,
-                results,
+                {k: v for k, v in results.items() if k != parallel},
                 certificates=count,
                 ratios={
                     "certd/certbot": ratio(results["certd"], results.get("certbot")),
                     "certd/lego": ratio(results["certd"], results.get("lego")),
                 },
+                **notes,
             )
         if self.wanted(4):
             both = {"certd": results["certd"]}
-            if parallel:
-                both[f"lego ({self.o.parallel} at a time)"] = figure(parallel, "s")
+            if parallel in results:
+                both[parallel] = results[parallel]
             self.record(
                 4,
                 both,
                 certificates=count,
                 ratios={
-                    "certd/lego parallel": ratio(
-                        both["certd"],
-                        both.get(f"lego ({self.o.parallel} at a time)"),
-                    )
+                    "certd/lego parallel": ratio(both["certd"], both.get(parallel))
                 },
+                **notes,
             )
 
     # --- 5 and 6: the API under load ----------------------------------------
@@ -555,20 +598,40 @@ class Bench:
 
     # --- all -------------------------------------------------------------------
 
-    async def run(self) -> None:
-        if any(self.wanted(n) for n in (1, 2, 5, 6)):
+    async def api_group(self) -> None:
+        with self.bed():
             async with running_certd(
                 self.work / "main", self.named, self.pebble
             ) as certd:
                 cert_id = await self.single_orders(certd)
+                self.save(self)
                 if self.wanted(5):
                     await self.throughput(certd, cert_id)
                 if self.wanted(6):
                     await self.latency_under_keygen(certd, cert_id)
-        if self.wanted(3) or self.wanted(4):
-            await self.many()
-        if self.wanted(7) or self.wanted(8):
+
+    async def inventory_group(self) -> None:
+        with self.bed():
             await self.inventory()
+
+    async def run(self) -> None:
+        groups = [
+            ((1, 2, 5, 6), self.api_group),
+            ((3, 4), self.many),
+            ((7, 8), self.inventory_group),
+        ]
+        for numbers, group in groups:
+            if not any(self.wanted(n) for n in numbers):
+                continue
+            try:
+                await group()
+            except Exception as exc:
+                # One broken group must not lose the figures of the others.
+                log(f"scenarios {numbers} failed: {type(exc).__name__}: {exc}")
+                for n in numbers:
+                    if self.wanted(n) and str(n) not in self.scenarios:
+                        self.record(n, {}, error=f"{type(exc).__name__}: {exc}")
+            self.save(self)
 
 
 def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
@@ -647,16 +710,10 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     return o, args
 
 
-async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
-    started = time.perf_counter()
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    with ExitStack() as stack:
-        named = stack.enter_context(start_named(work / "named"))
-        pebble = stack.enter_context(start_pebble(work / "pebble", named.port))
-        log(f"bed up: BIND {named.address}, pebble {pebble.directory_url}")
-        bench = Bench(options, named, pebble, work)
-        await bench.run()
-    result = {
+def _result(
+    options: Options, bench: Bench, started: float, load_before: list[float]
+) -> dict[str, Any]:
+    return {
         "schema": 1,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -665,10 +722,17 @@ async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
         "versions": versions(),
         "scenarios": bench.scenarios,
     }
+
+
+def _write(result: dict[str, Any], options: Options, args: argparse.Namespace) -> None:
     if args.merge and args.json.exists():
         # Scenarios run again (after a fix) replace theirs in the last full run.
         earlier = json.loads(args.json.read_text())
-        reruns = earlier.get("reruns", [])
+        reruns = [
+            r
+            for r in earlier.get("reruns", [])
+            if r.get("created_at") != result["created_at"]
+        ]
         reruns.append(
             {
                 "created_at": result["created_at"],
@@ -680,14 +744,31 @@ async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
         )
         result = {
             **earlier,
-            "scenarios": {**earlier["scenarios"], **bench.scenarios},
+            "scenarios": {**earlier["scenarios"], **result["scenarios"]},
             "reruns": reruns,
         }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, args.markdown)
+
+
+async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
+    started = time.perf_counter()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def save(bench: Bench) -> None:
+        # Written after every group, so a run cut short keeps what it measured.
+        result = _result(options, bench, started, load_before)
+        result["created_at"] = created
+        _write(result, options, args)
+
+    bench = Bench(options, work, save)
+    await bench.run()
+    save(bench)
     log(f"wrote {args.json} and {args.markdown}")
-    return 0
+    failed = [n for n, e in bench.scenarios.items() if "error" in e]
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

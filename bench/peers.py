@@ -19,6 +19,8 @@ from pathlib import Path
 from tests.testbed import NamedServer, PebbleServer
 
 EMAIL = "bench@example.test"
+# One certificate takes seconds; lego's default wildcard order about a minute.
+PROCESS_TIMEOUT = 180
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -153,9 +155,16 @@ class Peers:
 
     def _run(self, argv: list[str], env: dict[str, str], log: Path) -> bool:
         with log.open("ab") as out:
-            proc = subprocess.run(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600
-            )
+            try:
+                proc = subprocess.run(
+                    argv,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=PROCESS_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                return False
         return proc.returncode == 0
 
     def lego(
@@ -218,7 +227,11 @@ class Peers:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
-                    code = await asyncio.wait_for(proc.wait(), 600)
+                    try:
+                        code = await asyncio.wait_for(proc.wait(), PROCESS_TIMEOUT)
+                    except TimeoutError:
+                        proc.kill()
+                        code = await proc.wait()
                 if code != 0 or not self._lego_cert(path, name).exists():
                     failures.append(name)
             finally:

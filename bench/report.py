@@ -223,6 +223,8 @@ def render(result: dict[str, Any]) -> str:
             measured, met = check(entry)
         except (KeyError, ValueError, TypeError):
             measured, met = "incomplete", None
+        if entry.get("error"):
+            measured, met = f"failed: {entry['error'][:120]}", None
         mark = {True: "yes", False: "**no**", None: "-"}[met]
         lines.append(
             f"| {number} | {goal['title']} | {goal['goal']} | {measured} | {mark} |"

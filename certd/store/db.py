@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,6 +28,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 # Threads that run whole read functions on SQLite (see Database.read).
 READ_THREADS = 4
+# The longest Database.read_now waits for a lock on the event loop's thread
+# before it gives up and the caller reads through a worker thread instead.
+READ_NOW_BUSY_MS = 20
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -66,6 +70,8 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader: Engine | None = None
         self._read_pool: ThreadPoolExecutor | None = None
+        self._now: sqlite3.Connection | None = None
+        self._now_sql: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
         database = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and database not in (
             None,
@@ -124,6 +130,37 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
+    def read_now(self, statement: Any, params: dict[str, Any]) -> list[Any] | None:
+        """Rows of one small indexed SELECT run right here, on the calling thread.
+
+        For lookups by key on the hottest paths, where handing the read to a
+        worker thread costs several times the read itself. Each call is its own
+        transaction (no snapshot is held between calls); values come back as
+        SQLite stores them, without SQLAlchemy's type processing. Returns None
+        where this is not possible (not SQLite, or the database is busy for
+        more than READ_NOW_BUSY_MS): then the caller uses :meth:`read`.
+        """
+        if self._reader is None:
+            return None
+        compiled = self._now_sql.get(id(statement))
+        if compiled is None or compiled[0] is not statement:
+            done = statement.compile(dialect=self._reader.dialect)
+            names = tuple(done.positiontup or ())
+            compiled = (statement, str(done), names)
+            self._now_sql[id(statement)] = compiled
+        _, sql, names = compiled
+        try:
+            if self._now is None:
+                path = self._reader.url.database
+                # Autocommit: a SELECT holds its snapshot only while it runs.
+                self._now = sqlite3.connect(
+                    str(path), isolation_level=None, check_same_thread=False
+                )
+                self._now.execute(f"PRAGMA busy_timeout={READ_NOW_BUSY_MS}")
+            return self._now.execute(sql, [params[n] for n in names]).fetchall()
+        except sqlite3.OperationalError:
+            return None
+
     async def ping(self) -> bool:
         from sqlalchemy import text
 
@@ -133,6 +170,9 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._now is not None:
+            self._now.close()
+            self._now = None
         if self._read_pool is not None:
             self._read_pool.shutdown(wait=True)
         if self._reader is not None:

@@ -774,7 +774,9 @@ async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     options, args = parse(argv)
     if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_main(options, args, args.workdir))
+        # A new directory per run: state left by an earlier run would clash.
+        work = args.workdir / time.strftime("%H%M%S")
+        work.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(_main(options, args, work))
     with tempfile.TemporaryDirectory(prefix="certd-bench-") as tmp:
         return asyncio.run(_main(options, args, Path(tmp)))

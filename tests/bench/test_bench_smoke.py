@@ -7,8 +7,10 @@ in the test suite.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.report import GOALS, render
@@ -19,7 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tiny_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     out_json = tmp_path / "latest.json"
     out_md = tmp_path / "benchmarks.md"
-    run = subprocess.run(
+    # A short directory: the daemon's unix socket path must fit in 108 bytes.
+    work = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
+    try:
+        run = _run_bench(out_json, out_md, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _check(run, out_json, out_md)
+
+
+def _run_bench(
+    out_json: Path, out_md: Path, work: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -36,13 +50,16 @@ def test_tiny_bench_writes_json_and_markdown(tmp_path: Path) -> None:
             "--markdown",
             str(out_md),
             "--workdir",
-            str(tmp_path / "work"),
+            str(work),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _check(run: subprocess.CompletedProcess[str], out_json: Path, out_md: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out_json.read_text())
 

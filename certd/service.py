@@ -190,7 +190,8 @@ class Daemon:
                 ssl_context=self.tls.context if self.tls else None,
             )
             await site.start()
-            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            server_ = site._server
+            sockets = getattr(server_, "sockets", None) or []
             self.http_port = (
                 sockets[0].getsockname()[1] if sockets else server.http_port
             )

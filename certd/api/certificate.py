@@ -192,7 +192,7 @@ class CertificateService(CRUDService):
         super().__init__(app)
         # id -> ((stamp, CA name, csr_id), entry, not_valid_after); see _current.
         self._entry_cache: dict[
-            int, tuple[tuple[Any, Any], dict[str, Any], datetime | None]
+            int, tuple[tuple[Any, Any, Any], dict[str, Any], datetime | None]
         ] = {}
         self.create_handlers: dict[
             str, Callable[[Job, CertificateCreate], Awaitable[int]]

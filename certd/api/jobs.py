@@ -200,7 +200,7 @@ class JobManager:
                     finished_at=utcnow(),
                 )
             )
-        count = result.rowcount or 0
+        count = getattr(result, "rowcount", 0) or 0
         if count:
             log.warning("interrupted_jobs_marked", count=count)
         return count

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Table, column, select, table, update
 from sqlalchemy import Text as SQLText
+from sqlalchemy import column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import TableClause
 
 from certd.errors import SecretStoreError
 from certd.store.crypto import (
@@ -119,7 +120,7 @@ def encrypted_columns() -> dict[str, list[str]]:
     return found
 
 
-def _raw_table(name: str, columns: list[str]) -> Table:
+def _raw_table(name: str, columns: list[str]) -> TableClause:
     # Plain text columns: the values as stored, without the TypeDecorators.
     return table(name, column("id"), *(column(c, SQLText) for c in columns))
 

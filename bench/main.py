@@ -521,7 +521,7 @@ class Bench:
         ) as certd:
             start_seconds = time.perf_counter() - started
             memory_started = certd.memory()
-            queries = {
+            queries: dict[str, tuple[str, list[Any]]] = {
                 "query by name": (
                     "certificate.query",
                     [[["name", "=", f"inv-{count // 2:05d}"]]],
@@ -716,7 +716,11 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
 
 
 def _result(
-    options: Options, bench: Bench, started: float, load_before: list[float]
+    options: Options,
+    bench: Bench,
+    started: float,
+    load_before: list[float],
+    tools: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "schema": 1,
@@ -724,7 +728,7 @@ def _result(
         "seconds": round(time.perf_counter() - started, 1),
         "options": asdict(options),
         "machine": {**machine(), "load_average_before": load_before},
-        "versions": versions(),
+        "versions": tools,
         "scenarios": bench.scenarios,
     }
 
@@ -761,10 +765,12 @@ async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
     started = time.perf_counter()
     load_before = [round(x, 2) for x in os.getloadavg()]
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # Taken before the run: the checkout may move on while it runs.
+    tools = versions()
 
     def save(bench: Bench) -> None:
         # Written after every group, so a run cut short keeps what it measured.
-        result = _result(options, bench, started, load_before)
+        result = _result(options, bench, started, load_before, tools)
         result["created_at"] = created
         _write(result, options, args)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 
-def figure(values: list[float], unit: str, **extra: Any) -> dict[str, Any]:
+def figure(values: Sequence[float], unit: str, **extra: Any) -> dict[str, Any]:
     """A figure of several runs: median, min, max and every run."""
     clean = [round(v, 4) for v in values]
     return {

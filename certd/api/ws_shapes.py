@@ -11,14 +11,18 @@ from __future__ import annotations
 import errno as _errno
 from typing import Any
 
+from certd.api.codes import (  # noqa: F401  (the transports import them from here)
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+)
 from certd.api.jobs import FINISHED, Job, JobState, error_details
 from certd.errors import CertdError, ValidationError
 
-INVALID_JSON = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
+# The standard codes are certd's own; the middleware numbers the rest itself.
+INVALID_JSON = PARSE_ERROR
 TOO_MANY_CONCURRENT_CALLS = -32000
 CALL_ERROR = -32001
 

@@ -551,26 +551,52 @@ class RenewalEngine:
         settings = self.settings()
         staged: list[Event] = []
         async with self.daemon.db.session() as session:
-            for row in rows:
-                current = await session.get(Certificate, row.id)
-                if current is None:
-                    continue
-                info = windows.get(row.id)
-                if row.id in windows:
-                    current.ari_next_fetch_at = (
-                        info.next_fetch_at if info is not None else None
+            # One statement for every row instead of one per row, and the
+            # plans written only at the commit: the write lock is then held
+            # for the flush alone, not for the whole scan (with thousands of
+            # certificates, API writes meanwhile would wait past their timeout).
+            fresh = {
+                current.id: current
+                for current in (
+                    await session.scalars(
+                        select(Certificate).where(
+                            Certificate.cert_type == "CERTIFICATE"
+                        )
                     )
-                    if info is not None and info.window is not None:
-                        current.ari_window_start = info.window.start
-                        current.ari_window_end = info.window.end
-                if current.id not in self.active:
-                    plan_row(current, settings, now)
-                staged += await self._expiry_events(session, current, now)
-            staged += await self._ca_events(session, now)
+                ).all()
+            }
+            with session.no_autoflush:
+                for row in rows:
+                    current = fresh.get(row.id)
+                    if current is None:
+                        continue
+                    staged += await self._scan_row(
+                        session, current, windows, settings, now
+                    )
+                staged += await self._ca_events(session, now)
         for event in staged:
             self.daemon.events.deliver(event)
         pruned = await self.daemon.events.prune(now, self.config.events.retention_days)
         log.info("renewal_scan_finished", certificates=len(rows), events_pruned=pruned)
+
+    async def _scan_row(
+        self,
+        session: Any,
+        current: Certificate,
+        windows: dict[int, Any],
+        settings: Any,
+        now: datetime,
+    ) -> list[Event]:
+        """Apply one row's fetched ARI window, plan it, stage its expiry events."""
+        info = windows.get(current.id)
+        if current.id in windows:
+            current.ari_next_fetch_at = info.next_fetch_at if info is not None else None
+            if info is not None and info.window is not None:
+                current.ari_window_start = info.window.start
+                current.ari_window_end = info.window.end
+        if current.id not in self.active:
+            plan_row(current, settings, now)
+        return await self._expiry_events(session, current, now)
 
     async def _recent_event(
         self,

@@ -24,6 +24,7 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from cryptography import x509
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import defer
 
 from certd.config import Config
 from certd.errors import ConflictError
@@ -52,6 +53,13 @@ if TYPE_CHECKING:
     from certd.service import Daemon
 
 log = structlog.get_logger(__name__)
+
+# Planning reads no key and no deploy settings: left unloaded, they are not
+# decrypted for every certificate at every scan (and may not be read by mistake).
+_WITHOUT_SECRETS = (
+    defer(Certificate.privatekey, raiseload=True),
+    defer(Certificate.deploy, raiseload=True),
+)
 
 # APScheduler logs every run at INFO; with a tick every few seconds that would
 # drown the daemon's own log lines.
@@ -529,7 +537,9 @@ class RenewalEngine:
         async with self.daemon.db.session() as session:
             rows = (
                 await session.scalars(
-                    select(Certificate).where(Certificate.cert_type == "CERTIFICATE")
+                    select(Certificate)
+                    .where(Certificate.cert_type == "CERTIFICATE")
+                    .options(*_WITHOUT_SECRETS)
                 )
             ).all()
         windows: dict[int, Any] = {}
@@ -559,9 +569,9 @@ class RenewalEngine:
                 current.id: current
                 for current in (
                     await session.scalars(
-                        select(Certificate).where(
-                            Certificate.cert_type == "CERTIFICATE"
-                        )
+                        select(Certificate)
+                        .where(Certificate.cert_type == "CERTIFICATE")
+                        .options(*_WITHOUT_SECRETS)
                     )
                 ).all()
             }
@@ -690,6 +700,7 @@ class RenewalEngine:
                 await session.scalars(
                     select(Certificate)
                     .where(Certificate.cert_type == "CERTIFICATE")
+                    .options(*_WITHOUT_SECRETS)
                     .order_by(Certificate.id)
                 )
             ).all()

@@ -111,7 +111,6 @@ def versions() -> dict[str, str]:
         "lego": version("lego"),
         "pebble": version("pebble"),
         "bind9": version("named"),
-        "wrk": version("wrk"),
     }
 
 

@@ -156,6 +156,41 @@ GOALS: dict[int, dict[str, Any]] = {
 }
 
 
+SETTINGS = """## How each tool was run
+
+- **Bed.** A fresh BIND (TSIG key, RFC 2136 updates) and pebble on free ports
+  of 127.0.0.1 for every group of runs; pebble without its random validation
+  delay, rejecting no nonces and reusing no authorizations. Every tool uses EC
+  P-256 keys and talks to 127.0.0.1 only.
+- **certd** runs as `certd serve` on its defaults (info logs, renewal on),
+  with the bed's BIND as resolver and authoritative server. It is driven as a
+  user drives it, over its unix socket: `certificate.create` of a key and CSR,
+  then `certificate.create` of the ACME certificate, each waited for with
+  `core.job_wait`; the time includes both jobs. Scenarios 3-4 submit all
+  certificates at once and let the daemon run them (16 jobs at a time).
+- **lego** 4.9 (Debian): `--dns rfc2136 --dns.resolvers 127.0.0.1:PORT
+  --dns.disable-cp --key-type ec256`, `RFC2136_POLLING_INTERVAL=0` (its fixed
+  2 s wait before the check that `--dns.disable-cp` turns off; that check
+  would ask the zone's NS on port 53, which is not the bed's). Scenario 2 shows
+  lego with its default `RFC2136_SEQUENCE_INTERVAL` (60 s between the two
+  authorizations of one name, which its TXT replacement needs) and with 0.
+  Scenario 4 runs 8 processes at a time, each slot with its own account.
+- **certbot** 2.1 (Debian) with its RFC 2136 plugin:
+  `--dns-rfc2136-propagation-seconds 0`, `--key-type ecdsa`, private config,
+  work and logs directories.
+- **Accounts.** In scenarios 1-2 each tool has registered its account in an
+  untimed first order; scenarios 3-4 start from empty state (the first order
+  registers). The peers run one process per certificate, one after another,
+  as a shell loop would.
+- **Load** (scenarios 5-6) comes from `bench/load.py` in its own process: plain
+  HTTP/1.1 keep-alive connections (16; 4 in scenario 6) over TCP with an API
+  key or over the unix socket, every reply checked to be a JSON-RPC result.
+  Scenario 6 creates 8 RSA-4096 keys (as CSRs) through the API meanwhile.
+- **Inventory** (scenario 7-8): distinct EC certificates with keys written
+  into a stopped daemon's store through its own (encrypting) models, then
+  queried through the API; memory is the daemon's VmRSS from /proc."""
+
+
 def _cell(figure: dict[str, Any]) -> str:
     unit = figure["unit"]
 
@@ -271,6 +306,7 @@ def render(result: dict[str, Any]) -> str:
         ratio_line = _ratio_line(entry)
         if ratio_line:
             lines += [ratio_line]
+    lines += [SETTINGS, ""]
     m = result["machine"]
     lines += [
         "## Machine and versions",

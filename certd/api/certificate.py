@@ -151,6 +151,8 @@ _VERSION_QUERY = select(
 # Built once: building and hashing a statement per call costs more than running it.
 _ALL_VERSIONS = _VERSION_QUERY.order_by(_TABLE.c.id)
 _ONE_VERSION = _VERSION_QUERY.where(_TABLE.c.id == bindparam("ident"))
+# Rows read (and described) at a time when entries are built.
+_BUILD_BATCH = 200
 # Above this many changed rows one statement reads them all.
 _REFETCH_BY_ID_MAX = 500
 
@@ -280,32 +282,42 @@ class CertificateService(CRUDService):
             ):
                 return [_with_clock(cache[r[0]]) for r in found]
 
-        def read(conn: Any) -> tuple[list[Any], list[Any]]:
-            versions = conn.execute(versions_query, params).all()
-            stale = [
-                r.id
-                for r in versions
-                if (c := cache.get(r.id)) is None
-                or c[0] != (r.version, r.authority_name, r.csr_id)
-            ]
-            if not stale:
-                return versions, []
-            if len(stale) > _REFETCH_BY_ID_MAX:
-                return versions, conn.execute(_ENTRY_QUERY).all()
-            query = _ENTRY_QUERY.where(_TABLE.c.id.in_(stale))
-            return versions, conn.execute(query).all()
-
-        versions, rows = await self.app.db.read(read)
-        for row in rows:
+        def build(row: Any) -> tuple[int, Any]:
             entry = self.entry(row)
             not_after = entry.get("not_valid_after")
-            cache[row.id] = (
+            return row.id, (
                 (row.version, row.authority_name, row.csr_id),
                 entry,
                 datetime.fromisoformat(not_after)
                 if row.cert_type != "CSR" and not_after
                 else None,
             )
+
+        def read(conn: Any) -> tuple[list[Any], list[tuple[int, Any]]]:
+            # Entries are built here, in the reading thread, a batch of rows
+            # at a time: describing thousands of certificates neither holds
+            # the event loop for seconds nor keeps every raw row in memory.
+            versions = conn.execute(versions_query, params).all()
+            stale = {
+                r.id
+                for r in versions
+                if (c := cache.get(r.id)) is None
+                or c[0] != (r.version, r.authority_name, r.csr_id)
+            }
+            if not stale:
+                return versions, []
+            if len(stale) > _REFETCH_BY_ID_MAX:
+                result = conn.execute(_ENTRY_QUERY)
+            else:
+                result = conn.execute(_ENTRY_QUERY.where(_TABLE.c.id.in_(stale)))
+            built: list[tuple[int, Any]] = []
+            for batch in result.partitions(_BUILD_BATCH):
+                built.extend(build(row) for row in batch if row.id in stale)
+            return versions, built
+
+        versions, built = await self.app.db.read(read)
+        for key, item in built:
+            cache[key] = item
         if ident is None and len(cache) > len(versions):
             present = {r.id for r in versions}
             for gone in [key for key in cache if key not in present]:

@@ -60,6 +60,20 @@ _WITHOUT_SECRETS = (
     defer(Certificate.privatekey, raiseload=True),
     defer(Certificate.deploy, raiseload=True),
 )
+# What the scan's ARI step reads of every certificate.
+_ARI_COLUMNS = (
+    Certificate.id,
+    Certificate.cert_type,
+    Certificate.certificate,
+    Certificate.revoked,
+    Certificate.acme_account_id,
+    Certificate.acme_directory_uri,
+    Certificate.dns_mapping,
+    Certificate.signedby_id,
+    Certificate.ari_next_fetch_at,
+)
+# Certificates planned per transaction by the scan.
+_SCAN_BATCH = 500
 
 # APScheduler logs every run at INFO; with a tick every few seconds that would
 # drown the daemon's own log lines.
@@ -535,22 +549,25 @@ class RenewalEngine:
         self.last_scan_at = now
         renewal = self.config.renewal
         async with self.daemon.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(Certificate)
-                    .where(Certificate.cert_type == "CERTIFICATE")
-                    .options(*_WITHOUT_SECRETS)
-                )
-            ).all()
+            # Plain rows of the columns the ARI step reads, not ORM objects.
+            rows: list[Any] = list(
+                (
+                    await session.execute(
+                        select(*_ARI_COLUMNS).where(
+                            Certificate.cert_type == "CERTIFICATE"
+                        )
+                    )
+                ).all()
+            )
         windows: dict[int, Any] = {}
         if renewal.ari and self.ari is not None:
             for row in rows:
-                leaf = leaf_of(row)
-                if (
-                    leaf is not None
-                    and renewal_kind(row) == "acme"
-                    and (row.ari_next_fetch_at is None or row.ari_next_fetch_at <= now)
+                if renewal_kind(row) != "acme" or (
+                    row.ari_next_fetch_at is not None and row.ari_next_fetch_at > now
                 ):
+                    continue
+                leaf = leaf_of(row)
+                if leaf is not None:
                     windows[row.id] = await self.ari.fetch(
                         row.acme_directory_uri or "",
                         leaf,
@@ -559,31 +576,36 @@ class RenewalEngine:
                     )
 
         settings = self.settings()
-        staged: list[Event] = []
+        ids = [row.id for row in rows]
+        for first in range(0, len(ids), _SCAN_BATCH):
+            batch = ids[first : first + _SCAN_BATCH]
+            staged: list[Event] = []
+            # A batch of rows per transaction, read in one statement and
+            # written at the commit: the write lock is held for one flush at a
+            # time, never for the whole scan (API writes would wait past their
+            # timeout), and only a batch of ORM objects is alive at once.
+            async with self.daemon.db.session() as session:
+                fresh = {
+                    current.id: current
+                    for current in (
+                        await session.scalars(
+                            select(Certificate)
+                            .where(Certificate.id.in_(batch))
+                            .options(*_WITHOUT_SECRETS)
+                        )
+                    ).all()
+                }
+                with session.no_autoflush:
+                    for ident in batch:
+                        current = fresh.get(ident)
+                        if current is not None:
+                            staged += await self._scan_row(
+                                session, current, windows, settings, now
+                            )
+            for event in staged:
+                self.daemon.events.deliver(event)
         async with self.daemon.db.session() as session:
-            # One statement for every row instead of one per row, and the
-            # plans written only at the commit: the write lock is then held
-            # for the flush alone, not for the whole scan (with thousands of
-            # certificates, API writes meanwhile would wait past their timeout).
-            fresh = {
-                current.id: current
-                for current in (
-                    await session.scalars(
-                        select(Certificate)
-                        .where(Certificate.cert_type == "CERTIFICATE")
-                        .options(*_WITHOUT_SECRETS)
-                    )
-                ).all()
-            }
-            with session.no_autoflush:
-                for row in rows:
-                    current = fresh.get(row.id)
-                    if current is None:
-                        continue
-                    staged += await self._scan_row(
-                        session, current, windows, settings, now
-                    )
-                staged += await self._ca_events(session, now)
+            staged = await self._ca_events(session, now)
         for event in staged:
             self.daemon.events.deliver(event)
         pruned = await self.daemon.events.prune(now, self.config.events.retention_days)

@@ -8,8 +8,6 @@ replies are RFC 7807 problem documents and become :class:`AcmeError`.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import json
 from collections import deque
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ import structlog
 from acme import jws, messages
 from yarl import URL
 
+from certd.acme.retry import parse_retry_after
 from certd.errors import AcmeError
 
 log = structlog.get_logger(__name__)
@@ -54,26 +53,6 @@ def signature_algorithm(key: josepy.JWK) -> josepy.JWASignature:
         "the ACME account key must be an RSA key or an EC private key on "
         "P-256, P-384 or P-521"
     )
-
-
-def parse_retry_after(
-    value: str | None, now: datetime.datetime | None = None
-) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        # RFC 9110 HTTP dates are always GMT
-        when = when.replace(tzinfo=datetime.UTC)
-    now = now or datetime.datetime.now(datetime.UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import josepy
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,13 +25,15 @@ from pydantic import (
 )
 from sqlalchemy import select
 
-from certd.acme.client import AcmeClient
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
 from certd.errors import ConflictError, NotFoundError, ValidationError
 from certd.renewal.issuance import load_account_key, normalize_directory
 from certd.store.models import AcmeAccount, Certificate, utcnow
+
+if TYPE_CHECKING:
+    from certd.acme.client import AcmeClient
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +181,8 @@ class AcmeRegistrationService(CRUDService):
     async def _client(self, row: AcmeAccount) -> AcmeClient:
         if row.status != "valid":
             raise ConflictError(f"ACME account {row.id} is {row.status}")
+        from certd.acme.client import AcmeClient
+
         return await AcmeClient.open(
             row.directory,
             load_account_key(row.key_pem),
@@ -248,6 +251,8 @@ class AcmeRegistrationService(CRUDService):
         """Move the account to a new key (RFC 8555 §7.3.5)."""
         row = await self._row(id)
         client = await self._client(row)
+        import josepy
+
         private = ec.generate_private_key(ec.SECP256R1())
         await client.key_rollover(josepy.JWKEC(key=private))
         pem = private.private_bytes(
@@ -329,6 +334,8 @@ class AcmeCertificateService(Service):
         if row.revoked:
             raise ConflictError(f"certificate {row.name!r} is already revoked")
         await job.set_progress(30, f"revoking at {account.directory}")
+        from certd.acme.client import AcmeClient
+
         client = await AcmeClient.open(
             account.directory,
             load_account_key(account.key_pem),

@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from cryptography import x509
 
-from certd.acme.transport import parse_retry_after
+from certd.acme.retry import parse_retry_after
 from certd.renewal.policy import Window
 
 log = structlog.get_logger(__name__)

@@ -17,20 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import josepy
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select
 
-from certd.acme.client import AcmeClient, Dns01, PollPolicy
 from certd.dns.base import DNSProvider
 from certd.dns.resolve import PropagationSettings, follow_cname, wait_for_txt
 from certd.errors import AcmeError, CertdError, ConflictError, ValidationError
 from certd.store.models import AcmeAccount, ChallengeRecord
 
 if TYPE_CHECKING:
+    import josepy
+
+    from certd.acme.client import AcmeClient, Dns01, PollPolicy
     from certd.service import Daemon
 
 log = structlog.get_logger(__name__)
@@ -83,6 +84,8 @@ def normalize_directory(url: str) -> str:
 
 def load_account_key(pem: str) -> josepy.JWK:
     """The stored account key as a JWK of the right kind."""
+    import josepy
+
     key = serialization.load_pem_private_key(pem.encode(), None)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return josepy.JWKEC(key=key)
@@ -112,6 +115,8 @@ class Issuer:
         return lock
 
     def poll_policy(self) -> PollPolicy:
+        from certd.acme.client import PollPolicy
+
         acme = self.daemon.config.acme
         return PollPolicy(
             initial=acme.poll_initial, maximum=acme.poll_max, timeout=acme.order_timeout
@@ -143,6 +148,8 @@ class Issuer:
             )
         if account is None or not account.account_url or account.status != "valid":
             return None
+        from certd.acme.client import AcmeClient
+
         key = load_account_key(account.key_pem)
         client = await AcmeClient.open(
             directory,
@@ -191,6 +198,10 @@ class Issuer:
                 f"no account exists yet at {directory}; agree to the CA's terms "
                 "of service with tos=true to create one",
             )
+        import josepy
+
+        from certd.acme.client import AcmeClient
+
         private = ec.generate_private_key(ec.SECP256R1())
         client = await AcmeClient.open(
             directory,

@@ -23,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
-from certd.acme.client import AcmeClient, Order
 from certd.errors import (
     AcmeError,
     CertdError,
@@ -46,6 +45,7 @@ from certd.store.models import (
 )
 
 if TYPE_CHECKING:
+    from certd.acme.client import AcmeClient, Order
     from certd.api.jobs import Job
     from certd.service import Daemon
 

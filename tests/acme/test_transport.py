@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certd.acme import AcmeClient, PollPolicy
+from certd.acme.retry import parse_retry_after
 from certd.acme.transport import (
     Reply,
     _parse_links,
-    parse_retry_after,
     problem_error,
     signature_algorithm,
 )

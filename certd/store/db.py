@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = structlog.get_logger(__name__)
 
@@ -44,12 +45,53 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def schema_head() -> str:
+    """The newest migration's revision: each file is named after its revision."""
+    return max(path.name.split("_", 1)[0] for path in MIGRATIONS.glob("versions/*.py"))
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The revision the database is at, or None for a database never migrated."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+def _has_tables(connection: Connection) -> bool:
+    return bool(inspect(connection).get_table_names())
+
+
+def _create(connection: Connection, revision: str) -> None:
+    from certd.store.models import Base
+
+    Base.metadata.create_all(connection)
+    # The table alembic keeps its revision in, as alembic itself creates it.
+    connection.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(
+        text("INSERT INTO alembic_version (version_num) VALUES (:revision)"),
+        {"revision": revision},
+    )
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), "head")
 
 
 class Database:
@@ -98,14 +140,27 @@ class Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision."""
+        """Bring the schema to the newest revision.
+
+        A new store is created from the models and stamped with the newest
+        revision (a test holds that schema equal to the migrations' result);
+        an older one runs alembic's migrations. Alembic, with mako and the rest
+        of its imports, costs a daemon about 12 MB, so it is loaded only when a
+        store is behind.
+        """
+        url = self.engine.url.render_as_string(hide_password=True)
+        head = schema_head()
         async with self.engine.begin() as conn:
-            await conn.run_sync(
-                lambda sync: command.upgrade(alembic_config(sync), "head")
-            )
-        log.info(
-            "schema_migrated", url=self.engine.url.render_as_string(hide_password=True)
-        )
+            current = await conn.run_sync(schema_revision)
+            if current == head:
+                log.info("schema_current", url=url, revision=head)
+                return
+            if current is None and not await conn.run_sync(_has_tables):
+                await conn.run_sync(_create, head)
+                log.info("schema_created", url=url, revision=head)
+                return
+            await conn.run_sync(_upgrade)
+        log.info("schema_migrated", url=url, revision=head, previous=current)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -221,7 +222,11 @@ class Certificate(Base):
     # The CA's Retry-After of the last failure, as a point in time.
     retry_not_before: Mapped[datetime | None] = mapped_column(default=None)
     # Renewal keeps the key (and CSR) instead of generating a new one.
-    reuse_key: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Server defaults as the migrations that added these columns wrote them,
+    # so a store created from the models has the very schema of a migrated one.
+    reuse_key: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     # The CA's suggested renewal window (RFC 9773) and when to ask again.
     ari_window_start: Mapped[datetime | None] = mapped_column(default=None)
     ari_window_end: Mapped[datetime | None] = mapped_column(default=None)
@@ -230,9 +235,11 @@ class Certificate(Base):
     # last deployment went; deploy_next_attempt_at is set while one is owed.
     # Encrypted: a target's PKCS#12 passphrase is kept in it.
     deploy: Mapped[dict[str, Any]] = mapped_column(
-        EncryptedJSON("certificate", "deploy"), default=dict
+        EncryptedJSON("certificate", "deploy"), default=dict, server_default="{}"
     )
-    deploy_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    deploy_state: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, server_default="{}"
+    )
     deploy_next_attempt_at: Mapped[datetime | None] = mapped_column(
         default=None, index=True
     )

@@ -1,0 +1,117 @@
+"""A new store is made from the models; an old one is migrated: both end alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from certd.store.db import (
+    Database,
+    alembic_config,
+    schema_head,
+    schema_revision,
+)
+
+
+def _shape(path: Path) -> dict[str, Any]:
+    """Every table's columns, indexes, foreign keys and CHECK clauses."""
+    shape: dict[str, Any] = {}
+    with sqlite3.connect(path) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        for table in tables:
+            columns = sorted(
+                row[1:] for row in conn.execute(f"PRAGMA table_info('{table}')")
+            )
+            indexes = []
+            for row in conn.execute(f"PRAGMA index_list('{table}')"):
+                name = row[1]
+                columns_of = tuple(
+                    info[2] for info in conn.execute(f"PRAGMA index_info('{name}')")
+                )
+                # SQLite names the indexes behind UNIQUE constraints itself.
+                shown = "(automatic)" if name.startswith("sqlite_autoindex") else name
+                indexes.append((shown, row[2], row[3], columns_of))
+            foreign_keys = sorted(
+                row[2:] for row in conn.execute(f"PRAGMA foreign_key_list('{table}')")
+            )
+            sql = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (table,)
+            ).fetchone()[0]
+            checks = sorted(
+                part.strip() for part in sql.split(",") if "CHECK" in part.upper()
+            )
+            shape[table] = {
+                "columns": columns,
+                "indexes": sorted(indexes),
+                "foreign_keys": foreign_keys,
+                "checks": checks,
+            }
+    return shape
+
+
+def _revision(path: Path) -> str | None:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return schema_revision(conn)
+    finally:
+        engine.dispose()
+
+
+async def _migrate(path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
+
+
+def test_head_is_the_newest_migration() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert schema_head() == scripts.get_current_head()
+
+
+async def test_a_new_store_has_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    migrated = tmp_path / "migrated.db"
+    engine = create_engine(f"sqlite:///{migrated}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    engine.dispose()
+
+    created = tmp_path / "created.db"
+    await _migrate(created)
+
+    assert _revision(created) == _revision(migrated) == schema_head()
+    migrated_shape, created_shape = _shape(migrated), _shape(created)
+    assert "certificate" in created_shape
+    assert "alembic_version" in created_shape
+    assert created_shape == migrated_shape
+
+
+async def test_an_older_store_is_migrated_to_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0004")
+    engine.dispose()
+    assert _revision(path) == "0004"
+
+    await _migrate(path)
+
+    assert _revision(path) == schema_head()
+    # A current store is left as it is: a second start changes nothing.
+    before = _shape(path)
+    await _migrate(path)
+    assert _shape(path) == before
+    assert _revision(path) == schema_head()

@@ -7,6 +7,7 @@ renewed and how, what their leaf says, and where a plan is written.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -22,22 +23,52 @@ RenewalKind = Literal["acme", "internal"]
 NOT_RENEWABLE = "not_renewable"
 REVOKED = "revoked"
 
-_LEAVES: dict[str, x509.Certificate | None] = {}
-_LEAVES_MAX = 10_000
+
+@dataclass(frozen=True, slots=True)
+class LeafDates:
+    """What planning and events read from a certificate: validity and serial."""
+
+    not_before: datetime
+    not_after: datetime
+    serial: str
+
+
+# Kept by the chain's digest for every stored certificate: a few hundred bytes
+# each, where a parsed certificate would hold several kilobytes.
+_LEAF_DATES: dict[bytes, LeafDates | None] = {}
+_LEAF_DATES_MAX = 100_000
 
 
 def leaf_of(row: Certificate) -> x509.Certificate | None:
-    """The first certificate of the row's chain; None when it cannot be read."""
-    pem = row.certificate or ""
-    key = hashlib.sha256(pem.encode()).hexdigest()
-    if key not in _LEAVES:
-        if len(_LEAVES) >= _LEAVES_MAX:
-            _LEAVES.clear()
-        try:
-            _LEAVES[key] = x509.load_pem_x509_certificate(pem.encode())
-        except ValueError:
-            _LEAVES[key] = None
-    return _LEAVES[key]
+    """The first certificate of the row's chain, parsed; None when it cannot be."""
+    try:
+        return x509.load_pem_x509_certificate((row.certificate or "").encode())
+    except ValueError:
+        return None
+
+
+def leaf_dates(row: Certificate) -> LeafDates | None:
+    """The validity and serial of the row's leaf; None when it cannot be read."""
+    pem = (row.certificate or "").encode()
+    key = hashlib.sha256(pem).digest()
+    try:
+        return _LEAF_DATES[key]
+    except KeyError:
+        pass
+    leaf = leaf_of(row)
+    dates = (
+        None
+        if leaf is None
+        else LeafDates(
+            leaf.not_valid_before_utc,
+            leaf.not_valid_after_utc,
+            serial_hex(leaf.serial_number),
+        )
+    )
+    if len(_LEAF_DATES) >= _LEAF_DATES_MAX:
+        _LEAF_DATES.clear()
+    _LEAF_DATES[key] = dates
+    return dates
 
 
 def renewal_kind(row: Certificate) -> RenewalKind | None:
@@ -51,19 +82,19 @@ def renewal_kind(row: Certificate) -> RenewalKind | None:
     return None
 
 
-def facts_for(row: Certificate, leaf: x509.Certificate) -> Facts:
+def facts_for(row: Certificate, leaf: LeafDates) -> Facts:
     ari = None
     if row.ari_window_start is not None and row.ari_window_end is not None:
         ari = Window(row.ari_window_start, row.ari_window_end)
     return Facts(
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
+        not_before=leaf.not_before,
+        not_after=leaf.not_after,
         renew_days=row.renew_days,
         failure_count=row.failure_count,
         last_attempt_at=row.last_attempt_at,
         retry_not_before=row.retry_not_before,
         ari_window=ari,
-        seed=serial_hex(leaf.serial_number),
+        seed=leaf.serial,
     )
 
 
@@ -73,7 +104,7 @@ def plan_row(row: Certificate, settings: PolicySettings, now: datetime) -> Plan 
     A row that cannot be renewed gets no time and a reason saying why, so
     that it is not looked at again on every tick.
     """
-    leaf = leaf_of(row)
+    leaf = leaf_dates(row)
     if row.revoked:
         row.next_attempt_at, row.next_attempt_reason = None, REVOKED
         return None

@@ -34,7 +34,7 @@ from certd.pki.extensions import serial_hex
 from certd.pki.keys import load_private_key, public_key_der
 from certd.renewal.checkpoints import checkpoint
 from certd.renewal.issuance import IssuedChain
-from certd.renewal.planning import leaf_of, plan_row, renewal_kind
+from certd.renewal.planning import leaf_dates, leaf_of, plan_row, renewal_kind
 from certd.renewal.policy import PolicySettings
 from certd.renewal.rekey import new_key_and_csr, renewal_csr
 from certd.store.models import (
@@ -121,11 +121,11 @@ class Renewer:
                     log.info(
                         "renewal_no_longer_due", next_attempt_at=row.next_attempt_at
                     )
-                    leaf = leaf_of(row)
+                    leaf = leaf_dates(row)
                     return {
                         "id": row.id,
                         "name": row.name,
-                        "serial": serial_hex(leaf.serial_number) if leaf else "",
+                        "serial": leaf.serial if leaf else "",
                         "resumed": False,
                         "deployed": None,
                         "skipped": True,
@@ -241,7 +241,7 @@ class Renewer:
                 self.daemon.workers, row.privatekey, row.csr, row.certificate or ""
             )
         replaces = await self._replaces(row) if kind == "acme" else None
-        leaf = leaf_of(row)
+        leaf = leaf_dates(row)
         async with self.daemon.db.session() as session:
             attempt = RenewalAttempt(
                 certificate_id=row.id,
@@ -251,7 +251,7 @@ class Renewer:
                 privatekey=key_pem,
                 csr=csr_pem,
                 replaces=replaces,
-                old_serial=serial_hex(leaf.serial_number) if leaf else None,
+                old_serial=leaf.serial if leaf else None,
                 started_at=utcnow(),
             )
             session.add(attempt)

@@ -28,12 +28,12 @@ from sqlalchemy.orm import defer
 
 from certd.config import Config
 from certd.errors import ConflictError
-from certd.pki.extensions import serial_hex
 from certd.renewal.ari import AriClient
 from certd.renewal.planning import (
     NOT_RENEWABLE,
     REVOKED,
     facts_for,
+    leaf_dates,
     leaf_of,
     plan_row,
     renewal_kind,
@@ -72,7 +72,25 @@ _ARI_COLUMNS = (
     Certificate.signedby_id,
     Certificate.ari_next_fetch_at,
 )
-# Certificates planned per transaction by the scan.
+# Rows with no plan (stored since the last tick other than through the API, or
+# changed by certificate.update), and revoked rows not yet seen as revoked: a
+# revocation racing with a plan can leave a time on them.
+_UNPLANNED = and_(
+    Certificate.cert_type == "CERTIFICATE",
+    or_(
+        Certificate.next_attempt_at.is_(None)
+        & or_(
+            Certificate.next_attempt_reason.is_(None),
+            Certificate.next_attempt_reason.not_in((NOT_RENEWABLE, REVOKED)),
+        ),
+        Certificate.revoked.is_(True)
+        & or_(
+            Certificate.next_attempt_reason.is_(None),
+            Certificate.next_attempt_reason != REVOKED,
+        ),
+    ),
+)
+# Certificates planned per transaction by the scan and the tick.
 _SCAN_BATCH = 500
 
 # APScheduler logs every run at INFO; with a tick every few seconds that would
@@ -426,35 +444,37 @@ class RenewalEngine:
         now = utcnow()
         self.last_tick_at = now
         settings = self.settings()
-        staged: list[Event] = []
         async with self.daemon.db.session() as session:
-            # rows with no plan (stored since the last tick, or changed by
-            # certificate.update), and revoked rows not yet seen as revoked:
-            # a revocation racing with a plan can leave a time on them
-            unplanned = (
-                await session.scalars(
-                    select(Certificate).where(
-                        Certificate.cert_type == "CERTIFICATE",
-                        or_(
-                            Certificate.next_attempt_at.is_(None)
-                            & or_(
-                                Certificate.next_attempt_reason.is_(None),
-                                Certificate.next_attempt_reason.not_in(
-                                    (NOT_RENEWABLE, REVOKED)
-                                ),
-                            ),
-                            Certificate.revoked.is_(True)
-                            & or_(
-                                Certificate.next_attempt_reason.is_(None),
-                                Certificate.next_attempt_reason != REVOKED,
-                            ),
-                        ),
+            unplanned = list(
+                (
+                    await session.scalars(
+                        select(Certificate.id)
+                        .where(_UNPLANNED)
+                        .order_by(Certificate.id)
                     )
-                )
-            ).all()
-            for row in unplanned:
-                if event := self.stage_change(session, row, settings, now):
-                    staged.append(event)
+                ).all()
+            )
+        for first in range(0, len(unplanned), _SCAN_BATCH):
+            # Usually none or a few; a store filled by other means can bring
+            # thousands, planned a batch per transaction as the scan does.
+            staged: list[Event] = []
+            async with self.daemon.db.session() as session:
+                rows = (
+                    await session.scalars(
+                        select(Certificate)
+                        .where(
+                            Certificate.id.in_(unplanned[first : first + _SCAN_BATCH]),
+                            _UNPLANNED,
+                        )
+                        .options(*_WITHOUT_SECRETS)
+                    )
+                ).all()
+                for row in rows:
+                    if event := self.stage_change(session, row, settings, now):
+                        staged.append(event)
+            for event in staged:
+                self.daemon.events.deliver(event)
+        async with self.daemon.db.session() as session:
             due = (
                 await session.scalars(
                     select(Certificate.id)
@@ -476,8 +496,6 @@ class RenewalEngine:
                     )
                 )
             ).all()
-        for event in staged:
-            self.daemon.events.deliver(event)
 
         for certificate_id in list(self.active):
             self._drop_stale(certificate_id)
@@ -524,11 +542,11 @@ class RenewalEngine:
         )
 
     def _issued_event(self, session: Any, row: Certificate) -> Event:
-        leaf = leaf_of(row)
+        leaf = leaf_dates(row)
         data: dict[str, Any] = {"create_type": row.create_type}
         if leaf is not None:
-            data["serial"] = serial_hex(leaf.serial_number)
-            data["not_after"] = leaf.not_valid_after_utc.isoformat()
+            data["serial"] = leaf.serial
+            data["not_after"] = leaf.not_after.isoformat()
         return self.daemon.events.stage(
             session,
             "certificate.issued",
@@ -549,26 +567,48 @@ class RenewalEngine:
         self.last_scan_at = now
         renewal = self.config.renewal
         async with self.daemon.db.session() as session:
-            # Plain rows of the columns the ARI step reads, not ORM objects.
-            rows: list[Any] = list(
+            ids = list(
                 (
-                    await session.execute(
-                        select(*_ARI_COLUMNS).where(
-                            Certificate.cert_type == "CERTIFICATE"
-                        )
+                    await session.scalars(
+                        select(Certificate.id)
+                        .where(Certificate.cert_type == "CERTIFICATE")
+                        .order_by(Certificate.id)
                     )
                 ).all()
             )
+            ari = self.ari if renewal.ari else None
+            due: list[int] = []
+            if ari is not None:
+                due = list(
+                    (
+                        await session.scalars(
+                            select(Certificate.id).where(
+                                Certificate.cert_type == "CERTIFICATE",
+                                Certificate.acme_account_id.is_not(None),
+                                or_(
+                                    Certificate.ari_next_fetch_at.is_(None),
+                                    Certificate.ari_next_fetch_at <= now,
+                                ),
+                            )
+                        )
+                    ).all()
+                )
         windows: dict[int, Any] = {}
-        if renewal.ari and self.ari is not None:
+        for first in range(0, len(due), _SCAN_BATCH):
+            # Plain rows of the columns the ARI step reads, a batch at a time:
+            # the chains of every certificate at once would be megabytes.
+            async with self.daemon.db.session() as session:
+                rows: list[Any] = list(
+                    await session.execute(
+                        select(*_ARI_COLUMNS).where(
+                            Certificate.id.in_(due[first : first + _SCAN_BATCH])
+                        )
+                    )
+                )
             for row in rows:
-                if renewal_kind(row) != "acme" or (
-                    row.ari_next_fetch_at is not None and row.ari_next_fetch_at > now
-                ):
-                    continue
-                leaf = leaf_of(row)
-                if leaf is not None:
-                    windows[row.id] = await self.ari.fetch(
+                leaf = leaf_of(row) if renewal_kind(row) == "acme" else None
+                if ari is not None and leaf is not None:
+                    windows[row.id] = await ari.fetch(
                         row.acme_directory_uri or "",
                         leaf,
                         now,
@@ -576,7 +616,6 @@ class RenewalEngine:
                     )
 
         settings = self.settings()
-        ids = [row.id for row in rows]
         for first in range(0, len(ids), _SCAN_BATCH):
             batch = ids[first : first + _SCAN_BATCH]
             staged: list[Event] = []
@@ -609,7 +648,7 @@ class RenewalEngine:
         for event in staged:
             self.daemon.events.deliver(event)
         pruned = await self.daemon.events.prune(now, self.config.events.retention_days)
-        log.info("renewal_scan_finished", certificates=len(rows), events_pruned=pruned)
+        log.info("renewal_scan_finished", certificates=len(ids), events_pruned=pruned)
 
     async def _scan_row(
         self,
@@ -651,10 +690,10 @@ class RenewalEngine:
     async def _expiry_events(
         self, session: Any, row: Certificate, now: datetime
     ) -> list[Event]:
-        leaf = leaf_of(row)
+        leaf = leaf_dates(row)
         if leaf is None or row.revoked:
             return []
-        left = leaf.not_valid_after_utc - now
+        left = leaf.not_after - now
         warning = timedelta(days=self.config.renewal.expiry_warning_days)
         if left <= timedelta(0):
             kind, text = "certificate.expired", f"{row.name} expired at"
@@ -668,11 +707,11 @@ class RenewalEngine:
             self.daemon.events.stage(
                 session,
                 kind,
-                f"{text} {leaf.not_valid_after_utc.isoformat()}",
+                f"{text} {leaf.not_after.isoformat()}",
                 certificate_id=row.id,
                 subject=row.name,
                 data={
-                    "not_after": leaf.not_valid_after_utc.isoformat(),
+                    "not_after": leaf.not_after.isoformat(),
                     "seconds_left": int(left.total_seconds()),
                     "next_attempt_at": _iso(row.next_attempt_at),
                     "last_error": row.last_error,
@@ -729,14 +768,14 @@ class RenewalEngine:
         entries = []
         for row in rows:
             kind = renewal_kind(row)
-            leaf = leaf_of(row)
+            leaf = leaf_dates(row)
             entry: dict[str, Any] = {
                 "id": row.id,
                 "name": row.name,
                 "kind": kind,
                 "renewable": kind is not None and leaf is not None,
-                "not_before": _iso(leaf.not_valid_before_utc) if leaf else None,
-                "not_after": _iso(leaf.not_valid_after_utc) if leaf else None,
+                "not_before": _iso(leaf.not_before) if leaf else None,
+                "not_after": _iso(leaf.not_after) if leaf else None,
                 "next_attempt_at": _iso(row.next_attempt_at),
                 "reason": row.next_attempt_reason,
                 "window": None,

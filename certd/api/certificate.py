@@ -11,7 +11,6 @@ DNS-01 from such a CSR (``CERTIFICATE_CREATE_ACME``).
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from pydantic import SecretStr
 from sqlalchemy import String, bindparam, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
+from certd.api.certificate_entries import Record, View, record_of
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
 from certd.api.pki_import import (
@@ -35,7 +35,6 @@ from certd.api.pki_import import (
     secret,
 )
 from certd.api.pki_models import (
-    HOLD,
     NAME_PATTERN,
     CertificateCreate,
     CertificateEntry,
@@ -56,7 +55,6 @@ from certd.api.pki_store import (
     chain_pem,
     find_issuer,
     is_ca_certificate,
-    issuer_label,
     load_chain,
     load_signer,
     probe_key,
@@ -74,7 +72,6 @@ from certd.errors import (
 )
 from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
-from certd.pki.inspect import describe_certificate, describe_csr
 from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
 from certd.pki.profiles import certificate_profiles, csr_profiles
 from certd.store.models import (
@@ -98,30 +95,6 @@ class ImportPlan:
     key_pem: str
     signedby: int | None
     csr_row: Certificate | None
-
-
-# describe_certificate parses a whole chain; entries are listed far more often
-# than they change, so descriptions are kept by content and only the fields
-# that move with the clock are recomputed.
-_DESCRIPTIONS: dict[str, dict[str, Any]] = {}
-_DESCRIPTIONS_MAX = 50_000
-
-
-def _describe(pem: str, kind: str) -> dict[str, Any]:
-    digest = hashlib.sha256(pem.encode()).hexdigest()
-    cached = _DESCRIPTIONS.get(digest)
-    if cached is None:
-        cached = describe_certificate(pem) if kind == "cert" else describe_csr(pem)
-        if len(_DESCRIPTIONS) >= _DESCRIPTIONS_MAX:
-            _DESCRIPTIONS.clear()
-        _DESCRIPTIONS[digest] = cached
-    result = dict(cached)
-    if kind == "cert" and result.get("not_valid_after"):
-        now = datetime.now(UTC)
-        not_after = datetime.fromisoformat(result["not_valid_after"])
-        result["days_left"] = (not_after - now).days
-        result["expired"] = now > not_after
-    return result
 
 
 _TABLE: Any = Certificate.__table__
@@ -157,17 +130,6 @@ _BUILD_BATCH = 200
 _REFETCH_BY_ID_MAX = 500
 
 
-def _with_clock(cached: tuple[Any, dict[str, Any], datetime | None]) -> dict[str, Any]:
-    """A copy of a cached entry with the fields that move with the clock."""
-    _, entry, not_after = cached
-    result = dict(entry)
-    if not_after is not None:
-        now = datetime.now(UTC)
-        result["days_left"] = (not_after - now).days
-        result["expired"] = now > not_after
-    return result
-
-
 def acme_domains(csr_pem: str) -> tuple[list[str], list[str]]:
     """(DNS names an ACME order for this CSR covers, entries dns-01 cannot prove)."""
     csr = load_csr(csr_pem)
@@ -192,10 +154,8 @@ class CertificateService(CRUDService):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        # id -> ((stamp, CA name, csr_id), entry, not_valid_after); see _current.
-        self._entry_cache: dict[
-            int, tuple[tuple[Any, Any, Any], dict[str, Any], datetime | None]
-        ] = {}
+        # id -> the row's compact record; see _current.
+        self._entry_cache: dict[int, Record] = {}
         self.create_handlers: dict[
             str, Callable[[Job, CertificateCreate], Awaitable[int]]
         ] = {
@@ -213,61 +173,11 @@ class CertificateService(CRUDService):
 
     # --- results ----------------------------------------------------------
 
-    def entry(self, row: Any) -> dict[str, Any]:
-        """The result shape of a row of :data:`_ENTRY_QUERY`."""
-        if row.cert_type == "CSR":
-            described = _describe(row.csr or "", "csr")
-        else:
-            described = _describe(row.certificate or "", "cert")
-        acme = None
-        if row.acme_account_id is not None:
-            acme = {
-                "account_id": row.acme_account_id,
-                "directory": row.acme_directory_uri,
-                "order_uri": row.acme_uri,
-            }
-        authority = row.authority_name
-        return {
-            **described,
-            "id": row.id,
-            "name": row.name,
-            "cert_type": row.cert_type,
-            "cert_type_CSR": row.cert_type == "CSR",
-            "create_type": row.create_type,
-            "certificate": row.certificate,
-            "CSR": row.csr,
-            "has_privatekey": bool(row.has_privatekey),
-            "csr_id": row.csr_id,
-            "signedby": row.signedby_id,
-            "issuer": issuer_label(described, authority)
-            if row.cert_type != "CSR"
-            else None,
-            "can_be_revoked": row.signedby_id is not None
-            and row.cert_type == "CERTIFICATE"
-            and row.acme_account_id is None
-            and (not row.revoked or row.revoked_reason == HOLD),
-            "acme": acme,
-            "dns_mapping": row.dns_mapping or {},
-            "renew_days": row.renew_days,
-            "reuse_key": row.reuse_key,
-            "add_to_trusted_store": False,
-            "revoked": row.revoked,
-            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
-            "revoked_reason": row.revoked_reason,
-            "renewal": {
-                "next_attempt_at": _iso(row.next_attempt_at),
-                "last_attempt_at": _iso(row.last_attempt_at),
-                "last_error": row.last_error,
-                "failure_count": row.failure_count,
-            },
-            "created_at": _iso(row.created_at),
-        }
-
-    async def _current(self, ident: int | None = None) -> list[dict[str, Any]]:
+    async def _current(self, ident: int | None = None) -> list[View]:
         """Entries of every row in id order, or of the row ``ident`` only.
 
-        Building an entry costs far more than reading a row's stamp, so
-        entries are kept per row and rebuilt only for rows that changed.
+        Describing a certificate costs far more than reading a row's stamp, so
+        records are kept per row and rebuilt only for rows that changed.
         """
         cache = self._entry_cache
         if ident is None:
@@ -277,24 +187,14 @@ class CertificateService(CRUDService):
             # The common case, an unchanged row, is answered without a hand-off.
             found = self.app.db.read_now(_ONE_VERSION, params)
             if found is not None and all(
-                (c := cache.get(r[0])) is not None and c[0] == tuple(r[1:])
+                (c := cache.get(r[0])) is not None and c.version == tuple(r[1:])
                 for r in found
             ):
-                return [_with_clock(cache[r[0]]) for r in found]
+                now = datetime.now(UTC)
+                return [View(cache[r[0]], now) for r in found]
 
-        def build(row: Any) -> tuple[int, Any]:
-            entry = self.entry(row)
-            not_after = entry.get("not_valid_after")
-            return row.id, (
-                (row.version, row.authority_name, row.csr_id),
-                entry,
-                datetime.fromisoformat(not_after)
-                if row.cert_type != "CSR" and not_after
-                else None,
-            )
-
-        def read(conn: Any) -> tuple[list[Any], list[tuple[int, Any]]]:
-            # Entries are built here, in the reading thread, a batch of rows
+        def read(conn: Any) -> tuple[list[Any], list[Record]]:
+            # Records are built here, in the reading thread, a batch of rows
             # at a time: describing thousands of certificates neither holds
             # the event loop for seconds nor keeps every raw row in memory.
             versions = conn.execute(versions_query, params).all()
@@ -302,7 +202,7 @@ class CertificateService(CRUDService):
                 r.id
                 for r in versions
                 if (c := cache.get(r.id)) is None
-                or c[0] != (r.version, r.authority_name, r.csr_id)
+                or c.version != (r.version, r.authority_name, r.csr_id)
             }
             if not stale:
                 return versions, []
@@ -310,28 +210,33 @@ class CertificateService(CRUDService):
                 result = conn.execute(_ENTRY_QUERY)
             else:
                 result = conn.execute(_ENTRY_QUERY.where(_TABLE.c.id.in_(stale)))
-            built: list[tuple[int, Any]] = []
+            built: list[Record] = []
             for batch in result.partitions(_BUILD_BATCH):
-                built.extend(build(row) for row in batch if row.id in stale)
+                built.extend(
+                    record_of(row, cache.get(row.id))
+                    for row in batch
+                    if row.id in stale
+                )
             return versions, built
 
         versions, built = await self.app.db.read(read)
-        for key, item in built:
-            cache[key] = item
+        for record in built:
+            cache[record.row[0]] = record
         if ident is None and len(cache) > len(versions):
             present = {r.id for r in versions}
             for gone in [key for key in cache if key not in present]:
                 del cache[gone]
-        return [_with_clock(cache[r.id]) for r in versions if r.id in cache]
+        now = datetime.now(UTC)
+        return [View(cache[r.id], now) for r in versions if r.id in cache]
 
-    async def entries(self) -> list[dict[str, Any]]:
+    async def entries(self) -> list[View]:  # type: ignore[override]
         return await self._current()
 
     async def get_entry(self, id: int) -> dict[str, Any]:
         found = await self._current(id)
         if not found:
             raise NotFoundError(self.kind, id)
-        return found[0]
+        return found[0].as_dict()
 
     # --- create: checks -------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import regex
@@ -105,7 +105,7 @@ def lookup(entry: Any, path: str) -> Any:
     """The value at a dotted path, or a sentinel when any step is missing."""
     current = entry
     for part in path.split("."):
-        if isinstance(current, dict) and part in current:
+        if isinstance(current, Mapping) and part in current:
             current = current[part]
         else:
             return _MISSING
@@ -209,6 +209,9 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
             {k: lookup(r, k) for k in options.select if lookup(r, k) is not _MISSING}
             for r in rows
         ]
+    else:
+        # Entries may be read-only views (see certificate_entries); results are dicts.
+        rows = [r if isinstance(r, dict) else dict(r) for r in rows]
     if options.get:
         if not rows:
             raise NotFoundError("entry", "matching the filters")

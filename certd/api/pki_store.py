@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class Signer:
         return [leaf, *without_root(self.chain)]
 
 
-def issuer_label(described: dict[str, Any], authority: str | None) -> str | None:
+def issuer_label(described: Mapping[str, Any], authority: str | None) -> str | None:
     """Who issued it, as the list shows: our CA's name, self-signed or external."""
     if authority is not None:
         return authority

@@ -5,13 +5,15 @@ chain beside them, ten thousand entries held about 100 MB. Here a row is kept
 as two tuples, its own values and its description's, in fixed orders; the
 fields that move with the clock (``days_left``, ``expired``) or repeat others
 (``chain_list``, the nested ``acme`` and ``renewal`` objects, ``issuer``) are
-computed when read. Queries filter and order read-only views of these records;
-only the entries a query returns become dicts.
+computed when read, and ``extensions`` is kept as JSON text. Queries filter
+and order read-only views of these records; only the entries a query returns
+become dicts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +77,9 @@ def describe(text: str, kind: str) -> Description:
     from_text = chain is not None and split_chain(text) == chain
     if from_text:
         described["chain_list"] = None
+    # Decoded extensions are a tree of small dicts, a kilobyte a certificate;
+    # few queries read them, so they are kept as their JSON text.
+    described["extensions"] = json.dumps(described["extensions"], separators=(",", ":"))
     after = described.get("not_valid_after") if kind == "cert" else None
     return Description(
         digest_of(text),
@@ -126,6 +131,10 @@ def _expired(record: Record, now: datetime) -> Any:
     if after is None:
         return record.description.values[_DESC["expired"]]
     return now > after
+
+
+def _extensions(record: Record, _now: datetime) -> Any:
+    return json.loads(record.description.values[_DESC["extensions"]])
 
 
 def _chain_list(record: Record, _now: datetime) -> Any:
@@ -186,6 +195,7 @@ _GETTERS: dict[str, Getter] = {
     "days_left": _days_left,
     "expired": _expired,
     "chain_list": _chain_list,
+    "extensions": _extensions,
     "id": _row_value("id"),
     "name": _row_value("name"),
     "cert_type": _row_value("cert_type"),

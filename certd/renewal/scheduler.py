@@ -90,6 +90,21 @@ _UNPLANNED = and_(
         ),
     ),
 )
+# What certificate.renewal_plan reads of every certificate.
+_PLAN_COLUMNS = (
+    *_ARI_COLUMNS,
+    Certificate.name,
+    Certificate.next_attempt_at,
+    Certificate.next_attempt_reason,
+    Certificate.failure_count,
+    Certificate.last_attempt_at,
+    Certificate.last_error,
+    Certificate.retry_not_before,
+    Certificate.ari_window_start,
+    Certificate.ari_window_end,
+    Certificate.renew_days,
+    Certificate.reuse_key,
+)
 # Certificates planned per transaction by the scan and the tick.
 _SCAN_BATCH = 500
 
@@ -756,54 +771,64 @@ class RenewalEngine:
     async def plan_entries(self, now: datetime) -> list[dict[str, Any]]:
         """When every certificate renews next and why."""
         settings = self.settings()
-        async with self.daemon.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(Certificate)
-                    .where(Certificate.cert_type == "CERTIFICATE")
-                    .options(*_WITHOUT_SECRETS)
-                    .order_by(Certificate.id)
-                )
-            ).all()
-        entries = []
-        for row in rows:
-            kind = renewal_kind(row)
-            leaf = leaf_dates(row)
-            entry: dict[str, Any] = {
-                "id": row.id,
-                "name": row.name,
-                "kind": kind,
-                "renewable": kind is not None and leaf is not None,
-                "not_before": _iso(leaf.not_before) if leaf else None,
-                "not_after": _iso(leaf.not_after) if leaf else None,
-                "next_attempt_at": _iso(row.next_attempt_at),
-                "reason": row.next_attempt_reason,
-                "window": None,
-                "window_source": None,
-                "due": False,
-                "failure_count": row.failure_count,
-                "last_attempt_at": _iso(row.last_attempt_at),
-                "last_error": row.last_error,
-                "retry_not_before": _iso(row.retry_not_before),
-                "ari_window": {
-                    "start": _iso(row.ari_window_start),
-                    "end": _iso(row.ari_window_end),
-                }
-                if row.ari_window_start and row.ari_window_end
-                else None,
-                "reuse_key": row.reuse_key,
-                "job_id": self.active.get(row.id) or None,
-            }
-            if entry["renewable"] and leaf is not None:
-                facts = facts_for(row, leaf)
-                window, source = renewal_window(facts, settings)
-                result = plan(facts, settings, now)
-                entry["window"] = {"start": _iso(window.start), "end": _iso(window.end)}
-                entry["window_source"] = source
-                if row.next_attempt_at is None:
-                    entry["next_attempt_at"] = _iso(result.at)
-                    entry["reason"] = result.reason
-                at = row.next_attempt_at or result.at
-                entry["due"] = at <= now
-            entries.append(entry)
+
+        def read(conn: Any) -> list[dict[str, Any]]:
+            # Plain rows of the columns a plan reads, planned in the reading
+            # thread a batch at a time, not every row as an ORM object at once.
+            result = conn.execute(
+                select(*_PLAN_COLUMNS)
+                .where(Certificate.cert_type == "CERTIFICATE")
+                .order_by(Certificate.id)
+            )
+            return [
+                _plan_entry(row, settings, now)
+                for batch in result.partitions(_SCAN_BATCH)
+                for row in batch
+            ]
+
+        entries = await self.daemon.db.read(read)
+        for entry in entries:
+            entry["job_id"] = self.active.get(entry["id"]) or None
         return entries
+
+
+def _plan_entry(row: Any, settings: Any, now: datetime) -> dict[str, Any]:
+    kind = renewal_kind(row)
+    leaf = leaf_dates(row)
+    entry: dict[str, Any] = {
+        "id": row.id,
+        "name": row.name,
+        "kind": kind,
+        "renewable": kind is not None and leaf is not None,
+        "not_before": _iso(leaf.not_before) if leaf else None,
+        "not_after": _iso(leaf.not_after) if leaf else None,
+        "next_attempt_at": _iso(row.next_attempt_at),
+        "reason": row.next_attempt_reason,
+        "window": None,
+        "window_source": None,
+        "due": False,
+        "failure_count": row.failure_count,
+        "last_attempt_at": _iso(row.last_attempt_at),
+        "last_error": row.last_error,
+        "retry_not_before": _iso(row.retry_not_before),
+        "ari_window": {
+            "start": _iso(row.ari_window_start),
+            "end": _iso(row.ari_window_end),
+        }
+        if row.ari_window_start and row.ari_window_end
+        else None,
+        "reuse_key": row.reuse_key,
+        "job_id": None,
+    }
+    if entry["renewable"] and leaf is not None:
+        facts = facts_for(row, leaf)
+        window, source = renewal_window(facts, settings)
+        result = plan(facts, settings, now)
+        entry["window"] = {"start": _iso(window.start), "end": _iso(window.end)}
+        entry["window_source"] = source
+        if row.next_attempt_at is None:
+            entry["next_attempt_at"] = _iso(result.at)
+            entry["reason"] = result.reason
+        at = row.next_attempt_at or result.at
+        entry["due"] = at <= now
+    return entry

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from sqlalchemy import String, bindparam, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
-from certd.api.certificate_entries import Record, View, record_of
+from certd.api.certificate_entries import Record, record_of
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job
 from certd.api.pki_import import (
@@ -173,36 +173,33 @@ class CertificateService(CRUDService):
 
     # --- results ----------------------------------------------------------
 
-    async def _current(self, ident: int | None = None) -> list[View]:
+    async def _current(self, ident: int | None = None) -> list[Record]:
         """Entries of every row in id order, or of the row ``ident`` only.
 
         Describing a certificate costs far more than reading a row's stamp, so
         records are kept per row and rebuilt only for rows that changed.
         """
-        cache = self._entry_cache
+        cache, db = self._entry_cache, self.app.db
         if ident is None:
             versions_query, params = _ALL_VERSIONS, {}
         else:
             versions_query, params = _ONE_VERSION, {"ident": ident}
             # The common case, an unchanged row, is answered without a hand-off.
-            found = self.app.db.read_now(_ONE_VERSION, params)
+            found = db.read_now(_ONE_VERSION, params)
             if found is not None and all(
-                (c := cache.get(r[0])) is not None and c.version == tuple(r[1:])
-                for r in found
+                (c := cache.get(r[0])) is not None and c.version == r[1:] for r in found
             ):
-                now = datetime.now(UTC)
-                return [View(cache[r[0]], now) for r in found]
+                return [cache[r[0]] for r in found]
 
-        def read(conn: Any) -> tuple[list[Any], list[Record]]:
+        def read(conn: Any) -> tuple[list[tuple[Any, ...]], list[Record]]:
             # Records are built here, in the reading thread, a batch of rows
             # at a time: describing thousands of certificates neither holds
             # the event loop for seconds nor keeps every raw row in memory.
-            versions = conn.execute(versions_query, params).all()
+            versions = db.plain_rows(conn, versions_query, params)
             stale = {
-                r.id
+                r[0]
                 for r in versions
-                if (c := cache.get(r.id)) is None
-                or c.version != (r.version, r.authority_name, r.csr_id)
+                if (c := cache.get(r[0])) is None or c.version != r[1:]
             }
             if not stale:
                 return versions, []
@@ -219,17 +216,16 @@ class CertificateService(CRUDService):
                 )
             return versions, built
 
-        versions, built = await self.app.db.read(read)
+        versions, built = await db.read(read)
         for record in built:
             cache[record.row[0]] = record
         if ident is None and len(cache) > len(versions):
-            present = {r.id for r in versions}
+            present = {r[0] for r in versions}
             for gone in [key for key in cache if key not in present]:
                 del cache[gone]
-        now = datetime.now(UTC)
-        return [View(cache[r.id], now) for r in versions if r.id in cache]
+        return [cache[r[0]] for r in versions if r[0] in cache]
 
-    async def entries(self) -> list[View]:  # type: ignore[override]
+    async def entries(self) -> list[Record]:  # type: ignore[override]
         return await self._current()
 
     async def get_entry(self, id: int) -> dict[str, Any]:

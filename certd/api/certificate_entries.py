@@ -6,8 +6,8 @@ as two tuples, its own values and its description's, in fixed orders; the
 fields that move with the clock (``days_left``, ``expired``) or repeat others
 (``chain_list``, the nested ``acme`` and ``renewal`` objects, ``issuer``) are
 computed when read, and ``extensions`` is kept as JSON text. Queries filter
-and order read-only views of these records; only the entries a query returns
-become dicts.
+and order the records themselves, read-only mappings; only the entries a query
+returns become dicts.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from certd.api.pki_models import HOLD
 from certd.api.pki_store import issuer_label
@@ -59,9 +58,12 @@ def split_chain(text: str) -> list[str]:
     return [part + _END for part in text.split(_END)[:-1]]
 
 
-@dataclass(frozen=True, slots=True)
-class Description:
-    """What the certificate's (or CSR's) text says, in :data:`FIELDS` order."""
+class Description(NamedTuple):
+    """What the certificate's (or CSR's) text says, in :data:`FIELDS` order.
+
+    A tuple of plain values, which the garbage collector stops tracking: ten
+    thousand of them add nothing to the cost of a full collection.
+    """
 
     digest: bytes
     values: tuple[Any, ...]
@@ -80,6 +82,8 @@ def describe(text: str, kind: str) -> Description:
     # Decoded extensions are a tree of small dicts, a kilobyte a certificate;
     # few queries read them, so they are kept as their JSON text.
     described["extensions"] = json.dumps(described["extensions"], separators=(",", ":"))
+    if described["san"] is not None:
+        described["san"] = tuple(described["san"])
     after = described.get("not_valid_after") if kind == "cert" else None
     return Description(
         digest_of(text),
@@ -93,13 +97,39 @@ def digest_of(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One row as the entry cache keeps it."""
+class Record(Mapping[str, Any]):
+    """One row as the entry cache keeps it, read as its entry.
 
-    version: tuple[Any, ...]
-    row: tuple[Any, ...]
-    description: Description
+    Kept for as long as the row is unchanged and read by every query, so a
+    query allocates nothing per row it does not return. ``days_left`` and
+    ``expired`` are computed at each read.
+    """
+
+    __slots__ = ("description", "row", "version")
+
+    def __init__(
+        self, version: tuple[Any, ...], row: tuple[Any, ...], description: Description
+    ) -> None:
+        self.version = version
+        self.row = row
+        self.description = description
+
+    def __getitem__(self, key: str) -> Any:
+        return _GETTERS[key](self, datetime.now(UTC))
+
+    def __contains__(self, key: object) -> bool:
+        return key in _GETTERS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_GETTERS)
+
+    def __len__(self) -> int:
+        return len(_GETTERS)
+
+    def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        """The entry, every field read at one moment (by default, this one)."""
+        now = now or datetime.now(UTC)
+        return {name: get(self, now) for name, get in _GETTERS.items()}
 
 
 _ROW = {name: index for index, name in enumerate(ROW_FIELDS)}
@@ -133,6 +163,11 @@ def _expired(record: Record, now: datetime) -> Any:
     return now > after
 
 
+def _san(record: Record, _now: datetime) -> Any:
+    san = record.description.values[_DESC["san"]]
+    return None if san is None else list(san)
+
+
 def _extensions(record: Record, _now: datetime) -> Any:
     return json.loads(record.description.values[_DESC["extensions"]])
 
@@ -146,7 +181,7 @@ def _chain_list(record: Record, _now: datetime) -> Any:
 def _issuer(record: Record, now: datetime) -> Any:
     if record.row[_TYPE] == "CSR":
         return None
-    return issuer_label(View(record, now), record.row[_ROW["authority_name"]])
+    return issuer_label(record, record.row[_ROW["authority_name"]])
 
 
 def _can_be_revoked(record: Record, _now: datetime) -> bool:
@@ -192,6 +227,7 @@ def _renewal(record: Record, _now: datetime) -> dict[str, Any]:
 # Every field of an entry, in the order an entry lists them.
 _GETTERS: dict[str, Getter] = {
     **{name: _described(name) for name in FIELDS},
+    "san": _san,
     "days_left": _days_left,
     "expired": _expired,
     "chain_list": _chain_list,
@@ -219,32 +255,6 @@ _GETTERS: dict[str, Getter] = {
     "renewal": _renewal,
     "created_at": _iso_of("created_at"),
 }
-
-
-class View(Mapping[str, Any]):
-    """A read-only view of one record as its entry, at one moment."""
-
-    __slots__ = ("now", "record")
-
-    def __init__(self, record: Record, now: datetime) -> None:
-        self.record = record
-        self.now = now
-
-    def __getitem__(self, key: str) -> Any:
-        return _GETTERS[key](self.record, self.now)
-
-    def __contains__(self, key: object) -> bool:
-        return key in _GETTERS
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_GETTERS)
-
-    def __len__(self) -> int:
-        return len(_GETTERS)
-
-    def as_dict(self) -> dict[str, Any]:
-        record, now = self.record, self.now
-        return {name: get(record, now) for name, get in _GETTERS.items()}
 
 
 def record_of(row: Any, previous: Record | None) -> Record:

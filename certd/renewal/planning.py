@@ -7,9 +7,8 @@ renewed and how, what their leaf says, and where a plan is written.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography import x509
 
@@ -24,9 +23,11 @@ NOT_RENEWABLE = "not_renewable"
 REVOKED = "revoked"
 
 
-@dataclass(frozen=True, slots=True)
-class LeafDates:
-    """What planning and events read from a certificate: validity and serial."""
+class LeafDates(NamedTuple):
+    """What planning and events read from a certificate: validity and serial.
+
+    Plain values in a tuple, which the garbage collector stops tracking.
+    """
 
     not_before: datetime
     not_after: datetime

@@ -197,13 +197,7 @@ class Database:
         """
         if self._reader is None:
             return None
-        compiled = self._now_sql.get(id(statement))
-        if compiled is None or compiled[0] is not statement:
-            done = statement.compile(dialect=self._reader.dialect)
-            names = tuple(done.positiontup or ())
-            compiled = (statement, str(done), names)
-            self._now_sql[id(statement)] = compiled
-        _, sql, names = compiled
+        sql, names = self._compiled(statement)
         try:
             if self._now is None:
                 path = self._reader.url.database
@@ -215,6 +209,34 @@ class Database:
             return self._now.execute(sql, [params[n] for n in names]).fetchall()
         except sqlite3.OperationalError:
             return None
+
+    def plain_rows(
+        self, conn: Connection, statement: Any, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``statement`` as plain tuples, on a connection from :meth:`read`.
+
+        For reads of many small rows: SQLAlchemy's Row objects are tracked by
+        the garbage collector, plain tuples of plain values soon are not, so
+        a read of ten thousand versions does not bring on a full collection.
+        Values come back as SQLite stores them, as with :meth:`read_now`.
+        """
+        if self._reader is None:
+            return [tuple(row) for row in conn.execute(statement, params)]
+        sql, names = self._compiled(statement)
+        cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            sql, [params[n] for n in names]
+        )
+        return cursor.fetchall()  # type: ignore[no-any-return]
+
+    def _compiled(self, statement: Any) -> tuple[str, tuple[str, ...]]:
+        assert self._reader is not None
+        compiled = self._now_sql.get(id(statement))
+        if compiled is None or compiled[0] is not statement:
+            done = statement.compile(dialect=self._reader.dialect)
+            names = tuple(done.positiontup or ())
+            compiled = (statement, str(done), names)
+            self._now_sql[id(statement)] = compiled
+        return compiled[1], compiled[2]
 
     async def ping(self) -> bool:
         from sqlalchemy import text

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import regex
 from pydantic import BaseModel, ConfigDict, Field
 
 from certd.errors import NotFoundError, ValidationError
@@ -33,16 +32,16 @@ class QueryOptions(BaseModel):
     select: list[str] = Field(default_factory=list)
 
 
-def _regex(value: Any, pattern: Any) -> bool:
-    return isinstance(value, str) and regex.search(pattern, value) is not None
-
-
 # All regular expressions of one query together may take this long; a pattern
 # with catastrophic backtracking would otherwise stall the event loop.
 REGEX_BUDGET_SECONDS = 0.25
 
 
 def _bounded_search(pattern: Any, where: str) -> Callable[[Any, Any], bool]:
+    # The regex module (for its timeouts) is loaded by the first query that
+    # uses "~", not by every daemon.
+    import regex
+
     try:
         compiled = regex.compile(pattern)
     except (regex.error, TypeError) as exc:
@@ -84,6 +83,10 @@ def _safe_compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     return compare
 
 
+def _unbounded(value: Any, pattern: Any) -> bool:
+    raise AssertionError("'~' filters are compiled by _bounded_search")
+
+
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -91,7 +94,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": _safe_compare(operator.ge),
     "<": _safe_compare(operator.lt),
     "<=": _safe_compare(operator.le),
-    "~": _regex,
+    "~": _unbounded,
     "in": lambda value, options: _contains(options, value),
     "nin": lambda value, options: not _contains(options, value),
     "rin": lambda value, item: value is not None and _contains(value, item),

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from certd.dns.base import DNSProvider, normalize_name
-from certd.dns.resolve import PropagationSettings, follow_cname, wait_for_txt
+from certd.dns.settings import PropagationSettings
 from certd.errors import CertdError
 
 log = structlog.get_logger("certd.dns")
@@ -27,6 +27,8 @@ async def probe_provider(
     Raises:
         CertdError: the step that failed (provider, lookup or propagation error).
     """
+    from certd.dns.resolve import follow_cname, wait_for_txt
+
     value = secrets.token_urlsafe(32)
     timings: dict[str, float] = {}
     started = clock = time.monotonic()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import dns.asyncquery
 import dns.asyncresolver
@@ -27,6 +27,7 @@ import dns.resolver
 import structlog
 
 from certd.dns.base import normalize_name
+from certd.dns.settings import PropagationSettings, Server
 from certd.errors import DNSLookupError, DNSPropagationError
 
 log = structlog.get_logger("certd.dns")
@@ -34,22 +35,6 @@ log = structlog.get_logger("certd.dns")
 # Longer chains than this are a misconfiguration, not a delegation (resolvers
 # give up around 8-16 hops as well).
 MAX_CNAME_HOPS = 16
-
-Server = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class PropagationSettings:
-    """Where and how long to look for published TXT values."""
-
-    timeout: float = 120.0
-    initial_interval: float = 0.05
-    max_interval: float = 2.0
-    resolvers: tuple[Server, ...] = ()
-    nameserver_port: int = 53
-    mode: Literal["authoritative", "resolvers"] = "authoritative"
-    follow_cnames: bool = True
-    query_timeout: float = 2.0
 
 
 def make_resolver(settings: PropagationSettings) -> dns.asyncresolver.Resolver:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select
 
 from certd.dns.base import DNSProvider
-from certd.dns.resolve import PropagationSettings, follow_cname, wait_for_txt
+from certd.dns.settings import PropagationSettings
 from certd.errors import AcmeError, CertdError, ConflictError, ValidationError
 from certd.store.models import AcmeAccount, ChallengeRecord
 
@@ -366,6 +366,8 @@ class Issuer:
         order_url: str,
         job_id: int | None,
     ) -> None:
+        from certd.dns.resolve import follow_cname
+
         settings = propagation_settings(self.daemon)
         service: Any = self.daemon.services["acme.dns.authenticator"]
         for pub in publications:
@@ -401,6 +403,8 @@ class Issuer:
         )
 
     async def _wait_visible(self, publications: list[Publication]) -> None:
+        from certd.dns.resolve import wait_for_txt
+
         settings = propagation_settings(self.daemon)
         groups: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         for pub in publications:

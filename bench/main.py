@@ -36,6 +36,40 @@ from bench.stats import figure, ratio
 from certd import __version__
 from tests.testbed import NamedServer, PebbleServer, start_named, start_pebble
 
+# The libraries the daemon is built on, as it imports them at start.
+LIBRARIES = (
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.orm",
+    "aiosqlite",
+    "aiohttp.web",
+    "cryptography.x509",
+    "pydantic",
+    "jsonrpcserver",
+    "apscheduler.schedulers.asyncio",
+    "structlog",
+    "prometheus_client",
+)
+_RSS_AFTER_IMPORTS = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+with open("/proc/self/status") as status:
+    print(next(line for line in status if line.startswith("VmRSS")).split()[1])
+"""
+
+
+def libraries_rss() -> float:
+    """Resident MB of a Python that has imported LIBRARIES and nothing of certd."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_AFTER_IMPORTS, *LIBRARIES],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return round(int(out.stdout.strip()) / 1024, 1)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8)
 
@@ -588,6 +622,9 @@ class Bench:
                 8,
                 {
                     "idle, empty store": idle,
+                    "for reference: the libraries alone, imported": figure(
+                        [libraries_rss() for _ in range(min(self.o.runs, 3))], "MB"
+                    ),
                     f"{count} certificates, after start": figure(
                         [memory_started["rss_mb"]], "MB"
                     ),

@@ -8,7 +8,8 @@ The rules, in order:
    when a third of the lifetime remains and never before ``earliest_fraction``
    of it has passed (a short-lived certificate would otherwise be due the
    moment it is issued). The point is moved earlier by a random jitter of up
-   to ``jitter`` (at most 5 % of the lifetime) so that renewals spread out.
+   to ``jitter`` (at most 5 % of the lifetime) so that renewals spread out;
+   where the floor set the point, the jitter moves it later instead.
 3. After a failure the next attempt waits ``retry_base * 2**(failures - 1)``,
    capped at ``retry_max`` (less a random quarter), and never before the CA's
    Retry-After.
@@ -103,15 +104,18 @@ def renewal_window(facts: Facts, settings: PolicySettings) -> tuple[Window, Reas
     renew_days = facts.renew_days or settings.renew_days
     by_days = facts.not_after - timedelta(days=renew_days)
 
+    spread = min(settings.jitter, lifetime * JITTER_FRACTION)
+    if by_days < earliest:
+        # The floor holds: here the jitter moves the point later, as far as
+        # the latest point allows.
+        return Window(earliest, earliest + min(spread, latest - earliest)), (
+            "lifetime_fraction"
+        )
     reason: Reason
     if by_days > latest:
         point, reason = latest, "lifetime_fraction"
-    elif by_days < earliest:
-        point, reason = earliest, "lifetime_fraction"
     else:
         point, reason = by_days, "renew_days"
-
-    spread = min(settings.jitter, lifetime * JITTER_FRACTION)
     return Window(point - spread, point), reason
 
 

@@ -96,7 +96,9 @@ def test_plan_jitter_is_at_most_five_percent_of_the_lifetime() -> None:
     window, _ = renewal_window(two_minutes, settings)
 
     assert window.end - window.start == timedelta(seconds=6)
-    assert window.end == ISSUED + timedelta(seconds=40)
+    # renew_days puts it before the floor (a third of the lifetime), so the
+    # window starts there
+    assert window.start == ISSUED + timedelta(seconds=40)
 
 
 def test_plan_ari_window_wins_over_renew_days() -> None:
@@ -210,3 +212,16 @@ def test_settings_from_config() -> None:
         retry_base=timedelta(seconds=5),
         retry_max=timedelta(seconds=50),
     )
+
+
+def test_plan_jitter_never_goes_before_the_earliest_fraction() -> None:
+    thirty_days = facts(not_after=ISSUED + timedelta(days=30), renew_days=30)
+    settings = PolicySettings(jitter=timedelta(hours=1))
+    floor = ISSUED + timedelta(days=30) / 3
+
+    window, reason = renewal_window(thirty_days, settings)
+    result = plan(thirty_days, settings, now=ISSUED)
+
+    assert reason == "lifetime_fraction"
+    assert window == Window(floor, floor + timedelta(hours=1))
+    assert floor <= result.at <= floor + timedelta(hours=1)

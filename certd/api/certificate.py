@@ -74,6 +74,7 @@ from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
 from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
 from certd.pki.profiles import certificate_profiles, csr_profiles
+from certd.renewal.planning import renewal_kind
 from certd.store.models import (
     Certificate,
     CertificateAuthority,
@@ -596,8 +597,12 @@ class CertificateService(CRUDService):
                         "data.name", f"a certificate named {data.name!r} already exists"
                     )
             is_acme = row.acme_account_id is not None
-            if data.renew_days is not None and not is_acme:
-                errors.add("data.renew_days", "applies to ACME certificates only")
+            if data.renew_days is not None and renewal_kind(row) is None:
+                errors.add(
+                    "data.renew_days",
+                    "applies to certificates certd renews: ACME ones and those "
+                    "signed by one of its CAs",
+                )
             if data.dns_mapping is not None and not is_acme:
                 errors.add("data.dns_mapping", "applies to ACME certificates only")
             check_trusted_store(errors, data.add_to_trusted_store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from certd.client import Client
 from certd.store.models import AcmeAccount, Certificate, CertificateAuthority
 from tests.daemon import RunningDaemon, call_job
@@ -194,4 +196,39 @@ async def test_trusted_store_is_accepted_only_as_false(client: Client) -> None:
     )
     assert fields(on_ca) == fields(on_create) == ["data.add_to_trusted_store"]
     assert "does not manage the host's trust store" in on_ca.message
+    assert await snapshot(client) == before
+
+
+async def test_renew_days_applies_to_certificates_certd_renews(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    leaf = await issue(client, root["id"], "renewed", lifetime=100)
+    async with certd.daemon.db.session() as session:
+        session.add(
+            Certificate(
+                name="outside",
+                cert_type="CERTIFICATE",
+                create_type="CERTIFICATE_CREATE_IMPORTED",
+                certificate=leaf["certificate"],
+            )
+        )
+    outside = (await client.call("certificate.query", [["name", "=", "outside"]]))[0]
+
+    updated = await client.call("certificate.update", leaf["id"], {"renew_days": 50})
+    before = await snapshot(client)
+    error = await expect_error(
+        client, "certificate.update", outside["id"], {"renew_days": 50}
+    )
+
+    assert updated["renew_days"] == 50
+    plan = {p["name"]: p for p in await client.call("certificate.renewal_plan")}
+    assert plan["renewed"]["reason"] == "renew_days"
+    assert (
+        plan["renewed"]["window"]["end"]
+        == (
+            datetime.fromisoformat(leaf["not_valid_after"]) - timedelta(days=50)
+        ).isoformat()
+    )
+    assert fields(error) == ["data.renew_days"]
     assert await snapshot(client) == before

@@ -214,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     # --config is accepted after the sub-command too ("certd serve --config x").
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        "--config",
+        "-c",
+        default=argparse.SUPPRESS,
+        help="TOML config file (default: none, or $CERTD_CONFIG)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -71,10 +71,15 @@ class NotFoundError(CertdError):
 
     errno = _errno.ENOENT
 
-    def __init__(self, kind: str, key: object) -> None:
-        super().__init__(f"{kind} {key!r} does not exist")
+    def __init__(self, kind: str, key: object, message: str | None = None) -> None:
+        super().__init__(message or f"{kind} {key!r} does not exist")
         self.kind = kind
         self.key = key
+
+    @classmethod
+    def matching(cls) -> NotFoundError:
+        """No entry matches a query's filters (``options.get``)."""
+        return cls("entry", None, "no entry matches the filters")
 
 
 class ConflictError(CertdError):

@@ -217,7 +217,7 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
         rows = [r if isinstance(r, dict) else dict(r) for r in rows]
     if options.get:
         if not rows:
-            raise NotFoundError("entry", "matching the filters")
+            raise NotFoundError.matching()
         return rows[0]
     return rows
 

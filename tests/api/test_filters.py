@@ -77,7 +77,7 @@ def test_options_order_page_count_and_get() -> None:
 
 
 def test_get_without_a_match_is_not_found() -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^no entry matches the filters$"):
         filter_entries(ENTRIES, [["id", "=", 99]], QueryOptions(get=True))
 
 

@@ -105,6 +105,8 @@ _PLAN_COLUMNS = (
     Certificate.renew_days,
     Certificate.reuse_key,
 )
+# How long stop() lets a running tick or scan reach its next batch.
+STOP_GRACE_SECONDS = 5.0
 # Certificates planned per transaction by the scan and the tick.
 _SCAN_BATCH = 500
 
@@ -276,6 +278,12 @@ class RenewalEngine:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         self.daemon.metrics.scheduler_running.set(0)
+        # A tick or scan stops by itself at its next batch; cancelled inside a
+        # transaction it would leave its connection to be torn down later,
+        # after the store is closed. Cancel only what does not stop in time.
+        running = list(self._tasks)
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -472,6 +480,8 @@ class RenewalEngine:
         for first in range(0, len(unplanned), _SCAN_BATCH):
             # Usually none or a few; a store filled by other means can bring
             # thousands, planned a batch per transaction as the scan does.
+            if self._stopping:
+                return
             staged: list[Event] = []
             async with self.daemon.db.session() as session:
                 rows = (
@@ -489,6 +499,8 @@ class RenewalEngine:
                         staged.append(event)
             for event in staged:
                 self.daemon.events.deliver(event)
+        if self._stopping:
+            return
         async with self.daemon.db.session() as session:
             due = (
                 await session.scalars(
@@ -610,6 +622,8 @@ class RenewalEngine:
                 )
         windows: dict[int, Any] = {}
         for first in range(0, len(due), _SCAN_BATCH):
+            if self._stopping:
+                return
             # Plain rows of the columns the ARI step reads, a batch at a time:
             # the chains of every certificate at once would be megabytes.
             async with self.daemon.db.session() as session:
@@ -632,6 +646,8 @@ class RenewalEngine:
 
         settings = self.settings()
         for first in range(0, len(ids), _SCAN_BATCH):
+            if self._stopping:
+                return
             batch = ids[first : first + _SCAN_BATCH]
             staged: list[Event] = []
             # A batch of rows per transaction, read in one statement and

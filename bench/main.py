@@ -705,8 +705,17 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument(
         "--no-peers", action="store_true", help="run certd only (no certbot, no lego)"
     )
-    parser.add_argument("--json", type=Path, default=ROOT / "bench/results/latest.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs/benchmarks.md")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="results file (default bench/results/latest.json; "
+        "with --quick, bench/results/quick.json)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="report (default docs/benchmarks.md; with --quick, bench/results/quick.md)",
+    )
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -718,6 +727,14 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help="where the bed and the state go (default: a temp dir)",
     )
     args = parser.parse_args(argv)
+    # A quick run is a smoke test: it leaves the committed full results alone.
+    results = ROOT / "bench/results"
+    if args.json is None:
+        args.json = results / ("quick.json" if args.quick else "latest.json")
+    if args.markdown is None:
+        args.markdown = (
+            results / "quick.md" if args.quick else ROOT / "docs/benchmarks.md"
+        )
     o = Options()
     if args.quick:
         o = Options(

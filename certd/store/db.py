@@ -92,6 +92,14 @@ def _upgrade(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            tables = ", ".join(sorted({row[0] for row in broken}))
+            raise RuntimeError(
+                f"migrating the store would leave {len(broken)} rows whose "
+                f"foreign keys point nowhere (in {tables}); nothing was changed"
+            )
 
 
 class Database:
@@ -150,17 +158,43 @@ class Database:
         """
         url = self.engine.url.render_as_string(hide_password=True)
         head = schema_head()
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             current = await conn.run_sync(schema_revision)
             if current == head:
                 log.info("schema_current", url=url, revision=head)
                 return
-            if current is None and not await conn.run_sync(_has_tables):
-                await conn.run_sync(_create, head)
-                log.info("schema_created", url=url, revision=head)
-                return
-            await conn.run_sync(_upgrade)
-        log.info("schema_migrated", url=url, revision=head, previous=current)
+            create = current is None and not await conn.run_sync(_has_tables)
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # A batch migration copies a table and drops the old one; with
+                # foreign keys on, the drop would run their ON DELETE actions
+                # (clearing csr_id, deleting renewal attempts) and check every
+                # row against each referencing column. They are checked once,
+                # at the end, instead. Set outside a transaction, or it is
+                # ignored.
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            try:
+                if sqlite:
+                    # Python's sqlite3 sends no BEGIN before DDL, so each
+                    # CREATE or ALTER would commit on its own and a crash
+                    # would leave half a schema: one transaction for all.
+                    await conn.exec_driver_sql("BEGIN")
+                if create:
+                    await conn.run_sync(_create, head)
+                else:
+                    await conn.run_sync(_upgrade)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+            finally:
+                if sqlite:
+                    await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    await conn.commit()
+        if create:
+            log.info("schema_created", url=url, revision=head)
+        else:
+            log.info("schema_migrated", url=url, revision=head, previous=current)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -6,16 +6,19 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
+import certd.store.db
 from certd.store.db import (
     Database,
     alembic_config,
     schema_head,
     schema_revision,
 )
+from tests.hardening.test_encryption import _fill_not_null
 
 
 def _shape(path: Path) -> dict[str, Any]:
@@ -115,3 +118,63 @@ async def test_an_older_store_is_migrated_to_the_head(tmp_path: Path) -> None:
     await _migrate(path)
     assert _shape(path) == before
     assert _revision(path) == schema_head()
+
+
+async def test_a_store_whose_creation_fails_is_left_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create = certd.store.db._create
+
+    def interrupted(connection: Any, revision: str) -> None:
+        create(connection, revision)
+        raise RuntimeError("the process died here")
+
+    path = tmp_path / "new.db"
+    monkeypatch.setattr(certd.store.db, "_create", interrupted)
+    with pytest.raises(RuntimeError):
+        await _migrate(path)
+    # No table of the half-made schema is left to make the next start fail.
+    assert _shape(path) == {}
+
+    monkeypatch.setattr(certd.store.db, "_create", create)
+    await _migrate(path)
+    assert _revision(path) == schema_head()
+
+
+async def test_migrating_keeps_rows_that_point_at_a_rebuilt_table(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0007")
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        _fill_not_null(
+            conn, "certificate", {"id": 1, "name": "req", "cert_type": "CSR"}
+        )
+        _fill_not_null(
+            conn,
+            "certificate",
+            {"id": 2, "name": "web", "cert_type": "CERTIFICATE", "csr_id": 1},
+        )
+        _fill_not_null(
+            conn, "renewal_attempt", {"certificate_id": 2, "state": "ordering"}
+        )
+        _fill_not_null(conn, "event", {"certificate_id": 2, "kind": "x"})
+
+    # A later migration rebuilds the certificate table; the rows that
+    # point at it must come through as they were.
+    await _migrate(path)
+
+    assert _revision(path) == schema_head()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT csr_id FROM certificate WHERE id = 2"
+        ).fetchone() == (1,)
+        assert conn.execute(
+            "SELECT certificate_id, state FROM renewal_attempt"
+        ).fetchall() == [(2, "ordering")]
+        assert conn.execute("SELECT certificate_id FROM event").fetchall() == [(2,)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -18,18 +18,25 @@ from certd.errors import NotFoundError, ValidationError
 
 _MISSING = object()
 
+# Bounds on what one query may ask: each term is evaluated for every entry on
+# the event loop, so an unbounded list is a way to stall the daemon.
+MAX_FILTER_TERMS = 256
+MAX_FILTER_DEPTH = 16
+MAX_SELECT = 128
+MAX_ORDER_BY = 16
+
 
 class QueryOptions(BaseModel):
     """Paging, ordering and shaping of a ``query`` result."""
 
     model_config = ConfigDict(extra="forbid")
 
-    order_by: list[str] = Field(default_factory=list)
+    order_by: list[str] = Field(default_factory=list, max_length=MAX_ORDER_BY)
     limit: int = Field(default=0, ge=0)
     offset: int = Field(default=0, ge=0)
     count: bool = False
     get: bool = False
-    select: list[str] = Field(default_factory=list)
+    select: list[str] = Field(default_factory=list, max_length=MAX_SELECT)
 
 
 # All regular expressions of one query together may take this long; a pattern
@@ -124,11 +131,40 @@ def compile_filters(filters: Sequence[Any], where: str = "filters") -> Predicate
     Raises:
         ValidationError: a filter is malformed; the field names its position.
     """
-    predicates = [_compile_one(f, f"{where}.{i}") for i, f in enumerate(filters)]
+    return _compile_all(filters, where, _Budget())
+
+
+class _Budget:
+    """Terms left to compile in one query."""
+
+    def __init__(self) -> None:
+        self.terms = MAX_FILTER_TERMS
+
+    def take(self, where: str, depth: int) -> None:
+        self.terms -= 1
+        if self.terms < 0:
+            raise ValidationError.single(
+                "filters", f"at most {MAX_FILTER_TERMS} filter terms in one query"
+            )
+        if depth > MAX_FILTER_DEPTH:
+            raise ValidationError.single(
+                where, f"filters nest at most {MAX_FILTER_DEPTH} levels deep"
+            )
+
+
+def _compile_all(
+    filters: Sequence[Any], where: str, budget: _Budget, depth: int = 0
+) -> Predicate:
+    if not isinstance(filters, list | tuple):
+        raise ValidationError.single(where, "filters must be a list")
+    predicates = [
+        _compile_one(f, f"{where}.{i}", budget, depth) for i, f in enumerate(filters)
+    ]
     return lambda entry: all(p(entry) for p in predicates)
 
 
-def _compile_one(item: Any, where: str) -> Predicate:
+def _compile_one(item: Any, where: str, budget: _Budget, depth: int) -> Predicate:
+    budget.take(where, depth)
     if not isinstance(item, list | tuple):
         raise ValidationError.single(where, "a filter must be a list")
     if len(item) == 2 and item[0] == "OR":
@@ -142,9 +178,13 @@ def _compile_one(item: Any, where: str) -> Predicate:
                 and branch
                 and isinstance(branch[0], list | tuple)
             ):
-                compiled.append(compile_filters(branch, f"{where}.1.{i}"))
+                compiled.append(
+                    _compile_all(branch, f"{where}.1.{i}", budget, depth + 1)
+                )
             else:
-                compiled.append(_compile_one(branch, f"{where}.1.{i}"))
+                compiled.append(
+                    _compile_one(branch, f"{where}.1.{i}", budget, depth + 1)
+                )
         return lambda entry: any(p(entry) for p in compiled)
     if len(item) != 3:
         raise ValidationError.single(where, "a filter is [field, operator, value]")
@@ -208,9 +248,9 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
     if options.limit:
         rows = rows[: options.limit]
     if options.select:
+        fields = list(dict.fromkeys(options.select))
         rows = [
-            {k: lookup(r, k) for k in options.select if lookup(r, k) is not _MISSING}
-            for r in rows
+            {k: v for k in fields if (v := lookup(r, k)) is not _MISSING} for r in rows
         ]
     else:
         # Entries may be read-only views (see certificate_entries); results are dicts.

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from certd.api.filters import QueryOptions, filter_entries
+import pytest
+from pydantic import ValidationError as PydanticValidationError
+
+from certd.api.filters import (
+    MAX_FILTER_DEPTH,
+    MAX_FILTER_TERMS,
+    MAX_ORDER_BY,
+    MAX_SELECT,
+    QueryOptions,
+    compile_filters,
+    filter_entries,
+)
 from certd.errors import NotFoundError, ValidationError
 
 ENTRIES = [
@@ -113,3 +124,32 @@ def test_an_operator_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         filter_entries(ENTRIES, [["name", ["x"], "x"]], QueryOptions())
     assert caught.value.errors[0].field == "filters.0.1"
+
+
+def test_a_query_is_bounded_in_terms_and_depth() -> None:
+    many = [["id", "=", i] for i in range(MAX_FILTER_TERMS + 1)]
+    with pytest.raises(ValidationError) as too_many:
+        compile_filters(many)
+    assert [e.field for e in too_many.value.errors] == ["filters"]
+
+    nested: list[Any] = ["id", "=", 1]
+    for _ in range(MAX_FILTER_DEPTH + 1):
+        nested = ["OR", [nested, ["id", "=", 2]]]
+    with pytest.raises(ValidationError) as too_deep:
+        compile_filters([nested])
+    assert too_deep.value.errors[0].field.startswith("filters.0.1.0.1.0")
+    assert "levels deep" in too_deep.value.errors[0].message
+
+    # The bound itself is accepted.
+    assert filter_entries(ENTRIES, many[:MAX_FILTER_TERMS], QueryOptions()) == []
+
+
+def test_select_and_order_by_are_bounded_and_select_keeps_each_field_once() -> None:
+    with pytest.raises(PydanticValidationError):
+        QueryOptions(select=["id"] * (MAX_SELECT + 1))
+    with pytest.raises(PydanticValidationError):
+        QueryOptions(order_by=["id"] * (MAX_ORDER_BY + 1))
+    shaped = filter_entries(
+        ENTRIES, [["id", "=", 2]], QueryOptions(select=["name", "id", "name"])
+    )
+    assert shaped == [{"name": ENTRIES[1]["name"], "id": 2}]

@@ -108,6 +108,12 @@ class Renewer:
                 raise NotFoundError("certificate", certificate_id)
             kind = renewal_kind(row)
             if kind is None:
+                # Found due but no longer renewable (its CA was deleted, say):
+                # planned again, so that the tick stops picking it up.
+                async with self.daemon.db.session() as session:
+                    current = await session.get(Certificate, certificate_id)
+                    if current is not None and current.next_attempt_at is not None:
+                        plan_row(current, self.daemon.renewal.settings(), utcnow())
                 raise ValidationError.single(
                     "id",
                     f"certificate {row.name!r} cannot be renewed: it is a CSR, "
@@ -429,6 +435,11 @@ class Renewer:
         if ca is None or not ca.privatekey:
             raise PkiError(
                 f"the CA that signed {row.name!r} is gone or has no private key"
+            )
+        if ca.revoked:
+            raise PkiError(
+                f"the CA that signed {row.name!r}, {ca.name!r}, is revoked and "
+                "signs no more"
             )
         await job.set_progress(50, f"signing with CA {ca.name!r}")
         fullchain = resign(

@@ -72,9 +72,9 @@ _ARI_COLUMNS = (
     Certificate.signedby_id,
     Certificate.ari_next_fetch_at,
 )
-# Rows with no plan (stored since the last tick other than through the API, or
-# changed by certificate.update), and revoked rows not yet seen as revoked: a
-# revocation racing with a plan can leave a time on them.
+# Rows with no plan (stored since the last tick other than through the API,
+# changed by certificate.update, or with a hold lifted), and revoked rows not
+# yet seen as revoked: a revocation racing with a plan can leave a time on them.
 _UNPLANNED = and_(
     Certificate.cert_type == "CERTIFICATE",
     or_(
@@ -82,6 +82,9 @@ _UNPLANNED = and_(
         & or_(
             Certificate.next_attempt_reason.is_(None),
             Certificate.next_attempt_reason.not_in((NOT_RENEWABLE, REVOKED)),
+            # a hold lifted since
+            (Certificate.next_attempt_reason == REVOKED)
+            & Certificate.revoked.is_(False),
         ),
         Certificate.revoked.is_(True)
         & or_(

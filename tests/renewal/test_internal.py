@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from cryptography import x509
 
 from certd.client import Client
+from certd.store.models import Certificate, utcnow
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki_api.conftest import make_intermediate, make_root
 from tests.renewal.factory import wait_until
@@ -106,3 +109,81 @@ async def test_ca_expiry_and_revocation_raise_events(certd: RunningDaemon) -> No
     assert expiring[0]["data"]["ca_id"] == inter["id"]
     assert expiring[0]["severity"] == "warning"
     assert len(again) == len(expiring) == 1
+
+
+async def test_a_revoked_ca_signs_no_renewal(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        root = await make_root(client, lifetime=3650)
+        inter = await make_intermediate(client, root["id"], lifetime=365)
+        cert = await _leaf(client, inter["id"])
+        await client.call(
+            "certificateauthority.update",
+            inter["id"],
+            {"revoked": True, "revoked_reason": "keyCompromise"},
+        )
+        job_id = await client.call("certificate.renew", cert["id"])
+        job = await client.call("core.job_wait", job_id, 30)
+        after = await client.call("certificate.get_instance", cert["id"])
+
+    assert job["state"] == "FAILED"
+    assert "is revoked and signs no more" in job["error"]
+    assert after["serial"] == cert["serial"]
+    assert after["certificate"] == cert["certificate"]
+
+
+async def _plan_when(
+    certd: RunningDaemon, cid: int, wanted: Callable[[tuple[Any, Any]], bool]
+) -> tuple[Any, Any] | None:
+    """The row's (next_attempt_at, reason) once ``wanted`` holds for it."""
+    async with certd.daemon.db.session() as session:
+        row = await session.get(Certificate, cid)
+        assert row is not None
+        plan = (row.next_attempt_at, row.next_attempt_reason)
+    return plan if wanted(plan) else None
+
+
+async def test_a_certificate_whose_ca_was_deleted_is_tried_once(
+    certd: RunningDaemon,
+) -> None:
+    async with certd.client() as client:
+        root = await make_root(client, lifetime=3650)
+        inter = await make_intermediate(client, root["id"], lifetime=365)
+        cert = await _leaf(client, inter["id"])
+        assert await client.call("certificateauthority.delete", inter["id"], True)
+        async with certd.daemon.db.session() as session:
+            row = await session.get(Certificate, cert["id"])
+            assert row is not None
+            row.next_attempt_at = utcnow() - timedelta(minutes=1)
+        await wait_until(
+            lambda: _plan_when(
+                certd, cert["id"], lambda plan: plan == (None, "not_renewable")
+            )
+        )
+        await asyncio.sleep(0.5)  # ten ticks
+        jobs = await client.call(
+            "core.get_jobs", [["method", "=", "certificate.renew"]]
+        )
+
+    assert [j["state"] for j in jobs] == ["FAILED"]
+
+
+async def test_a_lifted_hold_is_planned_again(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        root = await make_root(client, lifetime=3650)
+        inter = await make_intermediate(client, root["id"], lifetime=365)
+        cert = await _leaf(client, inter["id"])
+        await client.call(
+            "certificate.update",
+            cert["id"],
+            {"revoked": True, "revoked_reason": "certificateHold"},
+        )
+        held = await wait_until(
+            lambda: _plan_when(certd, cert["id"], lambda plan: plan[1] == "revoked")
+        )
+        await client.call("certificate.update", cert["id"], {"revoked": False})
+        lifted = await wait_until(
+            lambda: _plan_when(certd, cert["id"], lambda plan: plan[0] is not None)
+        )
+
+    assert held == (None, "revoked")
+    assert lifted[1] == "lifetime_fraction"

@@ -27,6 +27,7 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
+from certd.renewal.issuance import load_order_modules
 from certd.store.models import Certificate, DNSAuthenticator
 
 # \Z, not $: "$" also matches before a final newline.
@@ -105,6 +106,11 @@ class DNSAuthenticatorService(CRUDService):
     Entry = AuthenticatorEntry
     _providers: dict[str, type[DNSProvider]] | None = None
 
+    async def on_start(self) -> None:
+        async with self.app.db.session() as session:
+            if await session.scalar(select(DNSAuthenticator.id).limit(1)):
+                load_order_modules()
+
     def providers(self) -> dict[str, type[DNSProvider]]:
         if self._providers is None:
             self._providers = installed_providers()
@@ -177,7 +183,9 @@ class DNSAuthenticatorService(CRUDService):
             )
             session.add(row)
             await session.flush()
-            return self._entry(row)  # type: ignore[return-value]
+            entry = self._entry(row)
+        load_order_modules()
+        return entry  # type: ignore[return-value]
 
     @api_method(secret_params=("data.attributes",))
     async def update(self, id: int, data: AuthenticatorUpdate) -> AuthenticatorEntry:

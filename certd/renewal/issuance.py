@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,17 @@ def propagation_settings(
         mode=dns.propagation,
         follow_cnames=follow_cnames,
     )
+
+
+def load_order_modules() -> None:
+    """Import the ACME client and the DNS checks that an order runs on.
+
+    They load lazily, so that a daemon with nothing to order does without
+    them; one with a DNS authenticator loads them at start, or when its first
+    authenticator is stored, rather than in the middle of its first order.
+    """
+    for name in ("certd.acme.client", "certd.dns.resolve"):
+        importlib.import_module(name)
 
 
 def normalize_directory(url: str) -> str:

@@ -110,6 +110,11 @@ _PLAN_COLUMNS = (
 )
 # How long stop() lets a running tick or scan reach its next batch.
 STOP_GRACE_SECONDS = 5.0
+# A certificate with the CA of ours that signed it, if any.
+_WITH_SIGNER = Certificate.__table__.outerjoin(
+    CertificateAuthority.__table__,
+    CertificateAuthority.id == Certificate.signedby_id,
+)
 # Certificates planned per transaction by the scan and the tick.
 _SCAN_BATCH = 500
 
@@ -795,7 +800,13 @@ class RenewalEngine:
             # Plain rows of the columns a plan reads, planned in the reading
             # thread a batch at a time, not every row as an ORM object at once.
             result = conn.execute(
-                select(*_PLAN_COLUMNS)
+                select(
+                    *_PLAN_COLUMNS,
+                    # whether our CA can sign a renewal (see _plan_entry)
+                    CertificateAuthority.privatekey.is_not(None).label("ca_has_key"),
+                    CertificateAuthority.revoked.label("ca_revoked"),
+                )
+                .select_from(_WITH_SIGNER)
                 .where(Certificate.cert_type == "CERTIFICATE")
                 .order_by(Certificate.id)
             )
@@ -814,11 +825,14 @@ class RenewalEngine:
 def _plan_entry(row: Any, settings: Any, now: datetime) -> dict[str, Any]:
     kind = renewal_kind(row)
     leaf = leaf_dates(row)
+    # A certificate of an imported CA without its key, or of a revoked CA,
+    # is listed as internal but no renewal of it can succeed.
+    signer_ok = kind != "internal" or (bool(row.ca_has_key) and not row.ca_revoked)
     entry: dict[str, Any] = {
         "id": row.id,
         "name": row.name,
         "kind": kind,
-        "renewable": kind is not None and leaf is not None,
+        "renewable": kind is not None and leaf is not None and signer_ok,
         "not_before": _iso(leaf.not_before) if leaf else None,
         "not_after": _iso(leaf.not_after) if leaf else None,
         "next_attempt_at": _iso(row.next_attempt_at),

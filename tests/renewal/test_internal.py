@@ -121,10 +121,14 @@ async def test_a_revoked_ca_signs_no_renewal(certd: RunningDaemon) -> None:
             inter["id"],
             {"revoked": True, "revoked_reason": "keyCompromise"},
         )
+        plan = await client.call("certificate.renewal_plan")
         job_id = await client.call("certificate.renew", cert["id"])
         job = await client.call("core.job_wait", job_id, 30)
         after = await client.call("certificate.get_instance", cert["id"])
 
+    assert [(p["kind"], p["renewable"]) for p in plan if p["id"] == cert["id"]] == [
+        ("internal", False)
+    ]
     assert job["state"] == "FAILED"
     assert "is revoked and signs no more" in job["error"]
     assert after["serial"] == cert["serial"]

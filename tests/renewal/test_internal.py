@@ -43,15 +43,22 @@ async def _leaf(client: Client, inter: int) -> dict[str, Any]:
     )
 
 
+async def _issued(
+    client: Client, inter_lifetime: int = 365
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An intermediate CA under a new root, and a certificate it signed."""
+    root = await make_root(client, lifetime=3650)
+    inter = await make_intermediate(client, root["id"], lifetime=inter_lifetime)
+    return inter, await _leaf(client, inter["id"])
+
+
 def _chain(pem: str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(pem.encode())
 
 
 async def test_internal_certificate_is_signed_again(certd: RunningDaemon) -> None:
     async with certd.client() as client:
-        root = await make_root(client, lifetime=3650)
-        inter = await make_intermediate(client, root["id"], lifetime=365)
-        cert = await _leaf(client, inter["id"])
+        inter, cert = await _issued(client)
         plan = await client.call("certificate.renewal_plan")
         result = await call_job(client, "certificate.renew", cert["id"])
         after = await client.call("certificate.get_instance", cert["id"])
@@ -79,9 +86,7 @@ async def test_internal_certificate_is_signed_again(certd: RunningDaemon) -> Non
 
 async def test_ca_expiry_and_revocation_raise_events(certd: RunningDaemon) -> None:
     async with certd.client() as client:
-        root = await make_root(client, lifetime=3650)
-        inter = await make_intermediate(client, root["id"], lifetime=200)
-        cert = await _leaf(client, inter["id"])
+        inter, cert = await _issued(client, inter_lifetime=200)
         await client.call(
             "certificate.update",
             cert["id"],
@@ -113,9 +118,7 @@ async def test_ca_expiry_and_revocation_raise_events(certd: RunningDaemon) -> No
 
 async def test_a_revoked_ca_signs_no_renewal(certd: RunningDaemon) -> None:
     async with certd.client() as client:
-        root = await make_root(client, lifetime=3650)
-        inter = await make_intermediate(client, root["id"], lifetime=365)
-        cert = await _leaf(client, inter["id"])
+        inter, cert = await _issued(client)
         await client.call(
             "certificateauthority.update",
             inter["id"],
@@ -150,9 +153,7 @@ async def test_a_certificate_whose_ca_was_deleted_is_tried_once(
     certd: RunningDaemon,
 ) -> None:
     async with certd.client() as client:
-        root = await make_root(client, lifetime=3650)
-        inter = await make_intermediate(client, root["id"], lifetime=365)
-        cert = await _leaf(client, inter["id"])
+        inter, cert = await _issued(client)
         assert await client.call("certificateauthority.delete", inter["id"], True)
         async with certd.daemon.db.session() as session:
             row = await session.get(Certificate, cert["id"])
@@ -173,9 +174,7 @@ async def test_a_certificate_whose_ca_was_deleted_is_tried_once(
 
 async def test_a_lifted_hold_is_planned_again(certd: RunningDaemon) -> None:
     async with certd.client() as client:
-        root = await make_root(client, lifetime=3650)
-        inter = await make_intermediate(client, root["id"], lifetime=365)
-        cert = await _leaf(client, inter["id"])
+        _, cert = await _issued(client)
         await client.call(
             "certificate.update",
             cert["id"],

@@ -20,8 +20,8 @@ import structlog
 from acme import jws, messages
 from yarl import URL
 
-from certd.acme.retry import parse_retry_after
 from certd.errors import AcmeError
+from certd.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 

@@ -8,8 +8,6 @@ bound). Mapping a vendor's error bodies to messages stays with each provider.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ import structlog
 
 from certd.dns.base import ProviderContext
 from certd.errors import DNSProviderError
+from certd.retry_after import parse_retry_after
 
 log = structlog.get_logger("certd.dns")
 
@@ -61,21 +60,6 @@ class HttpReply:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
-
-
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
 
 
 class JsonHttpClient:
@@ -132,7 +116,7 @@ class JsonHttpClient:
             else:
                 if reply.status not in RETRY_STATUSES or attempt == attempts:
                     return reply
-                retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
+                retry_after = parse_retry_after(reply.headers.get("Retry-After"))
                 delay = self._context.retry_delay(attempt, retry_after)
                 reason = f"HTTP {reply.status}"
             log.info(

@@ -16,8 +16,8 @@ import aiohttp
 import structlog
 from cryptography import x509
 
-from certd.acme.retry import parse_retry_after
 from certd.renewal.policy import Window
+from certd.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 

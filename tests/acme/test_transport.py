@@ -14,7 +14,6 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certd.acme import AcmeClient, PollPolicy
-from certd.acme.retry import parse_retry_after
 from certd.acme.transport import (
     Reply,
     _parse_links,
@@ -22,6 +21,7 @@ from certd.acme.transport import (
     signature_algorithm,
 )
 from certd.errors import AcmeError
+from certd.retry_after import parse_retry_after
 
 NOW = datetime.datetime(2026, 12, 4, 15, 0, 0, tzinfo=datetime.UTC)
 

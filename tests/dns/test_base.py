@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 
 import pytest
@@ -16,7 +17,8 @@ from certd.dns.base import (
     normalize_name,
     relative_name,
 )
-from certd.dns.http import check_api_url, retry_after_seconds
+from certd.dns.http import check_api_url
+from certd.retry_after import parse_retry_after
 
 BUILTIN = {
     "cloudflare": "Cloudflare",
@@ -89,10 +91,10 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     now = 1_800_000_000.0
     date = email.utils.formatdate(now + 7, usegmt=True)
 
-    assert retry_after_seconds("12") == 12.0
-    assert retry_after_seconds(date, now=now) == 7.0
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after(date, dt.datetime.fromtimestamp(now, dt.UTC)) == 7.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
 
 
 def test_check_api_url() -> None:

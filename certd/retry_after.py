@@ -1,4 +1,4 @@
-"""The Retry-After header, shared by the ACME transport and renewal information."""
+"""The Retry-After header (RFC 9110 §10.2.3): ACME, renewal information, DNS vendors."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -826,7 +825,3 @@ def _chain_or_empty(pem: str) -> list[x509.Certificate]:
         return load_chain(pem)
     except PkiError:
         return []
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

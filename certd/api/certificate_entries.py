@@ -59,11 +59,7 @@ def split_chain(text: str) -> list[str]:
 
 
 class Description(NamedTuple):
-    """What the certificate's (or CSR's) text says, in :data:`FIELDS` order.
-
-    A tuple of plain values, which the garbage collector stops tracking: ten
-    thousand of them add nothing to the cost of a full collection.
-    """
+    """What the certificate's (or CSR's) text says, in :data:`FIELDS` order."""
 
     digest: bytes
     values: tuple[Any, ...]
@@ -72,8 +68,11 @@ class Description(NamedTuple):
     chain_from_text: bool
 
 
-def describe(text: str, kind: str) -> Description:
-    """Parse ``text`` (a chain when ``kind`` is "cert", else a CSR) once."""
+def describe(text: str, kind: str, digest: bytes) -> Description:
+    """Parse ``text`` once: a chain when ``kind`` is "cert", else a CSR.
+
+    ``digest`` is the text's :func:`digest_of`, which the caller has at hand.
+    """
     described = describe_certificate(text) if kind == "cert" else describe_csr(text)
     chain = described.get("chain_list")
     from_text = chain is not None and split_chain(text) == chain
@@ -86,7 +85,7 @@ def describe(text: str, kind: str) -> Description:
         described["san"] = tuple(described["san"])
     after = described.get("not_valid_after") if kind == "cert" else None
     return Description(
-        digest_of(text),
+        digest,
         tuple(described[name] for name in FIELDS),
         datetime.fromisoformat(after) if after else None,
         from_text,
@@ -262,8 +261,9 @@ def record_of(row: Any, previous: Record | None) -> Record:
     values = tuple(getattr(row, name) for name in ROW_FIELDS)
     kind = "csr" if row.cert_type == "CSR" else "cert"
     text = (row.csr if kind == "csr" else row.certificate) or ""
-    if previous is not None and previous.description.digest == digest_of(text):
+    digest = digest_of(text)
+    if previous is not None and previous.description.digest == digest:
         description = previous.description
     else:
-        description = describe(text, kind)
+        description = describe(text, kind, digest)
     return Record((row.version, row.authority_name, row.csr_id), values, description)

@@ -24,10 +24,7 @@ REVOKED = "revoked"
 
 
 class LeafDates(NamedTuple):
-    """What planning and events read from a certificate: validity and serial.
-
-    Plain values in a tuple, which the garbage collector stops tracking.
-    """
+    """What planning and events read from a certificate: validity and serial."""
 
     not_before: datetime
     not_after: datetime

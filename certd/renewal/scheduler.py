@@ -485,29 +485,14 @@ class RenewalEngine:
                     )
                 ).all()
             )
-        for first in range(0, len(unplanned), _SCAN_BATCH):
-            # Usually none or a few; a store filled by other means can bring
-            # thousands, planned a batch per transaction as the scan does.
-            if self._stopping:
-                return
-            staged: list[Event] = []
-            async with self.daemon.db.session() as session:
-                rows = (
-                    await session.scalars(
-                        select(Certificate)
-                        .where(
-                            Certificate.id.in_(unplanned[first : first + _SCAN_BATCH]),
-                            _UNPLANNED,
-                        )
-                        .options(*_WITHOUT_SECRETS)
-                    )
-                ).all()
-                for row in rows:
-                    if event := self.stage_change(session, row, settings, now):
-                        staged.append(event)
-            for event in staged:
-                self.daemon.events.deliver(event)
-        if self._stopping:
+
+        async def plan_new(session: Any, row: Certificate) -> list[Event]:
+            event = self.stage_change(session, row, settings, now)
+            return [event] if event else []
+
+        # Usually none or a few; a store filled by other means can bring
+        # thousands, planned a batch per transaction as the scan does.
+        if not await self._in_batches(unplanned, plan_new, _UNPLANNED):
             return
         async with self.daemon.db.session() as session:
             due = (
@@ -653,41 +638,53 @@ class RenewalEngine:
                     )
 
         settings = self.settings()
-        for first in range(0, len(ids), _SCAN_BATCH):
-            if self._stopping:
-                return
-            batch = ids[first : first + _SCAN_BATCH]
-            staged: list[Event] = []
-            # A batch of rows per transaction, read in one statement and
-            # written at the commit: the write lock is held for one flush at a
-            # time, never for the whole scan (API writes would wait past their
-            # timeout), and only a batch of ORM objects is alive at once.
-            async with self.daemon.db.session() as session:
-                fresh = {
-                    current.id: current
-                    for current in (
-                        await session.scalars(
-                            select(Certificate)
-                            .where(Certificate.id.in_(batch))
-                            .options(*_WITHOUT_SECRETS)
-                        )
-                    ).all()
-                }
-                with session.no_autoflush:
-                    for ident in batch:
-                        current = fresh.get(ident)
-                        if current is not None:
-                            staged += await self._scan_row(
-                                session, current, windows, settings, now
-                            )
-            for event in staged:
-                self.daemon.events.deliver(event)
+
+        async def scan_row(session: Any, row: Certificate) -> list[Event]:
+            return await self._scan_row(session, row, windows, settings, now)
+
+        if not await self._in_batches(ids, scan_row):
+            return
         async with self.daemon.db.session() as session:
             staged = await self._ca_events(session, now)
         for event in staged:
             self.daemon.events.deliver(event)
         pruned = await self.daemon.events.prune(now, self.config.events.retention_days)
         log.info("renewal_scan_finished", certificates=len(ids), events_pruned=pruned)
+
+    async def _in_batches(
+        self,
+        ids: list[int],
+        plan: Callable[[Any, Certificate], Awaitable[list[Event]]],
+        *where: Any,
+    ) -> bool:
+        """Run ``plan`` on the rows ``ids`` that still match ``where``.
+
+        A batch of rows per transaction, read in one statement and written at
+        the commit: the write lock is held for one flush at a time, never for
+        a whole pass (API writes would wait past their timeout), and only a
+        batch of ORM objects is alive at once. The events a batch staged are
+        delivered once it has committed. False when the engine began stopping.
+        """
+        for first in range(0, len(ids), _SCAN_BATCH):
+            if self._stopping:
+                return False
+            staged: list[Event] = []
+            async with self.daemon.db.session() as session:
+                rows = (
+                    await session.scalars(
+                        select(Certificate)
+                        .where(Certificate.id.in_(ids[first : first + _SCAN_BATCH]))
+                        .where(*where)
+                        .options(*_WITHOUT_SECRETS)
+                        .order_by(Certificate.id)
+                    )
+                ).all()
+                with session.no_autoflush:
+                    for row in rows:
+                        staged += await plan(session, row)
+            for event in staged:
+                self.daemon.events.deliver(event)
+        return not self._stopping
 
     async def _scan_row(
         self,

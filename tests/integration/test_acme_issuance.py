@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certd.client import Client, RpcError
-from tests.daemon import RunningDaemon, call_job
+from tests.daemon import RunningDaemon
+from tests.integration.orders import make_csr, order_certificate
 from tests.testbed import NamedServer, PebbleServer
 
 
@@ -23,29 +24,9 @@ async def issue(
     name: str,
     san: list[str],
 ) -> dict[str, Any]:
-    csr = await call_job(
-        client,
-        "certificate.create",
-        {
-            "name": f"{name}-csr",
-            "create_type": "CERTIFICATE_CREATE_CSR",
-            "key_type": "EC",
-            "ec_curve": "SECP256R1",
-            "san": san,
-        },
-    )
-    return await call_job(
-        client,
-        "certificate.create",
-        {
-            "name": name,
-            "create_type": "CERTIFICATE_CREATE_ACME",
-            "csr_id": csr["id"],
-            "acme_directory_uri": pebble.directory_url,
-            "tos": True,
-            "dns_mapping": {domain: authenticator_id for domain in san},
-            "renew_days": 20,
-        },
+    csr_id = await make_csr(client, name, san)
+    return await order_certificate(
+        client, pebble.directory_url, authenticator_id, name, csr_id, san, renew_days=20
     )
 
 

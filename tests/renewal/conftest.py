@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from certd.client import Client
-from tests.daemon import call_job
+from tests.integration.orders import make_csr, order_certificate
 from tests.testbed import NamedServer, PebbleServer, start_pebble
 
 LIFETIME = 60
@@ -47,27 +47,7 @@ async def issue_acme(
     **extra: Any,
 ) -> dict[str, Any]:
     """A CSR and an ACME certificate for ``domains`` through the API."""
-    csr = await call_job(
-        client,
-        "certificate.create",
-        {
-            "name": f"{name}-csr",
-            "create_type": "CERTIFICATE_CREATE_CSR",
-            "key_type": "EC",
-            "ec_curve": "SECP256R1",
-            "san": domains,
-        },
-    )
-    return await call_job(
-        client,
-        "certificate.create",
-        {
-            "name": name,
-            "create_type": "CERTIFICATE_CREATE_ACME",
-            "csr_id": csr["id"],
-            "acme_directory_uri": pebble.directory_url,
-            "tos": True,
-            "dns_mapping": {domain: authenticator_id for domain in domains},
-            **extra,
-        },
+    csr_id = await make_csr(client, name, domains)
+    return await order_certificate(
+        client, pebble.directory_url, authenticator_id, name, csr_id, domains, **extra
     )

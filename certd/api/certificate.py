@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import SecretStr
 from sqlalchemy import String, bindparam, select, type_coerce
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.api.certificate_entries import Record, record_of
 from certd.api.crud import CRUDService
@@ -85,6 +86,14 @@ from certd.workers import generate_key
 log = structlog.get_logger(__name__)
 
 _SHA256 = hashes.SHA256()
+
+
+async def _csr_and_authenticators(
+    session: AsyncSession, csr_id: int | None
+) -> tuple[Certificate | None, set[int]]:
+    csr_row = await session.get(Certificate, csr_id) if csr_id is not None else None
+    authenticators = set((await session.scalars(select(DNSAuthenticator.id))).all())
+    return csr_row, authenticators
 
 
 @dataclass(frozen=True)
@@ -366,7 +375,14 @@ class CertificateService(CRUDService):
             )
         return row
 
-    async def _check_acme(self, data: CertificateCreate) -> Certificate:
+    async def _check_acme(
+        self, data: CertificateCreate, session: AsyncSession | None = None
+    ) -> Certificate:
+        """The CSR an ACME order would use, once ``data`` is checked against it.
+
+        ``session`` is the caller's when it has one open: the daemon's
+        sessions share one connection, so opening a second would wait for it.
+        """
         errors = ValidationCollector()
         if data.csr_id is None:
             errors.add("data.csr_id", "required for CERTIFICATE_CREATE_ACME")
@@ -380,12 +396,15 @@ class CertificateService(CRUDService):
                 "must be an https:// URL (RFC 8555 requires HTTPS)",
             )
         errors.check()
-        async with self.app.db.session() as session:
-            csr_row = await session.get(Certificate, data.csr_id)
-            authenticators = {
-                row.id
-                for row in (await session.scalars(select(DNSAuthenticator))).all()
-            }
+        if session is None:
+            async with self.app.db.session() as session:
+                csr_row, authenticators = await _csr_and_authenticators(
+                    session, data.csr_id
+                )
+        else:
+            csr_row, authenticators = await _csr_and_authenticators(
+                session, data.csr_id
+            )
         if csr_row is None or csr_row.cert_type != "CSR":
             raise ValidationError.single("data.csr_id", f"no CSR with id {data.csr_id}")
         if not csr_row.privatekey:
@@ -615,7 +634,8 @@ class CertificateService(CRUDService):
                     acme_directory_uri=row.acme_directory_uri,
                     dns_mapping=data.dns_mapping,
                 )
-                await self._check_acme(probe) if row.csr_id else None
+                if row.csr_id:
+                    await self._check_acme(probe, session)
                 row.dns_mapping = probe.dns_mapping
             if data.name is not None:
                 row.name = data.name

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +28,11 @@ log = structlog.get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
+# The task that has a session open, so that opening a second one in it fails
+# at once instead of waiting for the connection the first one holds.
+_session_task: ContextVar[asyncio.Task[Any] | None] = ContextVar(
+    "certd_session_task", default=None
+)
 # Threads that run whole read functions on SQLite (see Database.read).
 READ_THREADS = 4
 # The longest Database.read_now waits for a lock on the event loop's thread
@@ -111,9 +117,13 @@ class Database:
             self._prepare_sqlite_dir(url)
         options: dict[str, Any] = {}
         if url.startswith("sqlite"):
-            # Each aiosqlite connection is a thread; SQLite serialises writers
-            # anyway, so more connections only help readers wait less.
-            options = {"pool_size": 20, "max_overflow": 20, "pool_timeout": 60}
+            # Every session goes through one connection. SQLite lets one writer
+            # in at a time, and writers on separate connections wait for it by
+            # polling with growing sleeps: under load one could miss every turn
+            # until busy_timeout and fail with "database is locked". Sessions
+            # queue for the connection in order instead; reads that must not
+            # wait behind writers go through Database.read.
+            options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -198,9 +208,21 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction that commits on success and rolls back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session in a transaction that commits on success and rolls back on error.
+
+        Sessions share one connection on SQLite, so code that holds one must
+        not open another (it would wait for its own connection): pass the
+        open session down instead. Doing so in the same task raises.
+        """
+        task = asyncio.current_task()
+        if _session_task.get() is task:
+            raise RuntimeError("a session is already open in this task")
+        token = _session_task.set(task)
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            _session_task.reset(token)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` with a connection in one read transaction and return its result.

@@ -10,22 +10,25 @@ from sqlalchemy import text
 from tests.daemon import make_config, running_daemon
 from tests.hardening.conftest import database_path
 
+PRAGMAS = ("journal_mode", "synchronous", "foreign_keys")
+
 
 async def test_every_connection_is_wal_and_fully_synchronous(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with running_daemon(make_config(state)) as running:
-        engine = running.daemon.db.engine
-        seen = []
-        # Several connections at once, so the pool opens more than one.
-        async with engine.connect() as first, engine.connect() as second:
-            for conn in (first, second):
-                seen.append(
-                    (
-                        (await conn.execute(text("PRAGMA journal_mode"))).scalar(),
-                        (await conn.execute(text("PRAGMA synchronous"))).scalar(),
-                        (await conn.execute(text("PRAGMA foreign_keys"))).scalar(),
-                    )
-                )
+        db = running.daemon.db
+        # The connection every session writes through, and a reading thread's.
+        async with db.session() as session:
+            conn = await session.connection()
+            writer = tuple(
+                [(await conn.execute(text(f"PRAGMA {p}"))).scalar() for p in PRAGMAS]
+            )
+        reader = await db.read(
+            lambda conn: tuple(
+                conn.execute(text(f"PRAGMA {name}")).scalar() for name in PRAGMAS
+            )
+        )
+        seen = [writer, reader]
     # synchronous 2 is FULL: every commit is on disk before it returns.
     assert seen == [("wal", 2, 1), ("wal", 2, 1)]
     with sqlite3.connect(database_path(state)) as conn:

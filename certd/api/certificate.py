@@ -88,6 +88,29 @@ log = structlog.get_logger(__name__)
 _SHA256 = hashes.SHA256()
 
 
+def _check_acme_request(data: CertificateCreate) -> None:
+    errors = ValidationCollector()
+    if data.csr_id is None:
+        errors.add("data.csr_id", "required for CERTIFICATE_CREATE_ACME")
+    if not data.acme_directory_uri:
+        errors.add("data.acme_directory_uri", "required for CERTIFICATE_CREATE_ACME")
+    elif not data.acme_directory_uri.startswith("https://"):
+        errors.add(
+            "data.acme_directory_uri",
+            "must be an https:// URL (RFC 8555 requires HTTPS)",
+        )
+    errors.check()
+
+
+async def _name_taken(session: AsyncSession, name: str) -> bool:
+    found = await session.scalar(select(Certificate.id).where(Certificate.name == name))
+    return found is not None
+
+
+def _taken(name: str) -> str:
+    return f"a certificate named {name!r} already exists"
+
+
 async def _csr_and_authenticators(
     session: AsyncSession, csr_id: int | None
 ) -> tuple[Certificate | None, set[int]]:
@@ -251,12 +274,11 @@ class CertificateService(CRUDService):
         if not NAME_PATTERN.match(data.name):
             errors.add("data.name", "use only letters, digits, '_' and '-'")
         async with self.app.db.session() as session:
-            if await session.scalar(
-                select(Certificate.id).where(Certificate.name == data.name)
-            ):
-                errors.add(
-                    "data.name", f"a certificate named {data.name!r} already exists"
-                )
+            if await _name_taken(session, data.name):
+                errors.add("data.name", _taken(data.name))
+            if data.create_type == "CERTIFICATE_CREATE_ACME":
+                # Read now, in the same session, and checked below.
+                acme_rows = await _csr_and_authenticators(session, data.csr_id)
         check_trusted_store(errors, data.add_to_trusted_store)
         if data.profile is not None and data.create_type not in (
             "CERTIFICATE_CREATE_INTERNAL",
@@ -277,7 +299,7 @@ class CertificateService(CRUDService):
         elif data.create_type == "CERTIFICATE_CREATE_IMPORTED_CSR":
             self._read_imported_csr(data)
         elif data.create_type == "CERTIFICATE_CREATE_ACME":
-            await self._check_acme(data)
+            self._check_acme_against(data, *acme_rows)
 
     def _request_values(
         self, data: CertificateCreate, profiles: dict[str, dict[str, Any]]
@@ -383,28 +405,20 @@ class CertificateService(CRUDService):
         ``session`` is the caller's when it has one open: the daemon's
         sessions share one connection, so opening a second would wait for it.
         """
-        errors = ValidationCollector()
-        if data.csr_id is None:
-            errors.add("data.csr_id", "required for CERTIFICATE_CREATE_ACME")
-        if not data.acme_directory_uri:
-            errors.add(
-                "data.acme_directory_uri", "required for CERTIFICATE_CREATE_ACME"
-            )
-        elif not data.acme_directory_uri.startswith("https://"):
-            errors.add(
-                "data.acme_directory_uri",
-                "must be an https:// URL (RFC 8555 requires HTTPS)",
-            )
-        errors.check()
+        _check_acme_request(data)
         if session is None:
             async with self.app.db.session() as session:
-                csr_row, authenticators = await _csr_and_authenticators(
-                    session, data.csr_id
-                )
+                rows = await _csr_and_authenticators(session, data.csr_id)
         else:
-            csr_row, authenticators = await _csr_and_authenticators(
-                session, data.csr_id
-            )
+            rows = await _csr_and_authenticators(session, data.csr_id)
+        return self._check_acme_against(data, *rows)
+
+    @staticmethod
+    def _check_acme_against(
+        data: CertificateCreate, csr_row: Certificate | None, authenticators: set[int]
+    ) -> Certificate:
+        _check_acme_request(data)
+        errors = ValidationCollector()
         if csr_row is None or csr_row.cert_type != "CSR":
             raise ValidationError.single("data.csr_id", f"no CSR with id {data.csr_id}")
         if not csr_row.privatekey:
@@ -448,20 +462,17 @@ class CertificateService(CRUDService):
     )
     async def create(self, job: Job, data: CertificateCreate) -> CertificateEntry:
         """Create a certificate or CSR; the job's result is the new entry."""
-        await self.check_create(data)
+        # check_create ran before the job was queued. Each handler reads again
+        # what it builds on, and _insert refuses a name taken in the meantime.
         await job.set_progress(2, "checked the request")
         new_id = await self.create_handlers[data.create_type](job, data)
         return await self.get_entry(new_id)  # type: ignore[return-value]
 
     async def _insert(self, row: Certificate) -> int:
-        taken = ValidationError.single(
-            "data.name", f"a certificate named {row.name!r} already exists"
-        )
+        taken = ValidationError.single("data.name", _taken(row.name))
         try:
             async with self.app.db.session() as session:
-                if await session.scalar(
-                    select(Certificate.id).where(Certificate.name == row.name)
-                ):
+                if await _name_taken(session, row.name):
                     raise taken
                 if (
                     row.csr_id is not None
@@ -565,7 +576,11 @@ class CertificateService(CRUDService):
         )
 
     async def _create_acme(self, job: Job, data: CertificateCreate) -> int:
-        csr_row = await self._check_acme(data)
+        async with self.app.db.session() as session:
+            # Before ordering: a certificate that cannot be stored is not ordered.
+            if await _name_taken(session, data.name):
+                raise ValidationError.single("data.name", _taken(data.name))
+            csr_row = await self._check_acme(data, session)
         issued = await self.app.issuer.issue(
             csr_pem=csr_row.csr or "",
             directory=data.acme_directory_uri or "",
@@ -608,12 +623,8 @@ class CertificateService(CRUDService):
             if data.name is not None and data.name != row.name:
                 if not NAME_PATTERN.match(data.name):
                     errors.add("data.name", "use only letters, digits, '_' and '-'")
-                elif await session.scalar(
-                    select(Certificate.id).where(Certificate.name == data.name)
-                ):
-                    errors.add(
-                        "data.name", f"a certificate named {data.name!r} already exists"
-                    )
+                elif await _name_taken(session, data.name):
+                    errors.add("data.name", _taken(data.name))
             is_acme = row.acme_account_id is not None
             if data.renew_days is not None and renewal_kind(row) is None:
                 errors.add(

@@ -312,16 +312,8 @@ class DNSAuthenticatorService(CRUDService):
         await job.set_progress(10, f"publishing a test value at {record}")
         provider = await self.open_provider(id)
         async with provider:
-            settings = propagation_settings(self.app, await self.follows_cnames(id))
+            settings = propagation_settings(self.app, provider.context.follow_cnames)
             return await probe_provider(provider, record, settings)  # type: ignore[return-value]
-
-    async def follows_cnames(self, authenticator_id: int) -> bool:
-        """Whether DNS-01 through this authenticator follows _acme-challenge CNAMEs."""
-        async with self.app.db.session() as session:
-            row = await session.get(DNSAuthenticator, authenticator_id)
-        if row is None:
-            raise NotFoundError(self.kind, authenticator_id)
-        return row.follow_cnames
 
     async def open_provider(self, authenticator_id: int) -> DNSProvider:
         """An instance of the provider behind an authenticator, ready to use."""
@@ -336,5 +328,6 @@ class DNSAuthenticatorService(CRUDService):
         context = ProviderContext(
             request_timeout=self.app.config.dns.request_timeout,
             resolvers=self.app.config.dns.resolver_addresses(),
+            follow_cnames=row.follow_cnames,
         )
         return cls(attributes, context)

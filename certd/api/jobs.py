@@ -110,6 +110,8 @@ class Job:
         try:
             await self.manager._persist(
                 self.id,
+                state=self.state,
+                started_at=self.started_at,
                 progress_percent=self.percent,
                 progress_description=self.description,
             )
@@ -240,10 +242,11 @@ class JobManager:
                 job.started_at = utcnow()
                 self._announce(job)
                 log.info("job_started")
+                # Not written now: while the job runs, readers get its entry
+                # from memory, the row catches up with the first progress flush
+                # or the end, and after a crash recover() aborts WAITING and
+                # RUNNING rows alike.
                 try:
-                    await self._persist(
-                        job.id, state=job.state, started_at=job.started_at
-                    )
                     job.result = dump_result(await run(job))
                     job.state = JobState.SUCCESS
                     job.percent = 100.0
@@ -335,19 +338,21 @@ class JobManager:
     async def wait(self, job_id: int, timeout: float | None = None) -> dict[str, Any]:
         """The job's entry once it finishes, or as it stands when ``timeout`` passes."""
         job = self.running.get(job_id)
-        if job is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout)
-        return await self.entry(job_id)
+        if job is None:
+            return await self.entry(job_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(job.done.wait(), timeout)
+        return job.entry()
 
     async def wait_for_change(self, job_id: int, timeout: float) -> dict[str, Any]:
         """Return as soon as the job reports progress or finishes, or at ``timeout``."""
         job = self.running.get(job_id)
-        if job is not None:
-            async with job.changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.changed.wait(), timeout)
-        return await self.entry(job_id)
+        if job is None:
+            return await self.entry(job_id)
+        async with job.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.changed.wait(), timeout)
+        return job.entry()
 
     async def abort(self, job_id: int) -> None:
         job = self.running.get(job_id)

@@ -58,6 +58,9 @@ class ProviderContext:
     # (host, port) of resolvers for providers that find zones through DNS
     # (shell, acme-dns); the system resolver when empty
     resolvers: tuple[tuple[str, int], ...] = ()
+    # whether DNS-01 through this authenticator follows _acme-challenge CNAMEs
+    # (the issuer reads it; providers themselves write where they are told)
+    follow_cnames: bool = False
 
     def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before retry ``attempt`` (1-based): Retry-After, else backoff; capped."""

@@ -381,12 +381,13 @@ class Issuer:
         from certd.dns.resolve import follow_cname
 
         settings = propagation_settings(self.daemon)
-        service: Any = self.daemon.services["acme.dns.authenticator"]
         for pub in publications:
             provider = await self._provider(providers, pub.authenticator_id)
             name = pub.challenge.record_name.rstrip(".")
-            follow = await service.follows_cnames(pub.authenticator_id)
-            pub.fqdn = await follow_cname(name, settings) if follow else name
+            if provider.context.follow_cnames:
+                pub.fqdn = await follow_cname(name, settings)
+            else:
+                pub.fqdn = name
             pub.zone = await provider.find_zone(pub.fqdn)
             # Written (and committed) before the value exists, so that a crash
             # right after publishing still leaves a record of what to remove.

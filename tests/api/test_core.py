@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+import certd.api.jobs
 from certd.api.jobs import JobState
 from certd.store.models import Job as JobRow
 from tests.daemon import RunningDaemon, make_config, running_daemon
@@ -74,3 +77,44 @@ async def test_job_progress_result_and_history(tmp_path: Path) -> None:
     assert states[stuck.id][0] == "ABORTED"
     assert states[left.id][0] == "ABORTED"
     assert "interrupted" in states[left.id][1]
+
+
+async def test_a_finished_jobs_entry_is_the_same_from_memory_and_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(certd.api.jobs, "PROGRESS_FLUSH_SECONDS", 0.05)
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        jobs = running.daemon.jobs
+        flushed = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def work(job) -> dict[str, object]:  # type: ignore[no-untyped-def]
+            await job.set_progress(30, "working")
+            await flushed.wait()
+            await job.set_progress(90, "nearly")
+            await finish.wait()
+            return {"names": ["a", "b"], "count": 2, "nested": {"ok": True}}
+
+        job = await jobs.submit("test.work", {"x": 1}, work, caller="tests")
+        # The row is written at the first progress flush, not when the job starts.
+        for _ in range(100):
+            async with running.daemon.db.session() as session:
+                row = await session.get(JobRow, job.id)
+                assert row is not None
+                if row.progress_percent == 30:
+                    break
+            await asyncio.sleep(0.02)
+        assert (row.state, row.progress_description) == ("RUNNING", "working")
+        assert row.started_at is not None
+        flushed.set()
+        finish.set()
+        from_memory = await jobs.wait(job.id, 5)
+        from_store = await jobs.entry(job.id)  # no longer running: read back
+    assert job.id not in jobs.running
+    assert from_memory["state"] == "SUCCESS"
+    assert from_memory["result"] == {
+        "names": ["a", "b"],
+        "count": 2,
+        "nested": {"ok": True},
+    }
+    assert from_store == from_memory

@@ -36,14 +36,16 @@ from bench.stats import figure, ratio
 from certd import __version__
 from tests.testbed import NamedServer, PebbleServer, start_named, start_pebble
 
-# The libraries the daemon is built on, as it imports them at start.
+# The libraries the daemon is built on, as it imports them at start
+# (pydantic loads its model machinery lazily, and SQLAlchemy its SQLite dialect).
 LIBRARIES = (
     "sqlalchemy.ext.asyncio",
     "sqlalchemy.orm",
+    "sqlalchemy.dialects.sqlite.aiosqlite",
     "aiosqlite",
     "aiohttp.web",
     "cryptography.x509",
-    "pydantic",
+    "pydantic.main",
     "jsonrpcserver",
     "apscheduler.schedulers.asyncio",
     "structlog",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -40,14 +42,14 @@ READ_THREADS = 4
 READ_NOW_BUSY_MS = 20
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_ms: int = 10000) -> None:
     # WAL lets readers go on while a job writes; synchronous=FULL makes every
     # commit survive power loss, which a key store needs more than speed.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.close()
 
 
@@ -111,7 +113,8 @@ def _upgrade(connection: Connection) -> None:
 class Database:
     """Owns the engine and hands out sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_wait: float = 10.0) -> None:
+        """``lock_wait``: seconds to wait for another process's write lock."""
         self.url = url
         if url.startswith("sqlite"):
             self._prepare_sqlite_dir(url)
@@ -123,10 +126,18 @@ class Database:
             # until busy_timeout and fail with "database is locked". Sessions
             # queue for the connection in order instead; reads that must not
             # wait behind writers go through Database.read.
-            options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+            # (Named, since SQLAlchemy would give an in-memory store a pool
+            # that hands its one connection to every session at once.)
+            options = {
+                "poolclass": AsyncAdaptedQueuePool,
+                "pool_size": 1,
+                "max_overflow": 0,
+                "pool_timeout": 60,
+            }
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(lock_wait * 1000))
+            event.listen(self.engine.sync_engine, "connect", pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader: Engine | None = None
         self._read_pool: ThreadPoolExecutor | None = None
@@ -231,12 +242,17 @@ class Database:
         Core. Encrypted columns do not open here: select around them.
         """
         if self._reader is None or self._read_pool is None:
+            if _session_task.get() is asyncio.current_task():
+                raise RuntimeError("a session is already open in this task")
             async with self.engine.connect() as conn:
                 return await conn.run_sync(fn)
         reader = self._reader
 
         def run() -> T:
             with reader.connect() as conn:
+                # Python's sqlite3 sends no BEGIN before a SELECT, so without
+                # one each statement would see the store as it is at that moment.
+                conn.exec_driver_sql("BEGIN")
                 return fn(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
@@ -295,11 +311,10 @@ class Database:
         return compiled[1], compiled[2]
 
     async def ping(self) -> bool:
-        from sqlalchemy import text
-
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
+        """Whether the store answers; not queued behind the sessions on SQLite."""
+        return await self.read(
+            lambda conn: conn.exec_driver_sql("SELECT 1").scalar() == 1
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -183,9 +183,17 @@ class ApiKeys:
                 self._cache.pop(cache_key, None)
                 return None
             row.last_used_at = utcnow()
-            if _verifier(row) is None:
-                _store_verifier(row, await asyncio.to_thread(derive_verifier, secret))
+            needs_verifier = _verifier(row) is None
+            row_id = row.id
             caller = Caller(name=f"apikey:{row.name}", readonly=row.readonly)
+        if needs_verifier:
+            # A key stored before SCRAM existed gets its verifier now, derived
+            # outside the session: the store's connection is not held for it.
+            verifier = await asyncio.to_thread(derive_verifier, secret)
+            async with self.db.session() as session:
+                row = await session.get(ApiKey, row_id)
+                if row is not None and _verifier(row) is None:
+                    _store_verifier(row, verifier)
         self._cache[cache_key] = (now + CACHE_SECONDS, digest, caller)
         return caller
 

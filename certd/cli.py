@@ -135,7 +135,9 @@ async def _apikey(args: argparse.Namespace) -> int:
     # Keys live in the daemon's store; say which one, since a missing
     # --config silently means the default one.
     print(f"store: {config.store.url()}", file=sys.stderr)
-    db = Database(config.store.url())
+    # A running daemon takes SQLite's write lock again right after each commit,
+    # and this process only polls for it: give it time to find a gap.
+    db = Database(config.store.url(), lock_wait=60.0)
     try:
         await db.migrate()
         keys = ApiKeys(db)

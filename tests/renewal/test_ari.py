@@ -200,8 +200,8 @@ async def test_scan_plans_inside_the_ca_window(
         plan = {p["id"]: p for p in await client.call("certificate.renewal_plan")}
     async with certd.daemon.db.session() as session:
         stored = await session.get(Certificate, cid)
-        assert stored is not None
-        replaces = await certd.daemon.renewal.renewer._replaces(stored)
+    assert stored is not None
+    replaces = await certd.daemon.renewal.renewer._replaces(stored)
 
     entry = plan[cid]
     assert entry["window_source"] == entry["reason"] == "ari"

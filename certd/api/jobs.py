@@ -139,7 +139,12 @@ class Job:
         }
 
 
-def row_entry(row: JobRow) -> dict[str, Any]:
+_JOBS_TABLE = JobRow.__table__
+_JOBS = select(_JOBS_TABLE)
+
+
+def row_entry(row: Any) -> dict[str, Any]:
+    """The entry of a finished job's row (an ORM object or a row of the table)."""
     return {
         "id": row.id,
         "method": row.method,
@@ -318,22 +323,25 @@ class JobManager:
                 update(JobRow).where(JobRow.id == job_id).values(**values)
             )
 
+    # Read through Database.read: polling clients do not queue behind the
+    # writes of the running jobs for the sessions' one connection.
+
     async def entry(self, job_id: int) -> dict[str, Any]:
         if job := self.running.get(job_id):
             return job.entry()
-        async with self.db.session() as session:
-            row = await session.get(JobRow, job_id)
+        one = _JOBS.where(_JOBS_TABLE.c.id == job_id)
+        row = await self.db.read(lambda conn: conn.execute(one).one_or_none())
         if row is None:
             raise NotFoundError("job", job_id)
         return row_entry(row)
 
     async def entries(self) -> list[dict[str, Any]]:
-        async with self.db.session() as session:
-            rows = (await session.scalars(select(JobRow).order_by(JobRow.id))).all()
-        return [
-            self.running[row.id].entry() if row.id in self.running else row_entry(row)
-            for row in rows
-        ]
+        # Taken before the read: a job that ends meanwhile has saved its end
+        # before it leaves self.running, so no job is shown going backwards.
+        running = {job_id: job.entry() for job_id, job in self.running.items()}
+        every = _JOBS.order_by(_JOBS_TABLE.c.id)
+        rows = await self.db.read(lambda conn: conn.execute(every).all())
+        return [running.get(row.id) or row_entry(row) for row in rows]
 
     async def wait(self, job_id: int, timeout: float | None = None) -> dict[str, Any]:
         """The job's entry once it finishes, or as it stands when ``timeout`` passes."""

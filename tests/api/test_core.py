@@ -118,3 +118,22 @@ async def test_a_finished_jobs_entry_is_the_same_from_memory_and_from_the_store(
         "nested": {"ok": True},
     }
     assert from_store == from_memory
+
+
+async def test_listing_jobs_does_not_queue_behind_a_writing_session(
+    tmp_path: Path,
+) -> None:
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        jobs = running.daemon.jobs
+
+        async def work(job) -> int:  # type: ignore[no-untyped-def]
+            return 7
+
+        done = await jobs.wait((await jobs.submit("test.work", [], work)).id, 5)
+        async with running.daemon.db.session() as session:
+            session.add(JobRow(method="test.held", arguments=[], state="WAITING"))
+            await session.flush()  # the sessions' one connection is held
+            listed = await asyncio.wait_for(jobs.entries(), 5)
+            one = await asyncio.wait_for(jobs.entry(done["id"]), 5)
+    assert [entry["method"] for entry in listed] == ["test.work"]
+    assert one == done

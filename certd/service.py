@@ -80,6 +80,8 @@ class Daemon:
             self.registry, self.jobs, config.server.max_batch_size
         )
         self.http: aiohttp.ClientSession | None = None
+        # sessions a reload replaced, closed once what started on them is over
+        self._background: set[asyncio.Task[None]] = set()
         self.workers = Workers()
         self.issuer = Issuer(self)
         self.started = False
@@ -91,10 +93,10 @@ class Daemon:
         )
         self.tls: ServerTLS | None = None
 
-    def ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self, config: Config | None = None) -> ssl.SSLContext:
         """Trust for outbound HTTPS: the system store plus the configured ACME CA bundle."""
         context = ssl.create_default_context()
-        bundle = self.config.acme.ca_bundle
+        bundle = (config or self.config).acme.ca_bundle
         if bundle:
             try:
                 context.load_verify_locations(cafile=str(bundle))
@@ -127,14 +129,7 @@ class Daemon:
         self._stack.push_async_callback(self.db.close)
         await unlock_store(self.db, state_dir, self.config.store.master_key_file)
         await self.jobs.recover()
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=100)
-        self.http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.config.acme.request_timeout),
-            headers={"User-Agent": f"certd/{__version__}"},
-            trace_configs=[self.metrics.http_trace()],
-        )
-        self._stack.push_async_callback(self.http.close)
+        self.http = self._open_http(self.config)
         self._stack.callback(self.workers.close)
         for service in self.services.values():
             starter = getattr(service, "on_start", None)
@@ -229,6 +224,24 @@ class Daemon:
         os.chmod(path, server.socket_mode)
         log.info("unix_listening", path=str(path), mode=oct(server.socket_mode))
 
+    def _open_http(self, config: Config) -> aiohttp.ClientSession:
+        """The outbound HTTP session (ACME, renewal information), closed at stop."""
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context(config), limit=100)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=config.acme.request_timeout),
+            headers={"User-Agent": f"certd/{__version__}"},
+            trace_configs=[self.metrics.http_trace()],
+        )
+        self._stack.push_async_callback(session.close)
+        return session
+
+    async def _retire_http(self, session: aiohttp.ClientSession) -> None:
+        # Orders that started on it finish on it; none outlives its timeouts.
+        acme = self.config.acme
+        await asyncio.sleep(acme.order_timeout + acme.request_timeout)
+        await session.close()
+
     async def readiness(self) -> dict[str, bool]:
         try:
             store = await self.db.ping()
@@ -261,6 +274,13 @@ class Daemon:
             for name in ("server", "store")
             if getattr(new, name) != getattr(self.config, name)
         ]
+        try:
+            # Built again on every reload: the bundle's file may have changed
+            # under the same name.
+            http = self._open_http(new) if self.http is not None else None
+        except CertdError as exc:
+            log.error("config_reload_failed", error=exc.message)
+            return
         if needs_restart:
             log.warning("config_needs_restart", sections=needs_restart)
         new.server = self.config.server
@@ -270,6 +290,11 @@ class Daemon:
 
             configure_logging(new.log.level, new.log.format)
         self.config = new
+        if http is not None and self.http is not None:
+            retired, self.http = self.http, http
+            task = asyncio.get_running_loop().create_task(self._retire_http(retired))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         await self.renewal.reconfigure()
         log.info("config_reloaded", path=str(new.source))
 
@@ -286,6 +311,8 @@ class Daemon:
                     await stopper()
                 except Exception:
                     log.exception("service_stop_failed", namespace=service.namespace)
+        for task in self._background:
+            task.cancel()  # the sessions they would close are closed below
         await self._stack.aclose()
         log.info("daemon_stopped")
 

@@ -7,6 +7,7 @@ import contextlib
 import grp
 import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -47,6 +48,18 @@ def _remove_socket(path: Path) -> None:
     # instead of "no such file", which reads as a hung daemon.
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:  # no file, not a socket, or nobody accepting
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def service_classes() -> list[type[Service]]:
@@ -202,8 +215,16 @@ class Daemon:
     async def _start_unix(self, path: Path) -> None:
         server = self.config.server
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if _socket_answers(path):
+            # Binding over it would cut that daemon off from its clients, and
+            # our stop would delete its socket file.
+            raise ValidationError.single(
+                "server.unix_socket",
+                f"another process already listens on {path}; stop it or give "
+                "this daemon its own socket",
+            )
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            path.unlink()  # left behind by a daemon that was killed
         # Create the socket with a tight umask so it is never wider than asked,
         # not even between bind() and chmod().
         old_umask = os.umask(0o177 if server.socket_mode == 0o600 else 0o117)

@@ -23,7 +23,7 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
-from certd.renewal.planning import renewal_kind
+from certd.renewal.planning import not_renewable_because, renewal_kind
 from certd.store.models import Certificate, utcnow
 
 
@@ -109,8 +109,8 @@ class RenewalService(Service):
         if renewal_kind(row) is None:
             raise ValidationError.single(
                 "id",
-                f"certificate {row.name!r} cannot be renewed: it is a CSR, "
-                "imported, revoked, or not from ACME or one of certd's CAs",
+                f"certificate {row.name!r} cannot be renewed: "
+                f"{not_renewable_because(row)}",
             )
         self.app.renewal.accept(id, row.name)
 

@@ -80,6 +80,19 @@ def renewal_kind(row: Certificate) -> RenewalKind | None:
     return None
 
 
+def not_renewable_because(row: Certificate) -> str:
+    """Why :func:`renewal_kind` found no way to renew ``row``, for error messages."""
+    if row.cert_type != "CERTIFICATE":
+        return "it is a CSR"
+    if not row.certificate:
+        return "it holds no certificate"
+    if row.revoked:
+        return "it is revoked"
+    if row.acme_account_id is not None:
+        return "its ACME directory or dns_mapping is missing"
+    return "it was neither ordered over ACME nor signed by one of certd's CAs"
+
+
 def facts_for(row: Certificate, leaf: LeafDates) -> Facts:
     ari = None
     if row.ari_window_start is not None and row.ari_window_end is not None:

@@ -34,7 +34,13 @@ from certd.pki.extensions import serial_hex
 from certd.pki.keys import load_private_key, public_key_der
 from certd.renewal.checkpoints import checkpoint
 from certd.renewal.issuance import IssuedChain
-from certd.renewal.planning import leaf_dates, leaf_of, plan_row, renewal_kind
+from certd.renewal.planning import (
+    leaf_dates,
+    leaf_of,
+    not_renewable_because,
+    plan_row,
+    renewal_kind,
+)
 from certd.renewal.policy import PolicySettings
 from certd.renewal.rekey import new_key_and_csr, renewal_csr
 from certd.store.models import (
@@ -116,8 +122,8 @@ class Renewer:
                         plan_row(current, self.daemon.renewal.settings(), utcnow())
                 raise ValidationError.single(
                     "id",
-                    f"certificate {row.name!r} cannot be renewed: it is a CSR, "
-                    "imported, revoked, or not from ACME or one of certd's CAs",
+                    f"certificate {row.name!r} cannot be renewed: "
+                    f"{not_renewable_because(row)}",
                 )
             bound = structlog.contextvars.bind_contextvars(certificate=row.name)
             try:

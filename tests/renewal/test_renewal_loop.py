@@ -193,7 +193,9 @@ async def test_forced_renewal_keeps_the_key_when_asked(
     old_key = x509.load_pem_x509_certificate(cert["certificate"].encode()).public_key()
     new_key = x509.load_pem_x509_certificate(after["certificate"].encode()).public_key()
     assert old_key == new_key
-    assert "cannot be renewed" in csr_renewal.value.message
+    assert csr_renewal.value.message.endswith(
+        f"certificate {csr['name']!r} cannot be renewed: it is a CSR"
+    )
 
 
 async def test_failing_certificate_backs_off_and_others_still_renew(

@@ -103,6 +103,9 @@ class Job(Base):
 
 class DNSAuthenticator(Base):
     __tablename__ = "dns_authenticator"
+    # An id is never handed out again, so a job or a caller holding one never
+    # reaches a newer row that took a deleted one's place.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
@@ -120,6 +123,7 @@ class DNSAuthenticator(Base):
 
 class AcmeAccount(Base):
     __tablename__ = "acme_account"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     directory: Mapped[str] = mapped_column(String(500), unique=True)
@@ -135,6 +139,7 @@ class AcmeAccount(Base):
 
 class CertificateAuthority(Base):
     __tablename__ = "certificate_authority"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
@@ -183,6 +188,7 @@ class Revocation(Base):
 
 class Certificate(Base):
     __tablename__ = "certificate"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)

@@ -55,6 +55,7 @@ def _shape(path: Path) -> dict[str, Any]:
                 part.strip() for part in sql.split(",") if "CHECK" in part.upper()
             )
             shape[table] = {
+                "autoincrement": "AUTOINCREMENT" in sql.upper(),
                 "columns": columns,
                 "indexes": sorted(indexes),
                 "foreign_keys": foreign_keys,
@@ -177,4 +178,33 @@ async def test_migrating_keeps_rows_that_point_at_a_rebuilt_table(
             "SELECT certificate_id, state FROM renewal_attempt"
         ).fetchall() == [(2, "ordering")]
         assert conn.execute("SELECT certificate_id FROM event").fetchall() == [(2,)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_a_deleted_id_is_not_handed_out_again(tmp_path: Path) -> None:
+    # A store from before the tables had AUTOINCREMENT, with rows 1 to 3.
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0009")
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        for n in (1, 2, 3):
+            _fill_not_null(
+                conn, "certificate", {"id": n, "name": f"c{n}", "cert_type": "CSR"}
+            )
+            _fill_not_null(conn, "dns_authenticator", {"id": n, "name": f"a{n}"})
+
+    await _migrate(path)
+
+    with sqlite3.connect(path) as conn:
+        for table, name, extra in (
+            ("certificate", "c", {"cert_type": "CSR"}),
+            ("dns_authenticator", "a", {}),
+        ):
+            conn.execute(f"DELETE FROM {table} WHERE id = 3")
+            _fill_not_null(conn, table, {"name": f"{name}-new", **extra})
+            assert conn.execute(
+                f"SELECT id, name FROM {table} ORDER BY id"
+            ).fetchall() == [(1, f"{name}1"), (2, f"{name}2"), (4, f"{name}-new")]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

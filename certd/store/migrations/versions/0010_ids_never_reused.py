@@ -1,0 +1,36 @@
+"""ids never reused
+
+SQLite gives a new row the highest id in use plus one, so deleting the newest
+CSR, certificate, CA, DNS authenticator or ACME account let the next one take
+its id: a queued job, or a caller holding the id, then reached the wrong row.
+The tables are rebuilt with AUTOINCREMENT; copying the rows sets each table's
+sequence to its highest id.
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+TABLES = ("dns_authenticator", "acme_account", "certificate_authority", "certificate")
+
+
+def upgrade() -> None:
+    for table in TABLES:
+        with op.batch_alter_table(
+            table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        ):
+            pass
+
+
+def downgrade() -> None:
+    for table in reversed(TABLES):
+        with op.batch_alter_table(
+            table, recreate="always", table_kwargs={"sqlite_autoincrement": False}
+        ):
+            pass

@@ -10,6 +10,7 @@ DNS-01 from such a CSR (``CERTIFICATE_CREATE_ACME``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -466,7 +467,17 @@ class CertificateService(CRUDService):
         # what it builds on, and _insert refuses a name taken in the meantime.
         await job.set_progress(2, "checked the request")
         new_id = await self.create_handlers[data.create_type](job, data)
-        return await self.get_entry(new_id)  # type: ignore[return-value]
+        # Stored: from here an abort or a stop would report a job that failed
+        # while its certificate exists, and a retry would find the name taken.
+        entry = asyncio.ensure_future(self.get_entry(new_id))
+        try:
+            result = await asyncio.shield(entry)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            result = await entry
+        return result  # type: ignore[return-value]
 
     async def _insert(self, row: Certificate) -> int:
         taken = ValidationError.single("data.name", _taken(row.name))
@@ -488,11 +499,9 @@ class CertificateService(CRUDService):
                     if row.cert_type == "CERTIFICATE"
                     else None
                 )
-                log.info(
-                    "certificate_stored",
-                    certificate=row.name,
-                    create_type=row.create_type,
-                )
+            log.info(
+                "certificate_stored", certificate=row.name, create_type=row.create_type
+            )
             if event is not None:
                 self.app.events.deliver(event)
             return row.id

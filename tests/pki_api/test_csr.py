@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
 from certd.client import Client
-from tests.daemon import call_job
+from tests.daemon import RunningDaemon, call_job
 from tests.pki.conftest import OpenSSL
 from tests.pki_api.conftest import (
     expect_error,
@@ -211,3 +214,38 @@ async def test_sign_csr_refusals(client: Client) -> None:
         assert fields(error) == [field], extra
         assert message in error.message, (extra, error.message)
     assert await snapshot(client) == before
+
+
+async def test_a_job_aborted_once_its_csr_is_stored_still_succeeds(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = certd.daemon.services["certificate"]
+    reading, release = asyncio.Event(), asyncio.Event()
+    read_back = service.get_entry
+
+    async def slow_read_back(id: int) -> Any:
+        reading.set()
+        await release.wait()
+        return await read_back(id)
+
+    monkeypatch.setattr(service, "get_entry", slow_read_back)
+    job_id = await client.call(
+        "certificate.create",
+        {
+            "name": "kept",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "san": ["kept.example.test"],
+            "key_type": "EC",
+        },
+    )
+    await asyncio.wait_for(reading.wait(), 30)  # stored, now reading it back
+    abort = asyncio.create_task(client.call("core.job_abort", job_id))
+    await asyncio.sleep(0.2)
+    release.set()
+    await abort
+    job = await client.call("core.job_wait", job_id, 30)
+    monkeypatch.undo()
+    stored = await client.call("certificate.query", [["name", "=", "kept"]])
+    # The job reports what happened: the CSR exists, and it is the result.
+    assert job["state"] == "SUCCESS"
+    assert [entry["id"] for entry in stored] == [job["result"]["id"]]

@@ -813,7 +813,7 @@ def _write(result: dict[str, Any], options: Options, args: argparse.Namespace) -
         }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, args.markdown)
+    write_markdown(result, args.markdown, args.json)
 
 
 async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:

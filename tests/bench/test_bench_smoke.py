@@ -89,7 +89,9 @@ def _check(run: subprocess.CompletedProcess[str], out_json: Path, out_md: Path) 
         assert figure["p99_ms"]["unit"] == "ms" and figure["p99_ms"]["n"] == 1
 
     markdown = out_md.read_text()
-    assert markdown == render(result)
+    assert markdown == render(result, str(out_json))
+    assert f"from `{out_json}`;" in markdown
+    assert "1 run per figure" in markdown
     assert "| 1 | 1 certificate, one name" in markdown
     assert "| 2 | wildcard + apex in one order |" in markdown
     assert "not run" in markdown

@@ -479,7 +479,8 @@ class CertificateService(CRUDService):
             result = await entry
         return result  # type: ignore[return-value]
 
-    async def _insert(self, row: Certificate) -> int:
+    async def _insert(self, row: Certificate, job: Job | None = None) -> int:
+        """Store ``row``; ``job``, the job storing it, is marked done with it."""
         taken = ValidationError.single("data.name", _taken(row.name))
         try:
             async with self.app.db.session() as session:
@@ -494,6 +495,11 @@ class CertificateService(CRUDService):
                     row.csr_id = None
                 session.add(row)
                 await session.flush()
+                if job is not None:
+                    # With the row: a crash after this commit leaves the job done.
+                    await self.app.jobs.stage_success(
+                        session, job, {"id": row.id, "name": row.name}
+                    )
                 event = (
                     self.app.renewal.stage_change(session, row)
                     if row.cert_type == "CERTIFICATE"
@@ -529,7 +535,8 @@ class CertificateService(CRUDService):
                 certificate=chain_pem([cert, *signer.chain]),
                 privatekey=key_pem,
                 signedby_id=signer.id,
-            )
+            ),
+            job,
         )
 
     async def _create_imported(self, job: Job, data: CertificateCreate) -> int:
@@ -545,7 +552,8 @@ class CertificateService(CRUDService):
                 signedby_id=plan.signedby,
                 csr=plan.csr_row.csr if plan.csr_row else None,
                 csr_id=plan.csr_row.id if plan.csr_row else None,
-            )
+            ),
+            job,
         )
 
     async def _create_csr(self, job: Job, data: CertificateCreate) -> int:
@@ -568,7 +576,8 @@ class CertificateService(CRUDService):
                 create_type=data.create_type,
                 csr=csr_pem,
                 privatekey=key_pem,
-            )
+            ),
+            job,
         )
 
     async def _create_imported_csr(self, job: Job, data: CertificateCreate) -> int:
@@ -581,7 +590,8 @@ class CertificateService(CRUDService):
                 create_type=data.create_type,
                 csr=csr.public_bytes(serialization.Encoding.PEM).decode(),
                 privatekey=private_key_to_pem(key),
-            )
+            ),
+            job,
         )
 
     async def _create_acme(self, job: Job, data: CertificateCreate) -> int:
@@ -615,7 +625,8 @@ class CertificateService(CRUDService):
                 acme_preferred_chain=data.preferred_chain,
                 dns_mapping=data.dns_mapping,
                 renew_days=data.renew_days,
-            )
+            ),
+            job,
         )
 
     # --- update and delete -------------------------------------------------

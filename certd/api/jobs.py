@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.api.codes import code_for
 from certd.errors import CertdError, JobAbortedError, NotFoundError, ValidationError
@@ -88,6 +89,9 @@ class Job:
         self.finished_at: datetime | None = None
         self.task: asyncio.Task[None] | None = None
         self._flush: asyncio.Task[None] | None = None
+        # set once the job's success is staged with its effect (stage_success):
+        # a progress flush after it would write RUNNING over that
+        self._success_staged = False
         self.done = asyncio.Event()
         self.changed = asyncio.Condition()
 
@@ -102,6 +106,8 @@ class Job:
     def _schedule_flush(self) -> None:
         # Progress reaches watchers at once from memory; the store gets it at
         # most once per PROGRESS_FLUSH_SECONDS, so a busy job costs few writes.
+        if self._success_staged:
+            return
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._flush_later())
 
@@ -316,6 +322,29 @@ class JobManager:
                     log.exception("job_end_not_saved", job_id=job.id)
                     return
                 await asyncio.sleep(0.2 * 2**attempt)
+
+    async def stage_success(self, session: AsyncSession, job: Job, result: Any) -> None:
+        """Mark ``job`` succeeded, with a first ``result``, in the caller's transaction.
+
+        For a job whose effect is that transaction: a crash after its commit
+        leaves the job SUCCESS (recover() aborts only WAITING and RUNNING
+        rows); the end saved as usual replaces the result, or the state if a
+        later step fails.
+        """
+        job._success_staged = True
+        if job._flush is not None:
+            job._flush.cancel()
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == job.id)
+            .values(
+                state=JobState.SUCCESS,
+                result=result,
+                started_at=job.started_at,
+                finished_at=utcnow(),
+                progress_percent=100.0,
+            )
+        )
 
     async def _persist(self, job_id: int, **values: Any) -> None:
         async with self.db.session() as session:

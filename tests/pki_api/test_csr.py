@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from certd.client import Client
+from certd.store.models import Job as JobRow
 from tests.daemon import RunningDaemon, call_job
 from tests.pki.conftest import OpenSSL
 from tests.pki_api.conftest import (
@@ -249,3 +250,40 @@ async def test_a_job_aborted_once_its_csr_is_stored_still_succeeds(
     # The job reports what happened: the CSR exists, and it is the result.
     assert job["state"] == "SUCCESS"
     assert [entry["id"] for entry in stored] == [job["result"]["id"]]
+
+
+async def test_a_stored_csrs_job_is_marked_done_in_the_same_transaction(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = certd.daemon.services["certificate"]
+    reading, release = asyncio.Event(), asyncio.Event()
+    read_back = service.get_entry
+
+    async def slow_read_back(id: int) -> Any:
+        reading.set()
+        await release.wait()
+        return await read_back(id)
+
+    monkeypatch.setattr(service, "get_entry", slow_read_back)
+    job_id = await client.call(
+        "certificate.create",
+        {
+            "name": "durable",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "san": ["durable.example.test"],
+            "key_type": "EC",
+        },
+    )
+    await asyncio.wait_for(reading.wait(), 30)
+    # Committed with the CSR: what a crash right now would leave in the store.
+    # (recover() at the next start aborts only WAITING and RUNNING rows.)
+    async with certd.daemon.db.session() as session:
+        row = await session.get(JobRow, job_id)
+        assert row is not None
+        stored = (row.state, row.result)
+    release.set()
+    job = await client.call("core.job_wait", job_id, 30)
+    assert stored == ("SUCCESS", {"id": job["result"]["id"], "name": "durable"})
+    assert job["state"] == "SUCCESS" and job["result"]["cert_type"] == "CSR"
+    history = await client.call("core.get_jobs", [["id", "=", job_id]])
+    assert history == [job]

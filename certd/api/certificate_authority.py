@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 from cryptography import x509
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from certd.api.certificate import CertificateEntry
 from certd.api.crud import CRUDService
@@ -152,23 +153,26 @@ class CertificateAuthorityService(CRUDService):
         return found[0]
 
     async def _entries(self, only: int | None) -> list[dict[str, Any]]:
-        async with self.app.db.session() as session:
-            query = select(CertificateAuthority).order_by(CertificateAuthority.id)
-            if only is not None:
-                query = query.where(CertificateAuthority.id == only)
-            rows = (await session.scalars(query)).all()
+        query = select(CertificateAuthority).order_by(CertificateAuthority.id)
+        if only is not None:
+            query = query.where(CertificateAuthority.id == only)
+
+        def read(session: Session) -> list[dict[str, Any]]:
+            rows = session.scalars(query).all()
             names = {
                 ca_id: name
-                for ca_id, name in await session.execute(
+                for ca_id, name in session.execute(
                     select(CertificateAuthority.id, CertificateAuthority.name)
                 )
             }
-            certs = await _counts(session, Certificate.signedby_id)
-            cas = await _counts(session, CertificateAuthority.signedby_id)
-            revocations = (
-                await session.scalars(select(Revocation).order_by(Revocation.id))
+            certs = _counts(session, Certificate.signedby_id)
+            cas = _counts(session, CertificateAuthority.signedby_id)
+            revocations = session.scalars(
+                select(Revocation).order_by(Revocation.id)
             ).all()
-        return [self._entry(row, names, certs, cas, revocations) for row in rows]
+            return [self._entry(row, names, certs, cas, revocations) for row in rows]
+
+        return await self.app.db.read_objects(read)
 
     def _entry(
         self,
@@ -607,8 +611,8 @@ class CertificateAuthorityService(CRUDService):
         return web.Response(body=crl_der(crl_pem), content_type="application/pkix-crl")
 
 
-async def _counts(session: Any, column: Any) -> dict[int, int]:
-    rows = await session.execute(
+def _counts(session: Session, column: Any) -> dict[int, int]:
+    rows = session.execute(
         select(column, func.count()).where(column.is_not(None)).group_by(column)
     )
     return {key: value for key, value in rows}

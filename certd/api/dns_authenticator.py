@@ -129,12 +129,10 @@ class DNSAuthenticatorService(CRUDService):
         }
 
     async def entries(self) -> list[dict[str, Any]]:
-        async with self.app.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(DNSAuthenticator).order_by(DNSAuthenticator.id)
-                )
-            ).all()
+        every = select(DNSAuthenticator).order_by(DNSAuthenticator.id)
+        rows = await self.app.db.read_objects(
+            lambda session: session.scalars(every).all()
+        )
         return [self._entry(row) for row in rows]
 
     def _validate_attributes(

@@ -21,10 +21,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from certd.store.crypto import install_keyring
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+
+    from certd.store.crypto import Keyring
 
 log = structlog.get_logger(__name__)
 
@@ -235,11 +240,18 @@ class Database:
         finally:
             _session_task.reset(token)
 
+    def install_keyring(self, keyring: Keyring | None) -> None:
+        """Let the encrypted columns open and seal on every connection of the store."""
+        install_keyring(self.engine, keyring)
+        if self._reader is not None:
+            install_keyring(self._reader, keyring)
+
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` with a connection in one read transaction and return its result.
 
-        Meant for reads on hot paths and of many rows, written with SQLAlchemy
-        Core. Encrypted columns do not open here: select around them.
+        Meant for reads on hot paths and of many rows, and for any read that
+        must not queue behind the sessions (they share one connection on
+        SQLite): ``fn`` runs in a worker thread on a connection of its own.
         """
         if self._reader is None or self._read_pool is None:
             if _session_task.get() is asyncio.current_task():
@@ -256,6 +268,19 @@ class Database:
                 return fn(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
+
+    async def read_objects(self, fn: Callable[[Session], T]) -> T:
+        """:meth:`read` with an ORM session on that connection.
+
+        The objects ``fn`` returns are detached: what it loaded (every column,
+        encrypted ones opened) can be read, relationships not.
+        """
+
+        def run(conn: Connection) -> T:
+            with Session(bind=conn, expire_on_commit=False) as session:
+                return fn(session)
+
+        return await self.read(run)
 
     def read_now(self, statement: Any, params: dict[str, Any]) -> list[Any] | None:
         """Rows of one small indexed SELECT run right here, on the calling thread.

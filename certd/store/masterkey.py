@@ -39,7 +39,6 @@ from certd.store.crypto import (
     EncryptedJSON,
     EncryptedText,
     Keyring,
-    install_keyring,
     is_sealed,
     key_id,
     sealed_key_id,
@@ -234,7 +233,7 @@ async def unlock_store(
         )
     keyring = Keyring(master)
     await seal_and_verify(db, keyring)
-    install_keyring(db.engine, keyring)
+    db.install_keyring(keyring)
     return keyring
 
 
@@ -359,7 +358,7 @@ async def rotate_master_key(
         os.replace(pending, source.path)
         _sync_directory(source.path.parent)
         backup.unlink()
-    install_keyring(db.engine, new)
+    db.install_keyring(new)
     log.info(
         "master_key_rotated",
         old_key_id=old.key_id,

@@ -137,3 +137,42 @@ async def test_listing_jobs_does_not_queue_behind_a_writing_session(
             one = await asyncio.wait_for(jobs.entry(done["id"]), 5)
     assert [entry["method"] for entry in listed] == ["test.work"]
     assert one == done
+
+
+async def test_ca_and_authenticator_queries_do_not_queue_behind_a_writing_session(
+    tmp_path: Path,
+) -> None:
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        async with running.client() as client:
+            await client.call(
+                "certificateauthority.create",
+                {"name": "root", "create_type": "CA_CREATE_INTERNAL", "common": "root"},
+            )
+            await client.call(
+                "acme.dns.authenticator.create",
+                {
+                    "name": "bind",
+                    "attributes": {
+                        "authenticator": "rfc2136",
+                        "server": "127.0.0.1",
+                        "port": 53,
+                        "tsig_key_name": "k",
+                        "tsig_secret": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+                        "tsig_algorithm": "hmac-sha256",
+                    },
+                },
+            )
+        services = running.daemon.services
+        async with running.daemon.db.session() as session:
+            session.add(JobRow(method="test.held", arguments=[], state="WAITING"))
+            await session.flush()  # the sessions' one connection is held
+            cas = await asyncio.wait_for(services["certificateauthority"].entries(), 5)
+            authenticators = await asyncio.wait_for(
+                services["acme.dns.authenticator"].entries(), 5
+            )
+    assert [(ca["name"], ca["has_privatekey"]) for ca in cas] == [("root", True)]
+    (bind,) = authenticators
+    # Read with their encrypted columns opened; secrets stay hidden.
+    assert bind["attributes"]["server"] == "127.0.0.1"
+    assert bind["secrets_set"] == ["tsig_secret"]
+    assert "tsig_secret" not in bind["attributes"]

@@ -161,17 +161,14 @@ class Metrics:
     async def refresh(self, daemon: Daemon) -> None:
         """Read the per-certificate gauges and the job count from the daemon."""
         now = datetime.now(UTC)
-        async with daemon.db.session() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        Certificate.name,
-                        Certificate.certificate,
-                        Certificate.next_attempt_at,
-                        Certificate.failure_count,
-                    ).where(Certificate.cert_type == "CERTIFICATE")
-                )
-            ).all()
+        wanted = select(
+            Certificate.name,
+            Certificate.certificate,
+            Certificate.next_attempt_at,
+            Certificate.failure_count,
+        ).where(Certificate.cert_type == "CERTIFICATE")
+        # Beside the sessions: a scrape does not queue behind job writes.
+        rows = await daemon.db.read(lambda conn: conn.execute(wanted).all())
         for gauge in (self.expiry, self.next_renewal, self.failures):
             gauge.clear()
         seen: set[str] = set()

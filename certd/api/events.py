@@ -34,20 +34,19 @@ class EventService(CRUDService):
     kind = "event"
     Entry = EventEntry
 
+    # Read beside the sessions (see Database.read): not queued behind writes.
+
     async def entries(self) -> list[dict[str, Any]]:
-        async with self.app.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(Event).order_by(Event.id.desc()).limit(QUERY_LIMIT)
-                )
-            ).all()
+        newest = select(Event).order_by(Event.id.desc()).limit(QUERY_LIMIT)
+        rows = await self.app.db.read_objects(
+            lambda session: session.scalars(newest).all()
+        )
         return [event_entry(row) for row in reversed(rows)]
 
     async def get_entry(self, id: int) -> dict[str, Any]:
         from certd.errors import NotFoundError
 
-        async with self.app.db.session() as session:
-            row = await session.get(Event, id)
+        row = await self.app.db.read_objects(lambda session: session.get(Event, id))
         if row is None:
             raise NotFoundError(self.kind, id)
         return event_entry(row)

@@ -93,8 +93,6 @@ class Daemon:
             self.registry, self.jobs, config.server.max_batch_size
         )
         self.http: aiohttp.ClientSession | None = None
-        # sessions a reload replaced, closed once what started on them is over
-        self._background: set[asyncio.Task[None]] = set()
         self.workers = Workers()
         self.issuer = Issuer(self)
         self.started = False
@@ -257,12 +255,6 @@ class Daemon:
         self._stack.push_async_callback(session.close)
         return session
 
-    async def _retire_http(self, session: aiohttp.ClientSession) -> None:
-        # Orders that started on it finish on it; none outlives its timeouts.
-        acme = self.config.acme
-        await asyncio.sleep(acme.order_timeout + acme.request_timeout)
-        await session.close()
-
     async def readiness(self) -> dict[str, bool]:
         try:
             store = await self.db.ping()
@@ -295,13 +287,12 @@ class Daemon:
             for name in ("server", "store")
             if getattr(new, name) != getattr(self.config, name)
         ]
-        try:
-            # Built again on every reload: the bundle's file may have changed
-            # under the same name.
-            http = self._open_http(new) if self.http is not None else None
-        except CertdError as exc:
-            log.error("config_reload_failed", error=exc.message)
-            return
+        # The outbound HTTP session is built with these at start; orders in
+        # flight use it, so it is not replaced under them.
+        for name in ("ca_bundle", "request_timeout"):
+            if getattr(new.acme, name) != getattr(self.config.acme, name):
+                needs_restart.append(f"acme.{name}")
+                setattr(new.acme, name, getattr(self.config.acme, name))
         if needs_restart:
             log.warning("config_needs_restart", sections=needs_restart)
         new.server = self.config.server
@@ -311,11 +302,6 @@ class Daemon:
 
             configure_logging(new.log.level, new.log.format)
         self.config = new
-        if http is not None and self.http is not None:
-            retired, self.http = self.http, http
-            task = asyncio.get_running_loop().create_task(self._retire_http(retired))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
         await self.renewal.reconfigure()
         log.info("config_reloaded", path=str(new.source))
 
@@ -332,8 +318,6 @@ class Daemon:
                     await stopper()
                 except Exception:
                     log.exception("service_stop_failed", namespace=service.namespace)
-        for task in self._background:
-            task.cancel()  # the sessions they would close are closed below
         await self._stack.aclose()
         log.info("daemon_stopped")
 

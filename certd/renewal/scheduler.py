@@ -300,8 +300,6 @@ class RenewalEngine:
 
     async def reconfigure(self) -> None:
         """Apply a reloaded config: intervals, concurrency, on or off."""
-        if self.ari is not None and self.daemon.http is not None:
-            self.ari = AriClient(self.daemon.http)  # a reload opens a new session
         renewal = self.config.renewal
         await self.slots.set_limit(renewal.max_concurrent)
         if not renewal.enabled:

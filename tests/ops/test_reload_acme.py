@@ -1,49 +1,38 @@
-"""A reload applies the ACME section to outbound HTTPS, and orders go on."""
+"""A reload says which ACME settings wait for a restart, and applies the rest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
+from structlog.testing import capture_logs
 
 from certd.config import load_config
 from tests.daemon import make_config, running_daemon, write_config
 from tests.testbed import PebbleServer
 
 
-async def _reaches(session: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with session.get(url) as reply:
-            return reply.status == 200
-    except aiohttp.ClientConnectorCertificateError:
-        return False
-
-
-async def test_a_reload_trusts_a_new_ca_bundle_and_keeps_the_old_session_open(
+async def test_a_new_ca_bundle_waits_for_a_restart_and_says_so(
     tmp_path: Path, pebble: PebbleServer
 ) -> None:
     path = write_config(tmp_path / "certd.toml", make_config(tmp_path / "state"))
     async with running_daemon(load_config(path)) as running:
         daemon = running.daemon
-        before = daemon.http
-        assert before is not None
-        assert not await _reaches(before, pebble.directory_url)
-
-        trusting = make_config(tmp_path / "state", pebble=pebble)
-        write_config(path, trusting)
-        await daemon.reload()
-        after = daemon.http
-        assert after is not None and after is not before
-        assert await _reaches(after, pebble.directory_url)
-        assert daemon.config.acme.ca_bundle == pebble.tls_ca_path
-        # what started on the old session may still use it
-        assert not before.closed
-
-        # a bundle that cannot be read keeps the running config and session
-        broken = make_config(tmp_path / "state", pebble=pebble)
-        broken.acme.ca_bundle = tmp_path / "missing.pem"
-        write_config(path, broken)
-        await daemon.reload()
-        assert daemon.http is after
-        assert daemon.config.acme.ca_bundle == pebble.tls_ca_path
-    assert before.closed and after.closed
+        session = daemon.http
+        changed = make_config(
+            tmp_path / "state",
+            pebble=pebble,
+            acme={"request_timeout": 7},
+            renewal={"enabled": False, "scan_interval": 1234},
+        )
+        write_config(path, changed)
+        with capture_logs() as logs:
+            await daemon.reload()
+        # Orders in flight keep the session they use; the new trust waits.
+        assert daemon.http is session
+        assert daemon.config.acme.ca_bundle is None
+        assert daemon.config.acme.request_timeout == 30
+        assert daemon.config.acme.order_timeout == 30  # applied
+        assert daemon.config.renewal.scan_interval == 1234  # applied
+    (warning,) = [e for e in logs if e["event"] == "config_needs_restart"]
+    assert warning["sections"] == ["acme.ca_bundle", "acme.request_timeout"]
+    assert any(e["event"] == "config_reloaded" for e in logs)

@@ -10,7 +10,6 @@ DNS-01 from such a CSR (``CERTIFICATE_CREATE_ACME``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.api.certificate_entries import Record, record_of
 from certd.api.crud import CRUDService
-from certd.api.jobs import Job
+from certd.api.jobs import Job, run_to_end
 from certd.api.pki_import import (
     match_certificate_key,
     match_csr_key,
@@ -80,6 +79,7 @@ from certd.store.models import (
     Certificate,
     CertificateAuthority,
     DNSAuthenticator,
+    Event,
     utcnow,
 )
 from certd.workers import generate_key
@@ -469,51 +469,52 @@ class CertificateService(CRUDService):
         new_id = await self.create_handlers[data.create_type](job, data)
         # Stored: from here an abort or a stop would report a job that failed
         # while its certificate exists, and a retry would find the name taken.
-        entry = asyncio.ensure_future(self.get_entry(new_id))
-        try:
-            result = await asyncio.shield(entry)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            result = await entry
-        return result  # type: ignore[return-value]
+        entry = await run_to_end(self.get_entry(new_id))
+        return entry  # type: ignore[return-value]
 
     async def _insert(self, row: Certificate, job: Job | None = None) -> int:
-        """Store ``row``; ``job``, the job storing it, is marked done with it."""
+        """Store ``row``; ``job``, the job storing it, is marked done with it.
+
+        The transaction runs to its end even if the job is aborted or the
+        daemon stops meanwhile: whether the row was stored decides the job's
+        outcome, so it must be known.
+        """
         taken = ValidationError.single("data.name", _taken(row.name))
         try:
-            async with self.app.db.session() as session:
-                if await _name_taken(session, row.name):
-                    raise taken
-                if (
-                    row.csr_id is not None
-                    and await session.get(Certificate, row.csr_id) is None
-                ):
-                    # The CSR was deleted while the job ran; the certificate
-                    # keeps its own copy of the CSR and key, so only the link goes.
-                    row.csr_id = None
-                session.add(row)
-                await session.flush()
-                if job is not None:
-                    # With the row: a crash after this commit leaves the job done.
-                    await self.app.jobs.stage_success(
-                        session, job, {"id": row.id, "name": row.name}
-                    )
-                event = (
-                    self.app.renewal.stage_change(session, row)
-                    if row.cert_type == "CERTIFICATE"
-                    else None
-                )
-            log.info(
-                "certificate_stored", certificate=row.name, create_type=row.create_type
-            )
-            if event is not None:
-                self.app.events.deliver(event)
-            return row.id
+            event = await run_to_end(self._store(row, job, taken))
         except IntegrityError:
             # Another job stored the same name between our check and insert.
             raise taken from None
+        log.info(
+            "certificate_stored", certificate=row.name, create_type=row.create_type
+        )
+        if event is not None:
+            self.app.events.deliver(event)
+        return row.id
+
+    async def _store(
+        self, row: Certificate, job: Job | None, taken: ValidationError
+    ) -> Event | None:
+        async with self.app.db.session() as session:
+            if await _name_taken(session, row.name):
+                raise taken
+            if (
+                row.csr_id is not None
+                and await session.get(Certificate, row.csr_id) is None
+            ):
+                # The CSR was deleted while the job ran; the certificate
+                # keeps its own copy of the CSR and key, so only the link goes.
+                row.csr_id = None
+            session.add(row)
+            await session.flush()
+            if job is not None:
+                # With the row: a crash after this commit leaves the job done.
+                await self.app.jobs.stage_success(
+                    session, job, {"id": row.id, "name": row.name}
+                )
+            if row.cert_type != "CERTIFICATE":
+                return None
+            return self.app.renewal.stage_change(session, row)
 
     async def _create_internal(self, job: Job, data: CertificateCreate) -> int:
         parsed, signer = await self._plan_internal(data)

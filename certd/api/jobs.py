@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import select, update
@@ -26,6 +26,7 @@ from certd.store.models import Job as JobRow
 from certd.store.models import utcnow
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class JobState(StrEnum):
@@ -67,6 +68,23 @@ def error_details(exc: BaseException) -> dict[str, Any]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+async def run_to_end(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if the caller is cancelled meanwhile.
+
+    For a step whose outcome the job must know, such as the commit that
+    stores its work: a cancel that arrives during it is dropped, and the job
+    goes on as if it had come after.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return await task
 
 
 class Job:

@@ -287,3 +287,41 @@ async def test_a_stored_csrs_job_is_marked_done_in_the_same_transaction(
     assert job["state"] == "SUCCESS" and job["result"]["cert_type"] == "CSR"
     history = await client.call("core.get_jobs", [["id", "=", job_id]])
     assert history == [job]
+
+
+async def test_a_job_aborted_while_its_csr_is_being_stored_still_succeeds(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = certd.daemon.services["certificate"]
+    storing, release = asyncio.Event(), asyncio.Event()
+    store = service._store
+
+    async def slow_store(*args: Any) -> Any:
+        # The transaction has committed; the abort lands before the step ends,
+        # as it may while the commit is in SQLite's hands.
+        stored = await store(*args)
+        storing.set()
+        await release.wait()
+        return stored
+
+    monkeypatch.setattr(service, "_store", slow_store)
+    job_id = await client.call(
+        "certificate.create",
+        {
+            "name": "committed",
+            "create_type": "CERTIFICATE_CREATE_CSR",
+            "san": ["committed.example.test"],
+            "key_type": "EC",
+        },
+    )
+    await asyncio.wait_for(storing.wait(), 30)
+    abort = asyncio.create_task(client.call("core.job_abort", job_id))
+    await asyncio.sleep(0.2)
+    release.set()
+    await abort
+    job = await client.call("core.job_wait", job_id, 30)
+    monkeypatch.undo()
+    stored = await client.call("certificate.query", [["name", "=", "committed"]])
+    assert job["state"] == "SUCCESS"
+    assert [entry["id"] for entry in stored] == [job["result"]["id"]]
+    assert job["result"]["cert_type"] == "CSR"

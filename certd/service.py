@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import ssl
+import stat
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -50,12 +51,18 @@ def _remove_socket(path: Path) -> None:
         path.unlink()
 
 
-def _socket_answers(path: Path) -> bool:
+def _socket_in_use(path: Path) -> bool:
+    """Whether a process listens on the unix socket ``path``.
+
+    A listener too busy to accept within the probe's second counts as one.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
         probe.connect(str(path))
-    except OSError:  # no file, not a socket, or nobody accepting
+    except (TimeoutError, BlockingIOError):  # its backlog is full
+        return True
+    except OSError:  # nothing listens there any more
         return False
     finally:
         probe.close()
@@ -213,16 +220,25 @@ class Daemon:
     async def _start_unix(self, path: Path) -> None:
         server = self.config.server
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        if _socket_answers(path):
-            # Binding over it would cut that daemon off from its clients, and
-            # our stop would delete its socket file.
+        try:
+            existing = path.lstat().st_mode
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISSOCK(existing):
             raise ValidationError.single(
-                "server.unix_socket",
-                f"another process already listens on {path}; stop it or give "
-                "this daemon its own socket",
+                "server.unix_socket", f"{path} exists and is not a socket"
             )
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left behind by a daemon that was killed
+        if existing is not None:
+            if _socket_in_use(path):
+                # Binding over it would cut that daemon off from its clients,
+                # and our stop would delete its socket file.
+                raise ValidationError.single(
+                    "server.unix_socket",
+                    f"another process already listens on {path}; stop it or "
+                    "give this daemon its own socket",
+                )
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # left behind by a daemon that was killed
         # Create the socket with a tight umask so it is never wider than asked,
         # not even between bind() and chmod().
         old_umask = os.umask(0o177 if server.socket_mode == 0o600 else 0o117)

@@ -43,3 +43,57 @@ async def test_a_socket_file_left_by_a_killed_daemon_is_replaced(
     async with running_daemon(config) as running:
         async with running.unix_client() as client:
             assert await client.call("core.ping") == "pong"
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+async def test_a_path_that_is_not_a_socket_is_refused_and_kept(
+    tmp_path: Path, kind: str
+) -> None:
+    config = make_config(tmp_path / "state")
+    path = config.server.unix_socket
+    assert path is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        path.write_text("precious data")
+    else:
+        path.mkdir()
+    daemon = Daemon(config)
+    with pytest.raises(ValidationError) as caught:
+        await daemon.start()
+    await daemon.stop()
+    assert caught.value.errors[0].field == "server.unix_socket"
+    assert caught.value.errors[0].message == f"{path} exists and is not a socket"
+    assert path.read_text() == "precious data" if kind == "file" else path.is_dir()
+
+
+async def test_a_listener_too_busy_to_accept_still_counts_as_in_use(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path / "state")
+    path = config.server.unix_socket
+    assert path is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    busy = socket.socket(socket.AF_UNIX)
+    busy.bind(str(path))
+    busy.listen(0)
+    waiting = []
+    try:
+        # Fill its backlog: the next connect waits instead of being refused.
+        for _ in range(4):
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            try:
+                client.connect(str(path))
+            except BlockingIOError:
+                pass
+            waiting.append(client)
+        daemon = Daemon(config)
+        with pytest.raises(ValidationError) as caught:
+            await daemon.start()
+        await daemon.stop()
+        assert "already listens" in caught.value.errors[0].message
+        assert path.exists()
+    finally:
+        for client in waiting:
+            client.close()
+        busy.close()

@@ -217,111 +217,87 @@ async def test_sign_csr_refusals(client: Client) -> None:
     assert await snapshot(client) == before
 
 
-async def test_a_job_aborted_once_its_csr_is_stored_still_succeeds(
-    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    service = certd.daemon.services["certificate"]
-    reading, release = asyncio.Event(), asyncio.Event()
-    read_back = service.get_entry
+class HeldStep:
+    """Holds one step of the certificate service until released, after it ran."""
 
-    async def slow_read_back(id: int) -> Any:
-        reading.set()
-        await release.wait()
-        return await read_back(id)
+    def __init__(
+        self, certd: RunningDaemon, monkeypatch: pytest.MonkeyPatch, step: str
+    ) -> None:
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+        service = certd.daemon.services["certificate"]
+        original = getattr(service, step)
 
-    monkeypatch.setattr(service, "get_entry", slow_read_back)
-    job_id = await client.call(
+        async def held(*args: Any) -> Any:
+            result = await original(*args)
+            self.reached.set()
+            await self.release.wait()
+            return result
+
+        monkeypatch.setattr(service, step, held)
+
+
+async def _csr_job(client: Client, name: str) -> int:
+    job_id: int = await client.call(
         "certificate.create",
         {
-            "name": "kept",
+            "name": name,
             "create_type": "CERTIFICATE_CREATE_CSR",
-            "san": ["kept.example.test"],
+            "san": [f"{name}.example.test"],
             "key_type": "EC",
         },
     )
-    await asyncio.wait_for(reading.wait(), 30)  # stored, now reading it back
+    return job_id
+
+
+async def _abort_at(client: Client, held: HeldStep, job_id: int) -> dict[str, Any]:
+    """Abort the job while it is held, release it, and return how it ended."""
+    await asyncio.wait_for(held.reached.wait(), 30)
     abort = asyncio.create_task(client.call("core.job_abort", job_id))
     await asyncio.sleep(0.2)
-    release.set()
+    held.release.set()
     await abort
-    job = await client.call("core.job_wait", job_id, 30)
+    job: dict[str, Any] = await client.call("core.job_wait", job_id, 30)
+    return job
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        # the transaction has committed, the abort lands before the step ends,
+        # as it may while the commit is in SQLite's hands
+        "_store",
+        # stored, and reading the entry back for the result
+        "get_entry",
+    ],
+)
+async def test_a_job_aborted_once_its_csr_is_stored_still_succeeds(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    held = HeldStep(certd, monkeypatch, step)
+    job = await _abort_at(client, held, await _csr_job(client, "kept"))
     monkeypatch.undo()
     stored = await client.call("certificate.query", [["name", "=", "kept"]])
     # The job reports what happened: the CSR exists, and it is the result.
     assert job["state"] == "SUCCESS"
+    assert job["result"]["cert_type"] == "CSR"
     assert [entry["id"] for entry in stored] == [job["result"]["id"]]
 
 
 async def test_a_stored_csrs_job_is_marked_done_in_the_same_transaction(
     certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = certd.daemon.services["certificate"]
-    reading, release = asyncio.Event(), asyncio.Event()
-    read_back = service.get_entry
-
-    async def slow_read_back(id: int) -> Any:
-        reading.set()
-        await release.wait()
-        return await read_back(id)
-
-    monkeypatch.setattr(service, "get_entry", slow_read_back)
-    job_id = await client.call(
-        "certificate.create",
-        {
-            "name": "durable",
-            "create_type": "CERTIFICATE_CREATE_CSR",
-            "san": ["durable.example.test"],
-            "key_type": "EC",
-        },
-    )
-    await asyncio.wait_for(reading.wait(), 30)
+    held = HeldStep(certd, monkeypatch, "_store")
+    job_id = await _csr_job(client, "durable")
+    await asyncio.wait_for(held.reached.wait(), 30)
     # Committed with the CSR: what a crash right now would leave in the store.
     # (recover() at the next start aborts only WAITING and RUNNING rows.)
     async with certd.daemon.db.session() as session:
         row = await session.get(JobRow, job_id)
         assert row is not None
         stored = (row.state, row.result)
-    release.set()
+    held.release.set()
     job = await client.call("core.job_wait", job_id, 30)
     assert stored == ("SUCCESS", {"id": job["result"]["id"], "name": "durable"})
     assert job["state"] == "SUCCESS" and job["result"]["cert_type"] == "CSR"
     history = await client.call("core.get_jobs", [["id", "=", job_id]])
     assert history == [job]
-
-
-async def test_a_job_aborted_while_its_csr_is_being_stored_still_succeeds(
-    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    service = certd.daemon.services["certificate"]
-    storing, release = asyncio.Event(), asyncio.Event()
-    store = service._store
-
-    async def slow_store(*args: Any) -> Any:
-        # The transaction has committed; the abort lands before the step ends,
-        # as it may while the commit is in SQLite's hands.
-        stored = await store(*args)
-        storing.set()
-        await release.wait()
-        return stored
-
-    monkeypatch.setattr(service, "_store", slow_store)
-    job_id = await client.call(
-        "certificate.create",
-        {
-            "name": "committed",
-            "create_type": "CERTIFICATE_CREATE_CSR",
-            "san": ["committed.example.test"],
-            "key_type": "EC",
-        },
-    )
-    await asyncio.wait_for(storing.wait(), 30)
-    abort = asyncio.create_task(client.call("core.job_abort", job_id))
-    await asyncio.sleep(0.2)
-    release.set()
-    await abort
-    job = await client.call("core.job_wait", job_id, 30)
-    monkeypatch.undo()
-    stored = await client.call("certificate.query", [["name", "=", "committed"]])
-    assert job["state"] == "SUCCESS"
-    assert [entry["id"] for entry in stored] == [job["result"]["id"]]
-    assert job["result"]["cert_type"] == "CSR"

@@ -73,6 +73,14 @@ def _revision(path: Path) -> str | None:
         engine.dispose()
 
 
+def _upgrade_to(path: Path, revision: str) -> None:
+    """Build a store at ``path`` by running the migrations up to ``revision``."""
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+    engine.dispose()
+
+
 async def _migrate(path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{path}")
     try:
@@ -88,10 +96,7 @@ def test_head_is_the_newest_migration() -> None:
 
 async def test_a_new_store_has_the_schema_the_migrations_build(tmp_path: Path) -> None:
     migrated = tmp_path / "migrated.db"
-    engine = create_engine(f"sqlite:///{migrated}")
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
-    engine.dispose()
+    _upgrade_to(migrated, "head")
 
     created = tmp_path / "created.db"
     await _migrate(created)
@@ -105,10 +110,7 @@ async def test_a_new_store_has_the_schema_the_migrations_build(tmp_path: Path) -
 
 async def test_an_older_store_is_migrated_to_the_head(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0004")
-    engine.dispose()
+    _upgrade_to(path, "0004")
     assert _revision(path) == "0004"
 
     await _migrate(path)
@@ -146,10 +148,7 @@ async def test_migrating_keeps_rows_that_point_at_a_rebuilt_table(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0007")
-    engine.dispose()
+    _upgrade_to(path, "0007")
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA foreign_keys=ON")
         _fill_not_null(
@@ -184,10 +183,7 @@ async def test_migrating_keeps_rows_that_point_at_a_rebuilt_table(
 async def test_a_deleted_id_is_not_handed_out_again(tmp_path: Path) -> None:
     # A store from before the tables had AUTOINCREMENT, with rows 1 to 3.
     path = tmp_path / "old.db"
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0009")
-    engine.dispose()
+    _upgrade_to(path, "0009")
     with sqlite3.connect(path) as conn:
         for n in (1, 2, 3):
             _fill_not_null(

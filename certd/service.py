@@ -111,10 +111,10 @@ class Daemon:
         )
         self.tls: ServerTLS | None = None
 
-    def ssl_context(self, config: Config | None = None) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
         """Trust for outbound HTTPS: the system store plus the configured ACME CA bundle."""
         context = ssl.create_default_context()
-        bundle = (config or self.config).acme.ca_bundle
+        bundle = self.config.acme.ca_bundle
         if bundle:
             try:
                 context.load_verify_locations(cafile=str(bundle))
@@ -147,7 +147,7 @@ class Daemon:
         self._stack.push_async_callback(self.db.close)
         await unlock_store(self.db, state_dir, self.config.store.master_key_file)
         await self.jobs.recover()
-        self.http = self._open_http(self.config)
+        self.http = self._open_http()
         self._stack.callback(self.workers.close)
         for service in self.services.values():
             starter = getattr(service, "on_start", None)
@@ -259,12 +259,12 @@ class Daemon:
         os.chmod(path, server.socket_mode)
         log.info("unix_listening", path=str(path), mode=oct(server.socket_mode))
 
-    def _open_http(self, config: Config) -> aiohttp.ClientSession:
+    def _open_http(self) -> aiohttp.ClientSession:
         """The outbound HTTP session (ACME, renewal information), closed at stop."""
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context(config), limit=100)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=100)
         session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=config.acme.request_timeout),
+            timeout=aiohttp.ClientTimeout(total=self.config.acme.request_timeout),
             headers={"User-Agent": f"certd/{__version__}"},
             trace_configs=[self.metrics.http_trace()],
         )

@@ -224,11 +224,11 @@ class Daemon:
             existing = path.lstat().st_mode
         except FileNotFoundError:
             existing = None
-        if existing is not None and not stat.S_ISSOCK(existing):
-            raise ValidationError.single(
-                "server.unix_socket", f"{path} exists and is not a socket"
-            )
         if existing is not None:
+            if not stat.S_ISSOCK(existing):
+                raise ValidationError.single(
+                    "server.unix_socket", f"{path} exists and is not a socket"
+                )
             if _socket_in_use(path):
                 # Binding over it would cut that daemon off from its clients,
                 # and our stop would delete its socket file.

@@ -406,7 +406,6 @@ class CertificateService(CRUDService):
         ``session`` is the caller's when it has one open: the daemon's
         sessions share one connection, so opening a second would wait for it.
         """
-        _check_acme_request(data)
         if session is None:
             async with self.app.db.session() as session:
                 rows = await _csr_and_authenticators(session, data.csr_id)

@@ -47,6 +47,11 @@ READ_THREADS = 4
 READ_NOW_BUSY_MS = 20
 
 
+def _no_session_open() -> None:
+    if _session_task.get() is asyncio.current_task():
+        raise RuntimeError("a session is already open in this task")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_ms: int = 10000) -> None:
     # WAL lets readers go on while a job writes; synchronous=FULL makes every
     # commit survive power loss, which a key store needs more than speed.
@@ -230,10 +235,8 @@ class Database:
         not open another (it would wait for its own connection): pass the
         open session down instead. Doing so in the same task raises.
         """
-        task = asyncio.current_task()
-        if _session_task.get() is task:
-            raise RuntimeError("a session is already open in this task")
-        token = _session_task.set(task)
+        _no_session_open()
+        token = _session_task.set(asyncio.current_task())
         try:
             async with self.sessions() as session, session.begin():
                 yield session
@@ -254,8 +257,7 @@ class Database:
         SQLite): ``fn`` runs in a worker thread on a connection of its own.
         """
         if self._reader is None or self._read_pool is None:
-            if _session_task.get() is asyncio.current_task():
-                raise RuntimeError("a session is already open in this task")
+            _no_session_open()  # the pool's one connection would be its own
             async with self.engine.connect() as conn:
                 return await conn.run_sync(fn)
         reader = self._reader

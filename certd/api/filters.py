@@ -3,10 +3,15 @@
 A filter is ``[field, operator, value]``; a list of filters is a conjunction;
 ``["OR", [f1, f2, ...]]`` is a disjunction whose members may themselves be
 lists (conjunctions). Fields may be dotted paths into nested dicts.
+
+A field that no entry has is refused rather than matched against nothing: a
+misspelt name would otherwise return an empty list (or, with ``!=``, every
+entry) and look like an answer.
 """
 
 from __future__ import annotations
 
+import difflib
 import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -135,10 +140,12 @@ def compile_filters(filters: Sequence[Any], where: str = "filters") -> Predicate
 
 
 class _Budget:
-    """Terms left to compile in one query."""
+    """Terms left to compile in one query, and the fields they name."""
 
     def __init__(self) -> None:
         self.terms = MAX_FILTER_TERMS
+        # (where the field is in the request, its dotted path)
+        self.fields: list[tuple[str, str]] = []
 
     def take(self, where: str, depth: int) -> None:
         self.terms -= 1
@@ -203,6 +210,7 @@ def _compile_one(item: Any, where: str, budget: _Budget, depth: int) -> Predicat
         op = _bounded_search(value, f"{where}.2")
     if op_name in ("in", "nin") and not isinstance(value, list | tuple):
         raise ValidationError.single(f"{where}.2", f"{op_name} takes a list")
+    budget.fields.append((f"{where}.0", field))
 
     def predicate(entry: dict[str, Any]) -> bool:
         found = lookup(entry, field)
@@ -262,8 +270,46 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
     return rows
 
 
+def check_fields(
+    entries: Sequence[Mapping[str, Any]], fields: Iterable[tuple[str, str]]
+) -> None:
+    """Refuse a dotted path whose first name no entry has.
+
+    Only the first name is checked: below it are free-form objects (an
+    authenticator's attributes, an event's data) whose keys vary by entry.
+    With no entries there is nothing to check against, and nothing to match.
+
+    Raises:
+        ValidationError: at the position of the first unknown field.
+    """
+    if not entries:
+        return
+    first = entries[0]
+    for where, path in fields:
+        name = path.split(".", 1)[0]
+        if name in first or any(name in entry for entry in entries):
+            continue
+        close = difflib.get_close_matches(name, list(first), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValidationError.single(where, f"no field named {name!r}{hint}")
+
+
 def filter_entries(
     entries: Iterable[dict[str, Any]], filters: Sequence[Any], options: QueryOptions
 ) -> Any:
-    predicate = compile_filters(filters)
-    return apply_options((e for e in entries if predicate(e)), options)
+    """Filter, order, page and shape entries as one ``query`` call asks."""
+    budget = _Budget()
+    predicate = _compile_all(filters, "filters", budget)
+    rows = entries if isinstance(entries, list) else list(entries)
+    check_fields(
+        rows,
+        [
+            *budget.fields,
+            *(
+                (f"options.order_by.{i}", spec.lstrip("-"))
+                for i, spec in enumerate(options.order_by)
+            ),
+            *((f"options.select.{i}", path) for i, path in enumerate(options.select)),
+        ],
+    )
+    return apply_options((e for e in rows if predicate(e)), options)

@@ -135,6 +135,59 @@ async def test_duplicate_names_are_refused(certd: RunningDaemon) -> None:
         assert first["id"] == before["authenticators"][0]["id"]
 
 
+async def test_a_misspelt_query_field_is_named(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        await client.call(
+            "acme.dns.authenticator.create", {"name": "bind", "attributes": RFC2136}
+        )
+        await call_job(
+            client,
+            "certificate.create",
+            {
+                "name": "csr",
+                "create_type": "CERTIFICATE_CREATE_CSR",
+                "key_type": "EC",
+                "san": ["a.example.test"],
+            },
+        )
+        for method, filters, options, field, close in (
+            ("certificate.query", [["nmae", "=", "csr"]], {}, "filters.0.0", "name"),
+            (
+                "certificate.query",
+                [],
+                {"order_by": ["-expiry"]},
+                "options.order_by.0",
+                None,
+            ),
+            (
+                "acme.dns.authenticator.query",
+                [],
+                {"select": ["atributes"]},
+                "options.select.0",
+                "attributes",
+            ),
+            (
+                "core.get_jobs",
+                [["OR", [["id", "=", 1], ["stat", "=", "SUCCESS"]]]],
+                {},
+                "filters.0.1.1.0",
+                "state",
+            ),
+        ):
+            error = await expect_error(client, method, filters, options)
+            assert error.code == -32602
+            assert fields(error) == [field]
+            if close:
+                assert f"did you mean {close!r}?" in error.message
+        # A key below an object is not checked: its keys vary by entry.
+        assert (
+            await client.call(
+                "acme.dns.authenticator.query", [["attributes.zone", "=", "x"]]
+            )
+            == []
+        )
+
+
 async def test_cloudflare_with_token_and_global_key(certd: RunningDaemon) -> None:
     async with certd.client() as client:
         before = await snapshot(client)

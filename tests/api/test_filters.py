@@ -153,3 +153,61 @@ def test_select_and_order_by_are_bounded_and_select_keeps_each_field_once() -> N
         ENTRIES, [["id", "=", 2]], QueryOptions(select=["name", "id", "name"])
     )
     assert shaped == [{"name": ENTRIES[1]["name"], "id": 2}]
+
+
+@pytest.mark.parametrize(
+    ("filters", "options", "field", "hint"),
+    [
+        ([["nmae", "=", "www"]], {}, "filters.0.0", "'name'"),
+        (
+            [["name", "=", "www"], ["dayz_left", "<", 3]],
+            {},
+            "filters.1.0",
+            "'days_left'",
+        ),
+        (
+            [["OR", [["id", "=", 1], ["color", "=", "red"]]]],
+            {},
+            "filters.0.1.1.0",
+            None,
+        ),
+        ([["acmee.directory", "=", "a"]], {}, "filters.0.0", "'acme'"),
+        ([], {"order_by": ["name", "-expiry"]}, "options.order_by.1", None),
+        ([], {"select": ["id", "nam"]}, "options.select.1", "'name'"),
+    ],
+)
+def test_a_field_no_entry_has_is_refused(
+    filters: list[Any], options: dict[str, Any], field: str, hint: str | None
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, filters, QueryOptions(**options))
+    assert [e.field for e in caught.value.errors] == [field]
+    if hint is None:
+        assert "did you mean" not in caught.value.message
+    else:
+        assert f"did you mean {hint}?" in caught.value.message
+
+
+def test_a_misspelt_field_with_not_equal_does_not_match_everything() -> None:
+    with pytest.raises(ValidationError):
+        filter_entries(ENTRIES, [["nam", "!=", "www"]], QueryOptions())
+
+
+def test_below_a_known_field_any_key_may_be_asked_for() -> None:
+    # acme is an object whose keys vary by entry; a key none has matches none.
+    assert filter_entries(ENTRIES, [["acme.account", "=", "x"]], QueryOptions()) == []
+    assert names(
+        filter_entries(ENTRIES, [["acme.account", "!=", "x"]], QueryOptions())
+    ) == ["www", "mail", "web2"]
+
+
+def test_a_field_only_some_entries_have_is_known() -> None:
+    entries = [{"id": 1}, {"id": 2, "extra": "yes"}]
+    assert filter_entries(entries, [["extra", "=", "yes"]], QueryOptions()) == [
+        {"id": 2, "extra": "yes"}
+    ]
+
+
+def test_with_no_entries_any_field_matches_nothing() -> None:
+    assert filter_entries([], [["nmae", "=", "www"]], QueryOptions()) == []
+    assert filter_entries([], [], QueryOptions(count=True, order_by=["x"])) == 0

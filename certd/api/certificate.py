@@ -468,7 +468,13 @@ class CertificateService(CRUDService):
         new_id = await self.create_handlers[data.create_type](job, data)
         # Stored: from here an abort or a stop would report a job that failed
         # while its certificate exists, and a retry would find the name taken.
-        entry = await run_to_end(self.get_entry(new_id))
+        try:
+            entry = await run_to_end(self.get_entry(new_id))
+        except NotFoundError:
+            # Deleted by another call since it was stored: the job did its
+            # work, and its result is what the store transaction recorded.
+            log.info("certificate_deleted_after_create", certificate=data.name)
+            return {"id": new_id, "name": data.name}  # type: ignore[return-value]
         return entry  # type: ignore[return-value]
 
     async def _insert(self, row: Certificate, job: Job | None = None) -> int:

@@ -301,3 +301,18 @@ async def test_a_stored_csrs_job_is_marked_done_in_the_same_transaction(
     assert job["state"] == "SUCCESS" and job["result"]["cert_type"] == "CSR"
     history = await client.call("core.get_jobs", [["id", "=", job_id]])
     assert history == [job]
+
+
+async def test_a_csr_deleted_before_its_job_reads_it_back_leaves_the_job_done(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldStep(certd, monkeypatch, "_store")
+    job_id = await _csr_job(client, "brief")
+    await asyncio.wait_for(held.reached.wait(), 30)
+    [stored] = await client.call("certificate.query", [["name", "=", "brief"]])
+    assert await client.call("certificate.delete", stored["id"]) is True
+    held.release.set()
+    job = await client.call("core.job_wait", job_id, 30)
+    assert job["state"] == "SUCCESS"
+    assert job["result"] == {"id": stored["id"], "name": "brief"}
+    assert await client.call("certificate.query", [["name", "=", "brief"]]) == []

@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 
 from certd.errors import ValidationCollector
 from certd.pki.models import Subject
-from certd.pki.syntax import classify_san
+from certd.pki.syntax import classify_san, normalize_dns_name, normalize_ip
 
 # Conventional order, most general first, as OpenSSL and browsers show it.
 SUBJECT_ATTRIBUTES: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
@@ -67,6 +67,34 @@ def parse_san(entries: list[str]) -> list[x509.GeneralName]:
         names.append(_general_name(kind, value))
     errors.check()
     return names
+
+
+def common_name_san(subject: x509.Name) -> list[x509.GeneralName]:
+    """The subject's common names that are a host name or an IP address, as SANs.
+
+    A common name such as "My Server" names no host and gives nothing.
+    """
+    names: list[x509.GeneralName] = []
+    for attribute in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value
+        if not isinstance(value, str):
+            continue
+        name = _host_name(value)
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+def _host_name(value: str) -> x509.GeneralName | None:
+    # The CN is read literally: a "DNS:" or "IP:" prefix is not a type here.
+    try:
+        return _general_name("IP", normalize_ip(value))
+    except ValueError:
+        pass
+    try:
+        return _general_name("DNS", normalize_dns_name(value))
+    except ValueError:
+        return None
 
 
 def _general_name(kind: str, value: str) -> x509.GeneralName:

@@ -18,7 +18,7 @@ from certd.pki.keys import (
     public_key_der,
 )
 from certd.pki.models import CertExtensions, Digest
-from certd.pki.names import parse_san
+from certd.pki.names import common_name_san, parse_san
 
 # Backdating absorbs clock skew between the signer and relying parties.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -51,6 +51,8 @@ def build_certificate(
 
     The certificate starts five minutes before ``now`` and must end no later
     than its issuer: a longer lifetime is refused rather than silently cut.
+    A leaf without SAN entries gets its common name as one when that is a
+    host name or an IP address.
 
     Raises:
         PkiError: the issuer cannot sign it (not a CA, path length exhausted,
@@ -59,6 +61,11 @@ def build_certificate(
             ``lifetime`` below one day, past 9999 or past the issuer's end.
     """
     names = _general_names(san)
+    if not names and not extensions.is_ca:
+        # RFC 9525 (as browsers already did) drops the CN fallback of RFC 6125
+        # 6.4.4: a leaf named by its CN alone would match no host. A CA names
+        # no host and is left without one.
+        names = common_name_san(subject)
     if not names and len(subject) == 0:
         raise ValidationError.single(
             "san", "give a common name or at least one subject alternative name"
@@ -116,6 +123,8 @@ def sign_csr(
 
     Only the subject and subjectAltName are taken from the request; every
     other extension is chosen by the signer, so a CSR cannot ask for CA rights.
+    A request without SANs gets its common name as one, as in
+    ``build_certificate``.
 
     Raises:
         PkiError: the CSR's signature is bad, or the CA cannot sign it.

@@ -331,12 +331,14 @@ async def test_basic_constraints_and_authority_key_identifier(client: Client) ->
         "path_length": None,
     }
     assert plain["is_ca"] is False
-    # A common name and no SAN asked for: no subjectAltName either.
+    # A host name as common name and no SAN asked for: the CN becomes the SAN.
     assert set(plain["extensions"]) == {
         "BasicConstraints",
+        "SubjectAlternativeName",
         "SubjectKeyIdentifier",
         "AuthorityKeyIdentifier",
     }
+    assert plain["san"] == ["DNS:www.example.com"]
     inter_ski = inter["extensions"]["SubjectKeyIdentifier"]["key_identifier"]
     assert plain["extensions"]["AuthorityKeyIdentifier"] == {
         "critical": False,

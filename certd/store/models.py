@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from certd.store.crypto import EncryptedJSON, EncryptedText
 
@@ -303,6 +303,31 @@ class Event(Base):
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookDelivery(Base):
+    """A post of one event to one webhook, still to be made.
+
+    Written in the event's transaction and deleted once the hook took the
+    event or it was given up, so a restart or crash between the commit and the
+    post loses no notification. The hook is named by its URL only: its headers
+    may carry credentials and stay in the config.
+    """
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("event.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While a post is under way, when another process may take the row over.
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Only so that a delivery can be added before its event has an id.
+    event: Mapped[Event] = relationship(lazy="raise")
 
 
 class ChallengeRecord(Base):

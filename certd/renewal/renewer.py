@@ -37,9 +37,10 @@ from certd.renewal.issuance import IssuedChain
 from certd.renewal.planning import (
     leaf_dates,
     leaf_of,
+    load_signers,
     not_renewable_because,
-    plan_row,
     renewal_kind,
+    signer_problem,
 )
 from certd.renewal.policy import PolicySettings
 from certd.renewal.rekey import new_key_and_csr, renewal_csr
@@ -103,7 +104,7 @@ class Renewer:
         Raises:
             NotFoundError: no such certificate.
             ValidationError: the certificate cannot be renewed (a CSR, an
-                imported or revoked certificate).
+                imported or revoked certificate, or one whose CA cannot sign).
             AcmeError, DNSProviderError, DNSPropagationError, PkiError: the
                 renewal failed; the failure is recorded on the certificate.
         """
@@ -113,18 +114,20 @@ class Renewer:
             if row is None:
                 raise NotFoundError("certificate", certificate_id)
             kind = renewal_kind(row)
-            if kind is None:
-                # Found due but no longer renewable (its CA was deleted, say):
-                # planned again, so that the tick stops picking it up.
-                async with self.daemon.db.session() as session:
-                    current = await session.get(Certificate, certificate_id)
-                    if current is not None and current.next_attempt_at is not None:
-                        plan_row(current, self.daemon.renewal.settings(), utcnow())
-                raise ValidationError.single(
-                    "id",
-                    f"certificate {row.name!r} cannot be renewed: "
-                    f"{not_renewable_because(row)}",
+            because = (
+                not_renewable_because(row)
+                if kind is None
+                else await self._signer_problem(row)
+            )
+            if kind is None or because is not None:
+                # Found due but no longer renewable (its CA was deleted or
+                # revoked, say): planned again, so that the tick stops picking
+                # it up, and no failure is counted for what was never tried.
+                message = f"certificate {row.name!r} cannot be renewed: {because}"
+                await self._replan(
+                    certificate_id, message if kind == "internal" else None
                 )
+                raise ValidationError.single("id", message)
             bound = structlog.contextvars.bind_contextvars(certificate=row.name)
             try:
                 if trigger == "schedule" and not await self._still_due(row):
@@ -145,6 +148,44 @@ class Renewer:
                 return await self._renew(job, row, kind, trigger)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
+
+    async def _signer_problem(self, row: Certificate) -> str | None:
+        """Why the CA that signed ``row`` cannot sign its renewal; None if it can."""
+        if renewal_kind(row) != "internal":
+            return None
+        async with self.daemon.db.session() as session:
+            signers = await load_signers(session, [row.signedby_id])
+        return signer_problem(row, signers)
+
+    async def _replan(self, certificate_id: int, close_attempts: str | None) -> None:
+        """Plan a certificate again with its CA looked up, and raise what that stages.
+
+        With ``close_attempts``, an open attempt is closed as failed with that
+        error: a renewal by a CA of ours leaves nothing issued elsewhere to
+        fetch later, and an open attempt would be resumed at every start.
+        """
+        now = utcnow()
+        async with self.daemon.db.session() as session:
+            current = await session.get(Certificate, certificate_id)
+            if current is None:
+                return
+            if close_attempts is not None:
+                for attempt in (
+                    await session.scalars(
+                        select(RenewalAttempt).where(
+                            RenewalAttempt.certificate_id == certificate_id,
+                            RenewalAttempt.state.in_(OPEN_STATES),
+                        )
+                    )
+                ).all():
+                    attempt.state, attempt.error = "failed", close_attempts
+                    attempt.privatekey, attempt.finished_at = None, now
+            signers = await load_signers(session, [current.signedby_id])
+            staged = self.daemon.renewal.replan(
+                session, current, signers, self.settings(), now
+            )
+        for event in staged:
+            self.daemon.events.deliver(event)
 
     async def _still_due(self, row: Certificate) -> bool:
         if row.next_attempt_at is not None and row.next_attempt_at <= utcnow():
@@ -488,7 +529,10 @@ class Renewer:
             cert.last_attempt_at = now
             cert.ari_window_start = cert.ari_window_end = None
             cert.ari_next_fetch_at = None
-            plan_row(cert, self.settings(), now)
+            signers = await load_signers(session, [cert.signedby_id])
+            staged = self.daemon.renewal.replan(
+                session, cert, signers, self.settings(), now
+            )
             if cert.deploy:
                 cert.deploy_next_attempt_at = now
             stored.state = "succeeded"
@@ -513,7 +557,8 @@ class Renewer:
                 },
             )
             await session.flush()
-        self.daemon.events.deliver(event)
+        for staged_event in [event, *staged]:
+            self.daemon.events.deliver(staged_event)
         log.info("certificate_renewed", serial=serial, order_url=issued.order_url)
         return serial
 
@@ -547,7 +592,10 @@ class Renewer:
             cert.retry_not_before = (
                 now + timedelta(seconds=retry_after) if retry_after else None
             )
-            plan_row(cert, self.settings(), now)
+            signers = await load_signers(session, [cert.signedby_id])
+            blocked = self.daemon.renewal.replan(
+                session, cert, signers, self.settings(), now
+            )
             events = [
                 self.daemon.events.stage(
                     session,
@@ -579,6 +627,7 @@ class Renewer:
                         data={"error": message, "failure_count": cert.failure_count},
                     )
                 )
+            events += blocked
             await session.flush()
         for event in events:
             self.daemon.events.deliver(event)

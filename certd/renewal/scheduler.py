@@ -30,13 +30,20 @@ from certd.config import Config
 from certd.errors import ConflictError
 from certd.renewal.ari import AriClient
 from certd.renewal.planning import (
-    NOT_RENEWABLE,
+    CA_CANNOT_SIGN,
+    NOT_PLANNED,
     REVOKED,
+    SignerFacts,
+    Signers,
     facts_for,
     leaf_dates,
     leaf_of,
+    load_signers,
+    lost_its_ca,
+    not_renewable_because,
     plan_row,
     renewal_kind,
+    signer_problem,
 )
 from certd.renewal.policy import PolicySettings, plan, renewal_window
 from certd.renewal.renewer import OPEN_STATES, Renewer
@@ -72,25 +79,50 @@ _ARI_COLUMNS = (
     Certificate.signedby_id,
     Certificate.ari_next_fetch_at,
 )
+# Our CAs that can sign a renewal, and those that cannot.
+_CAS_SIGNING = select(CertificateAuthority.id).where(
+    CertificateAuthority.revoked.is_(False),
+    CertificateAuthority.privatekey.is_not(None),
+)
+_CAS_NOT_SIGNING = select(CertificateAuthority.id).where(
+    or_(
+        CertificateAuthority.revoked.is_(True),
+        CertificateAuthority.privatekey.is_(None),
+    )
+)
 # Rows with no plan (stored since the last tick other than through the API,
-# changed by certificate.update, or with a hold lifted), and revoked rows not
-# yet seen as revoked: a revocation racing with a plan can leave a time on them.
+# changed by certificate.update, or with a hold lifted, on them or on their
+# CA), revoked rows not yet seen as revoked (a revocation racing with a plan
+# can leave a time on them), and rows with a time whose CA can no longer sign
+# (a row stored under an imported CA without its key, a CA revoked since).
 _UNPLANNED = and_(
     Certificate.cert_type == "CERTIFICATE",
     or_(
         Certificate.next_attempt_at.is_(None)
         & or_(
             Certificate.next_attempt_reason.is_(None),
-            Certificate.next_attempt_reason.not_in((NOT_RENEWABLE, REVOKED)),
+            Certificate.next_attempt_reason.not_in(NOT_PLANNED),
             # a hold lifted since
             (Certificate.next_attempt_reason == REVOKED)
             & Certificate.revoked.is_(False),
+            # a hold on the CA lifted since, or the CA deleted
+            (Certificate.next_attempt_reason == CA_CANNOT_SIGN)
+            & or_(
+                Certificate.signedby_id.is_(None),
+                Certificate.signedby_id.in_(_CAS_SIGNING),
+            ),
         ),
         Certificate.revoked.is_(True)
         & or_(
             Certificate.next_attempt_reason.is_(None),
             Certificate.next_attempt_reason != REVOKED,
         ),
+        # Only rows that cannot be ACME ones: for those, plan_row surely
+        # takes the time away, so that they do not come back every tick.
+        Certificate.next_attempt_at.is_not(None)
+        & Certificate.revoked.is_(False)
+        & Certificate.acme_account_id.is_(None)
+        & Certificate.signedby_id.in_(_CAS_NOT_SIGNING),
     ),
 )
 # What certificate.renewal_plan reads of every certificate.
@@ -486,9 +518,13 @@ class RenewalEngine:
                 ).all()
             )
 
-        async def plan_new(session: Any, row: Certificate) -> list[Event]:
-            event = self.stage_change(session, row, settings, now)
-            return [event] if event else []
+        async def plan_new(
+            session: Any, row: Certificate, signers: Signers
+        ) -> list[Event]:
+            new = row.next_attempt_reason is None
+            staged = self.replan(session, row, signers, settings, now)
+            event = self._change_event(session, row, new)
+            return ([event] if event else []) + staged
 
         # Usually none or a few; a store filled by other means can bring
         # thousands, planned a batch per transaction as the scan does.
@@ -544,11 +580,88 @@ class RenewalEngine:
         """
         new = row.next_attempt_reason is None
         plan_row(row, settings or self.settings(), now or utcnow())
+        return self._change_event(session, row, new)
+
+    def _change_event(self, session: Any, row: Certificate, new: bool) -> Event | None:
         if row.revoked:
             return self._revoked_event(session, row)
         if new:
             return self._issued_event(session, row)
         return None
+
+    def replan(
+        self,
+        session: Any,
+        row: Certificate,
+        signers: Signers,
+        settings: Any = None,
+        now: Any = None,
+    ) -> list[Event]:
+        """Plan a certificate knowing the CA that signed it; stage what that changed.
+
+        A certificate that had a next attempt and lost it to its CA (revoked,
+        without a key, deleted) raises ``certificate.renewal_blocked`` once:
+        from then on it is not planned, so not tried, until the CA can sign.
+        Deliver the returned events once the transaction has committed.
+        """
+        before = row.next_attempt_reason
+        plan_row(row, settings or self.settings(), now or utcnow(), signers)
+        if row.next_attempt_at is not None or before in NOT_PLANNED:
+            return []
+        because = signer_problem(row, signers) or (
+            not_renewable_because(row) if lost_its_ca(row) else None
+        )
+        if because is None:
+            return []
+        return [self._blocked_event(session, row, because)]
+
+    def _blocked_event(self, session: Any, row: Certificate, because: str) -> Event:
+        # logged once, as every event is, when it is delivered
+        leaf = leaf_dates(row)
+        return self.daemon.events.stage(
+            session,
+            "certificate.renewal_blocked",
+            f"{row.name} will not be renewed: {because}",
+            certificate_id=row.id,
+            subject=row.name,
+            data={
+                "reason": row.next_attempt_reason,
+                "because": because,
+                "ca_id": row.signedby_id,
+                "not_after": leaf.not_after.isoformat() if leaf else None,
+            },
+            severity="warning",
+        )
+
+    async def authority_changed(self, authority_id: int) -> None:
+        """Plan again every certificate a CA of ours signed (it was revoked or its hold lifted)."""
+        async with self.daemon.db.session() as session:
+            ids = list(
+                (
+                    await session.scalars(
+                        select(Certificate.id)
+                        .where(
+                            Certificate.signedby_id == authority_id,
+                            Certificate.cert_type == "CERTIFICATE",
+                        )
+                        .order_by(Certificate.id)
+                    )
+                ).all()
+            )
+        await self.replan_certificates(ids)
+
+    async def replan_certificates(self, ids: list[int]) -> None:
+        """Plan these certificates again now, their CAs looked up (after a CA changed)."""
+        settings, now = self.settings(), utcnow()
+
+        async def again(
+            session: Any, row: Certificate, signers: Signers
+        ) -> list[Event]:
+            if row.id in self.active:
+                return []  # the renewal plans it when it ends
+            return self.replan(session, row, signers, settings, now)
+
+        await self._in_batches(ids, again)
 
     def _revoked_event(self, session: Any, row: Certificate) -> Event:
         return self.daemon.events.stage(
@@ -639,8 +752,10 @@ class RenewalEngine:
 
         settings = self.settings()
 
-        async def scan_row(session: Any, row: Certificate) -> list[Event]:
-            return await self._scan_row(session, row, windows, settings, now)
+        async def scan_row(
+            session: Any, row: Certificate, signers: Signers
+        ) -> list[Event]:
+            return await self._scan_row(session, row, windows, signers, settings, now)
 
         if not await self._in_batches(ids, scan_row):
             return
@@ -654,7 +769,7 @@ class RenewalEngine:
     async def _in_batches(
         self,
         ids: list[int],
-        plan: Callable[[Any, Certificate], Awaitable[list[Event]]],
+        plan: Callable[[Any, Certificate, Signers], Awaitable[list[Event]]],
         *where: Any,
     ) -> bool:
         """Run ``plan`` on the rows ``ids`` that still match ``where``.
@@ -662,8 +777,10 @@ class RenewalEngine:
         A batch of rows per transaction, read in one statement and written at
         the commit: the write lock is held for one flush at a time, never for
         a whole pass (API writes would wait past their timeout), and only a
-        batch of ORM objects is alive at once. The events a batch staged are
-        delivered once it has committed. False when the engine began stopping.
+        batch of ORM objects is alive at once. The CAs that signed a batch are
+        read in one more statement and passed to ``plan`` with each row. The
+        events a batch staged are delivered once it has committed. False when
+        the engine began stopping.
         """
         for first in range(0, len(ids), _SCAN_BATCH):
             if self._stopping:
@@ -679,9 +796,10 @@ class RenewalEngine:
                         .order_by(Certificate.id)
                     )
                 ).all()
+                signers = await load_signers(session, {r.signedby_id for r in rows})
                 with session.no_autoflush:
                     for row in rows:
-                        staged += await plan(session, row)
+                        staged += await plan(session, row, signers)
             for event in staged:
                 self.daemon.events.deliver(event)
         return not self._stopping
@@ -691,6 +809,7 @@ class RenewalEngine:
         session: Any,
         current: Certificate,
         windows: dict[int, Any],
+        signers: Signers,
         settings: Any,
         now: datetime,
     ) -> list[Event]:
@@ -701,9 +820,10 @@ class RenewalEngine:
             if info is not None and info.window is not None:
                 current.ari_window_start = info.window.start
                 current.ari_window_end = info.window.end
+        staged: list[Event] = []
         if current.id not in self.active:
-            plan_row(current, settings, now)
-        return await self._expiry_events(session, current, now)
+            staged = self.replan(session, current, signers, settings, now)
+        return staged + await self._expiry_events(session, current, now)
 
     async def _recent_event(
         self,
@@ -800,6 +920,8 @@ class RenewalEngine:
                 select(
                     *_PLAN_COLUMNS,
                     # whether our CA can sign a renewal (see _plan_entry)
+                    CertificateAuthority.id.label("ca_id"),
+                    CertificateAuthority.name.label("ca_name"),
                     CertificateAuthority.privatekey.is_not(None).label("ca_has_key"),
                     CertificateAuthority.revoked.label("ca_revoked"),
                 )
@@ -823,17 +945,27 @@ def _plan_entry(row: Any, settings: Any, now: datetime) -> dict[str, Any]:
     kind = renewal_kind(row)
     leaf = leaf_dates(row)
     # A certificate of an imported CA without its key, or of a revoked CA,
-    # is listed as internal but no renewal of it can succeed.
-    signer_ok = kind != "internal" or (bool(row.ca_has_key) and not row.ca_revoked)
+    # is listed as internal but no renewal of it can succeed: it is shown
+    # as the scheduler plans it, even before the scheduler has.
+    signers: Signers = (
+        {}
+        if row.ca_id is None
+        else {
+            row.ca_id: SignerFacts(
+                row.ca_name, bool(row.ca_revoked), bool(row.ca_has_key)
+            )
+        }
+    )
+    blocked = signer_problem(row, signers) is not None
     entry: dict[str, Any] = {
         "id": row.id,
         "name": row.name,
         "kind": kind,
-        "renewable": kind is not None and leaf is not None and signer_ok,
+        "renewable": kind is not None and leaf is not None and not blocked,
         "not_before": _iso(leaf.not_before) if leaf else None,
         "not_after": _iso(leaf.not_after) if leaf else None,
-        "next_attempt_at": _iso(row.next_attempt_at),
-        "reason": row.next_attempt_reason,
+        "next_attempt_at": None if blocked else _iso(row.next_attempt_at),
+        "reason": CA_CANNOT_SIGN if blocked else row.next_attempt_reason,
         "window": None,
         "window_source": None,
         "due": False,

@@ -383,6 +383,8 @@ class CertificateAuthorityService(CRUDService):
                 parent_changed = await self._apply_revocation(session, row, data)
         if parent_changed is not None:
             await self.crls.publish(parent_changed)
+        if data.revoked is not None:
+            await self.app.renewal.authority_changed(id)
         return await self.get_entry(id)  # type: ignore[return-value]
 
     async def _apply_revocation(
@@ -471,6 +473,7 @@ class CertificateAuthorityService(CRUDService):
         log.info(
             "authority_deleted", authority=row.name, orphaned=len(certs) + len(cas)
         )
+        await self.app.renewal.replan_certificates([c.id for c in certs])
         return True
 
     # --- signing a CSR ------------------------------------------------------

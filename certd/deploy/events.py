@@ -5,23 +5,30 @@ transaction as the change it reports, so that a stored renewal always has its
 event. Once committed it is logged, handed to in-process subscribers (the
 future WebSocket ``core.subscribe`` reads from one) and posted to the
 configured webhooks. Delivery never blocks or fails the change itself.
+
+Each webhook post still to be made is a ``webhook_delivery`` row, added in the
+event's transaction (a transactional outbox): one task posts the rows that are
+due, so a restart, or a crash between the commit and the post, delays a
+notification but never loses it. A hook may receive an event twice (a crash
+after the post, before its row is deleted), never zero times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.config import WebhookConfig
-from certd.store.models import Event, utcnow
+from certd.store.models import Event, WebhookDelivery, utcnow
 
 if TYPE_CHECKING:
     from certd.service import Daemon
@@ -46,6 +53,18 @@ KINDS: dict[str, str] = {
 _LOG_LEVELS = {"info": "info", "warning": "warning", "error": "error"}
 # Client errors other than these mean the webhook will never take the event.
 _RETRYABLE_4XX = frozenset({408, 425, 429})
+# Posts to one hook under way at once. Each hook has its own, so a slow one
+# holds up only its own events.
+_PER_HOOK = 4
+# The longest the delivery task sleeps: a row another daemon on the same store
+# added, or one whose claim lapsed, is looked at within this.
+_POLL = 60.0
+# After a failure to read or write the store, before the task tries again.
+_STORE_RETRY = 5.0
+# A row being posted is claimed for the hook's timeout plus this: another
+# process leaves it alone meanwhile, and a process killed mid-post leaves a
+# claim that lapses on its own.
+_CLAIM_MARGIN = 30.0
 
 
 def event_entry(row: Event) -> dict[str, Any]:
@@ -108,8 +127,14 @@ class EventBus:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.subscribers: set[Subscription] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        # Delivery ids being posted by this process, and how many per URL.
+        self._posting: dict[int, asyncio.Task[None]] = {}
+        self._busy: Counter[str] = Counter()
+        # The URLs rows were last checked against (see _drop_unconfigured).
+        self._checked_urls: frozenset[str] | None = None
 
     def stage(
         self,
@@ -122,7 +147,11 @@ class EventBus:
         data: dict[str, Any] | None = None,
         severity: str | None = None,
     ) -> Event:
-        """Add an event to the caller's transaction; deliver it after the commit."""
+        """Add an event and its webhook deliveries to the caller's transaction.
+
+        Call :meth:`deliver` with the event after the commit.
+        """
+        now = utcnow()
         row = Event(
             kind=kind,
             severity=severity or KINDS.get(kind, "info"),
@@ -130,9 +159,19 @@ class EventBus:
             subject=subject,
             message=message,
             data=data or {},
-            created_at=utcnow(),
+            created_at=now,
         )
         session.add(row)
+        for url in self._urls_for(kind):
+            session.add(
+                WebhookDelivery(
+                    event=row,
+                    url=url,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
         return row
 
     async def publish(
@@ -162,7 +201,7 @@ class EventBus:
         return entry
 
     def deliver(self, entry: dict[str, Any] | Event) -> None:
-        """Log a committed event and hand it to subscribers and webhooks."""
+        """Log a committed event, hand it to subscribers and post it now."""
         if isinstance(entry, Event):
             entry = event_entry(entry)
         level = _LOG_LEVELS.get(entry["severity"], "info")
@@ -176,11 +215,9 @@ class EventBus:
         for subscription in list(self.subscribers):
             if subscription.matches(entry["kind"]):
                 subscription.offer(entry)
-        for hook in self.daemon.config.events.webhooks:
-            if not hook.kinds or entry["kind"] in hook.kinds:
-                task = asyncio.create_task(self._post(hook, entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if self._urls_for(entry["kind"]):
+            # Its rows are committed: post them now rather than at the next poll.
+            self._wake.set()
 
     def subscribe(
         self, kinds: list[str] | None = None, maxsize: int = 1000
@@ -190,69 +227,262 @@ class EventBus:
         self.subscribers.add(subscription)
         return subscription
 
-    async def _post(self, hook: WebhookConfig, entry: dict[str, Any]) -> None:
+    def start(self) -> None:
+        """Start posting webhook deliveries, first those a previous run left."""
+        if self._runner is None or self._runner.done():
+            self._wake.set()
+            self._runner = asyncio.create_task(self._run(), name="webhook-deliveries")
+
+    def _urls_for(self, kind: str) -> list[str]:
+        urls: list[str] = []
+        for hook in self.daemon.config.events.webhooks:
+            if (not hook.kinds or kind in hook.kinds) and hook.url not in urls:
+                urls.append(hook.url)
+        return urls
+
+    def _hooks(self) -> dict[str, WebhookConfig]:
+        # A URL listed twice is one hook: its first entry's settings apply.
+        hooks: dict[str, WebhookConfig] = {}
+        for hook in self.daemon.config.events.webhooks:
+            hooks.setdefault(hook.url, hook)
+        return hooks
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                wait = await self._dispatch()
+            except Exception as exc:
+                log.error(
+                    "webhook_deliveries_unreadable",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=_STORE_RETRY,
+                )
+                wait = _STORE_RETRY
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _dispatch(self) -> float:
+        """Start posting the due deliveries; return the seconds until more are due."""
+        hooks = self._hooks()
+        now = utcnow()
+        claimed: list[tuple[WebhookConfig, int, int, int]] = []
+        async with self.daemon.db.session() as session:
+            if self._checked_urls != frozenset(hooks):
+                await self._drop_unconfigured(session, hooks)
+                self._checked_urls = frozenset(hooks)
+            for url, hook in hooks.items():
+                free = _PER_HOOK - self._busy[url]
+                if free > 0:
+                    rows = await self._claim(session, hook, free, now)
+                    claimed += [(hook, *row) for row in rows]
+            entries = await self._entries(session, [row[2] for row in claimed])
+            idle = [
+                url
+                for url in hooks
+                if self._busy[url] + sum(c[0].url == url for c in claimed) < _PER_HOOK
+            ]
+            next_due = await session.scalar(
+                select(func.min(WebhookDelivery.next_attempt_at)).where(
+                    WebhookDelivery.url.in_(idle),
+                    WebhookDelivery.id.not_in(
+                        [*self._posting, *(c[1] for c in claimed)]
+                    ),
+                )
+            )
+        # Posted only once the claims are committed.
+        for hook, delivery_id, event_id, attempts in claimed:
+            entry = entries.get(event_id)
+            if entry is not None:
+                self._start_post(hook, delivery_id, attempts + 1, entry)
+        if next_due is None:
+            return _POLL
+        return min(_POLL, max(0.0, (next_due - utcnow()).total_seconds()))
+
+    async def _drop_unconfigured(
+        self, session: AsyncSession, hooks: dict[str, WebhookConfig]
+    ) -> None:
+        dropped = await session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.url.not_in(list(hooks)))
+            .returning(WebhookDelivery.url, WebhookDelivery.event_id)
+            .execution_options(synchronize_session=False)
+        )
+        for url, event_id in dropped.all():
+            log.warning(
+                "webhook_delivery_dropped",
+                url=url,
+                event_id=event_id,
+                reason="the webhook is no longer configured",
+            )
+
+    async def _claim(
+        self, session: AsyncSession, hook: WebhookConfig, limit: int, now: datetime
+    ) -> Sequence[tuple[int, int, int]]:
+        """Claim up to ``limit`` due deliveries to ``hook``: (id, event_id, attempts)."""
+        due = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.url == hook.url,
+                WebhookDelivery.next_attempt_at <= now,
+                WebhookDelivery.id.not_in(list(self._posting)),
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit)
+        )
+        claim_until = now + timedelta(seconds=hook.timeout + _CLAIM_MARGIN)
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=claim_until)
+            .returning(
+                WebhookDelivery.id, WebhookDelivery.event_id, WebhookDelivery.attempts
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return sorted((row[0], row[1], row[2]) for row in result)
+
+    async def _entries(
+        self, session: AsyncSession, event_ids: list[int]
+    ) -> dict[int, dict[str, Any]]:
+        if not event_ids:
+            return {}
+        rows = await session.scalars(select(Event).where(Event.id.in_(event_ids)))
+        return {row.id: event_entry(row) for row in rows}
+
+    def _start_post(
+        self,
+        hook: WebhookConfig,
+        delivery_id: int,
+        attempt: int,
+        entry: dict[str, Any],
+    ) -> None:
+        task = asyncio.create_task(self._attempt(hook, delivery_id, attempt, entry))
+        self._posting[delivery_id] = task
+        self._busy[hook.url] += 1
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._posting.pop(delivery_id, None)
+            self._busy[hook.url] -= 1
+            # A slot of this hook is free again.
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _attempt(
+        self,
+        hook: WebhookConfig,
+        delivery_id: int,
+        attempt: int,
+        entry: dict[str, Any],
+    ) -> None:
+        """Post one delivery once and record the outcome in its row."""
+        bound = log.bind(url=hook.url, kind=entry["kind"], event_id=entry["id"])
+        error, retryable = await self._post(hook, entry)
+        if error is None:
+            bound.info("webhook_delivered", attempt=attempt)
+            self.daemon.metrics.webhooks.labels("delivered").inc()
+        else:
+            bound.warning("webhook_delivery_failed", attempt=attempt, error=error)
+        give_up = error is not None and (not retryable or attempt > hook.retries)
+        if give_up:
+            self.daemon.metrics.webhooks.labels("failed").inc()
+            bound.error("webhook_given_up", attempts=attempt, error=error)
+        try:
+            async with self.daemon.db.session() as session:
+                if error is None or give_up:
+                    await session.execute(
+                        delete(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                    )
+                else:
+                    delay = hook.retry_base * 2 ** (attempt - 1)
+                    await session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id == delivery_id)
+                        .values(
+                            attempts=attempt,
+                            last_error=error,
+                            next_attempt_at=utcnow() + timedelta(seconds=delay),
+                        )
+                    )
+        except Exception as exc:
+            # The claim lapses and the row is tried again: a hook may see the
+            # event twice, never lose it.
+            bound.error(
+                "webhook_delivery_unrecorded",
+                attempt=attempt,
+                error=str(exc) or type(exc).__name__,
+            )
+
+    async def _post(
+        self, hook: WebhookConfig, entry: dict[str, Any]
+    ) -> tuple[str | None, bool]:
+        """Post an event once: (None, _) when the hook took it, else (why, retryable)."""
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession()
         headers = {"Content-Type": "application/json", **hook.headers}
-        attempts = hook.retries + 1
-        for attempt in range(1, attempts + 1):
-            error: str
-            try:
-                async with self._http.post(
-                    hook.url,
-                    json=entry,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=hook.timeout),
-                ) as response:
-                    if response.status < 300:
-                        log.info(
-                            "webhook_delivered",
-                            url=hook.url,
-                            kind=entry["kind"],
-                            event_id=entry["id"],
-                            attempt=attempt,
-                        )
-                        self.daemon.metrics.webhooks.labels("delivered").inc()
-                        return
-                    error = f"HTTP {response.status}"
-                    retryable = response.status >= 500 or (
-                        response.status in _RETRYABLE_4XX
-                    )
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                error = str(exc) or type(exc).__name__
-                retryable = True
-            log.warning(
-                "webhook_delivery_failed",
-                url=hook.url,
-                kind=entry["kind"],
-                event_id=entry["id"],
-                attempt=attempt,
-                error=error,
-            )
-            if not retryable or attempt == attempts:
-                break
-            await asyncio.sleep(hook.retry_base * 2 ** (attempt - 1))
-        self.daemon.metrics.webhooks.labels("failed").inc()
-        log.error(
-            "webhook_given_up", url=hook.url, kind=entry["kind"], event_id=entry["id"]
-        )
+        try:
+            async with self._http.post(
+                hook.url,
+                json=entry,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=hook.timeout),
+            ) as response:
+                if response.status < 300:
+                    return None, False
+                retryable = response.status >= 500 or (
+                    response.status in _RETRYABLE_4XX
+                )
+                return f"HTTP {response.status}", retryable
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return str(exc) or type(exc).__name__, True
 
     async def prune(self, now: datetime, retention_days: int) -> int:
-        """Delete events older than the retention; return how many."""
+        """Delete events older than the retention, and their deliveries; return how many."""
+        cutoff = now - timedelta(days=retention_days)
         async with self.daemon.db.session() as session:
-            result = await session.execute(
-                delete(Event).where(
-                    Event.created_at < now - timedelta(days=retention_days)
+            # The foreign key would do this on SQLite with foreign keys on;
+            # done here so that it holds on any store.
+            await session.execute(
+                delete(WebhookDelivery)
+                .where(
+                    WebhookDelivery.event_id.in_(
+                        select(Event.id).where(Event.created_at < cutoff)
+                    )
                 )
+                .execution_options(synchronize_session=False)
+            )
+            result = await session.execute(
+                delete(Event).where(Event.created_at < cutoff)
             )
         return result.rowcount or 0  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        """Stop pending webhook deliveries and close their HTTP session."""
-        for task in list(self._tasks):
+        """Stop the delivery task and the posts under way; the next start makes them."""
+        posting = list(self._posting)
+        tasks = [*self._posting.values()]
+        if self._runner is not None:
+            tasks.append(self._runner)
+            self._runner = None
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if posting:
+            await self._release(posting)
         if self._http is not None:
             await self._http.close()
+
+    async def _release(self, delivery_ids: list[int]) -> None:
+        # Lift the claims of the posts cut short, so the next start makes
+        # them at once instead of when the claims lapse.
+        try:
+            async with self.daemon.db.session() as session:
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_(delivery_ids))
+                    .values(next_attempt_at=utcnow())
+                )
+        except Exception as exc:
+            log.warning("webhook_claims_kept", error=str(exc) or type(exc).__name__)

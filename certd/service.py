@@ -154,6 +154,7 @@ class Daemon:
             if starter is not None:
                 await starter()
         self._stack.push_async_callback(self.events.close)
+        self.events.start()
         # Interrupted renewals are resumed before callers can ask about them,
         # so that a caller never sees a half-renewed certificate as idle.
         await self.renewal.start()

@@ -1,0 +1,481 @@
+"""Webhook deliveries kept in the store: made once, retried, and never lost.
+
+Every test posts to a real HTTP endpoint on 127.0.0.1 from a real daemon over
+a real SQLite store, and reads the ``webhook_delivery`` table with sqlite3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from certd.client import Client
+from certd.config import Config
+from certd.deploy.events import event_entry
+from certd.service import Daemon
+from certd.store.models import utcnow
+from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.renewal.factory import make_chain, wait_until
+
+# The daemon's limit of posts under way to one hook.
+PER_HOOK = 4
+
+
+@dataclass
+class Post:
+    body: dict[str, Any]
+    headers: dict[str, str]
+    # The event's delivery row as the store held it when the post came in.
+    row: tuple[Any, ...] | None
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint: records each post and answers as told."""
+
+    port: int
+    posts: list[Post] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    # When given, each post waits for it before it is answered.
+    hold: asyncio.Event | None = None
+    store: Path | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        row = None
+        if self.store is not None:
+            found = _rows(self.store, body["id"])
+            row = found[0][2:] if found else None
+        self.posts.append(Post(body, dict(request.headers), row))
+        if self.hold is not None:
+            await self.hold.wait()
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
+    """Make receivers: listening at once, or (``listening=False``) later."""
+    made: list[Receiver] = []
+
+    async def make(*, listening: bool = True) -> Receiver:
+        receiver = Receiver(_free_port())
+        made.append(receiver)
+        if listening:
+            await receiver.start()
+        return receiver
+
+    yield make
+    for receiver in made:
+        if receiver.hold is not None:
+            receiver.hold.set()
+        await receiver.stop()
+
+
+def _store(config: Config) -> Path:
+    return config.store.state_dir / "certd.db"
+
+
+def _rows(store: Path, event_id: int | None = None) -> list[tuple[Any, ...]]:
+    """Delivery rows: (event_id, url, attempts, last_error)."""
+    sql = "SELECT event_id, url, attempts, last_error FROM webhook_delivery"
+    params: tuple[Any, ...] = ()
+    if event_id is not None:
+        sql, params = sql + " WHERE event_id = ?", (event_id,)
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        return conn.execute(sql + " ORDER BY id", params).fetchall()
+
+
+def _config(state: Path, *hooks: dict[str, Any]) -> Config:
+    return make_config(state, events={"webhooks": list(hooks)})
+
+
+def _hook(url: str, **settings: Any) -> dict[str, Any]:
+    return {"url": url, "retry_base": 0.05, "timeout": 5, **settings}
+
+
+def _count(certd: RunningDaemon, result: str) -> float:
+    value = certd.daemon.metrics.registry.get_sample_value(
+        "certd_webhook_deliveries_total", {"result": result}
+    )
+    return value or 0.0
+
+
+def _events(
+    logs: list[MutableMapping[str, Any]], name: str
+) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+async def test_an_event_is_posted_once_with_its_json(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    config = _config(
+        tmp_path / "state", _hook(receiver.url, kinds=["certificate.expiring"])
+    )
+
+    async with running_daemon(config) as certd:
+        events = certd.daemon.events
+        ignored = await events.publish("certificate.renewed", "renewed web")
+        # A kind the hook does not want gets no delivery at all.
+        assert _rows(_store(config), ignored["id"]) == []
+        entry = await events.publish(
+            "certificate.expiring",
+            "web expires soon",
+            subject="web",
+            data={"seconds_left": 3600},
+        )
+        await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+        delivered, failed = _count(certd, "delivered"), _count(certd, "failed")
+
+    assert [post.body for post in receiver.posts] == [entry]
+    assert entry["kind"] == "certificate.expiring"
+    assert entry["data"] == {"seconds_left": 3600}
+    assert receiver.posts[0].headers["Content-Type"] == "application/json"
+    assert (delivered, failed) == (1, 0)
+
+
+async def test_a_failing_hook_is_retried_and_each_attempt_recorded(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    receiver.statuses = [503, 503]
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=3))
+    receiver.store = _store(config)
+
+    with capture_logs() as logs:
+        async with running_daemon(config) as certd:
+            entry = await certd.daemon.events.publish(
+                "certificate.renewal_failed", "renewing web failed", subject="web"
+            )
+            await wait_until(lambda: len(receiver.posts) == 3)
+            await wait_until(lambda: not _rows(_store(config)))
+            delivered, failed = _count(certd, "delivered"), _count(certd, "failed")
+
+    assert [post.body for post in receiver.posts] == [entry] * 3
+    # The row as each attempt found it: the failures before it recorded.
+    assert [post.row for post in receiver.posts] == [
+        (0, None),
+        (1, "HTTP 503"),
+        (2, "HTTP 503"),
+    ]
+    assert [e["attempt"] for e in _events(logs, "webhook_delivery_failed")] == [1, 2]
+    assert [e["attempt"] for e in _events(logs, "webhook_delivered")] == [3]
+    assert _events(logs, "webhook_given_up") == []
+    assert (delivered, failed) == (1, 0)
+
+
+async def test_a_refusal_is_given_up_at_once(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    receiver.statuses = [400]
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=5))
+
+    with capture_logs() as logs:
+        async with running_daemon(config) as certd:
+            events = certd.daemon.events
+            refused = await events.publish("certificate.expired", "web expired")
+            await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+            # Posted after the refusal was recorded: had the refused event
+            # been kept for a retry, it would come first.
+            marker = await events.publish("certificate.renewed", "renewed web")
+            await wait_until(lambda: len(receiver.posts) == 2)
+            await wait_until(lambda: not _rows(_store(config)))
+            failed = _count(certd, "failed")
+
+    assert [post.body for post in receiver.posts] == [refused, marker]
+    given_up = _events(logs, "webhook_given_up")
+    assert [(e["event_id"], e["attempts"], e["error"]) for e in given_up] == [
+        (refused["id"], 1, "HTTP 400")
+    ]
+    assert failed == 1
+
+
+async def test_a_retryable_failure_is_given_up_after_the_retries(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    receiver.statuses = [503] * 10
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=2))
+
+    async with running_daemon(config) as certd:
+        await certd.daemon.events.publish("certificate.expired", "web expired")
+        await wait_until(lambda: len(receiver.posts) == 3)
+        await wait_until(lambda: not _rows(_store(config)))
+        failed = _count(certd, "failed")
+
+    assert len(receiver.posts) == 3
+    assert failed == 1
+
+
+async def test_a_pending_delivery_is_made_after_a_restart(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=20))
+
+    async with running_daemon(config) as certd:
+        entry = await certd.daemon.events.publish(
+            "certificate.renewal_failed", "renewing web failed", subject="web"
+        )
+        await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
+    [(event_id, url, attempts, error)] = _rows(_store(config))
+    assert (event_id, url) == (entry["id"], receiver.url)
+    assert attempts >= 1 and "connect" in error.lower()
+
+    await receiver.start()
+    async with running_daemon(config):
+        await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+
+    assert [post.body for post in receiver.posts] == [entry]
+
+
+async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    config = _config(tmp_path / "state", _hook(receiver.url))
+    # The process commits an event in some change and dies before delivering
+    # it: nothing but the store knows of it.
+    daemon = Daemon(config)
+    await daemon.db.migrate()
+    try:
+        async with daemon.db.session() as session:
+            row = daemon.events.stage(
+                session, "certificate.renewal_failed", "renewing web failed"
+            )
+            await session.flush()
+            entry = event_entry(row)
+    finally:
+        await daemon.db.close()
+    assert _rows(_store(config)) == [(entry["id"], receiver.url, 0, None)]
+    assert receiver.posts == []
+
+    async with running_daemon(config):
+        await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+
+    assert [post.body for post in receiver.posts] == [entry]
+
+
+def _toml_config(path: Path, config: Config, hook: dict[str, Any]) -> Path:
+    """Just enough TOML for ``certd serve``: the tables tests set, and one hook."""
+    lines: list[str] = []
+    for section in ("server", "store", "log", "renewal"):
+        lines.append(f"[{section}]")
+        values = getattr(config, section).model_dump(mode="json", exclude_none=True)
+        for key, value in values.items():
+            if key == "socket_mode":
+                value = format(value, "o")
+            lines.append(f"{key} = {json.dumps(value)}")
+    lines.append("[[events.webhooks]]")
+    lines += [f"{key} = {json.dumps(value)}" for key, value in hook.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def _serving(config: Config, process: asyncio.subprocess.Process) -> None:
+    async def ready() -> bool:
+        assert process.returncode is None, "certd serve exited"
+        assert config.server.unix_socket is not None
+        connector = aiohttp.UnixConnector(path=str(config.server.unix_socket))
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector) as http,
+                http.get("http://certd/readyz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_until(ready, timeout=30)
+
+
+async def test_a_delivery_left_by_a_killed_daemon_is_made_at_the_next_start(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    hook = _hook(receiver.url, retries=20, timeout=0.5)
+    config = _config(tmp_path / "state", hook)
+    config_path = _toml_config(tmp_path / "certd.toml", config, hook)
+    chain = make_chain(["web.example.test"])
+
+    with (tmp_path / "certd.log").open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "certd", "serve", "--config", str(config_path)),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await _serving(config, process)
+        assert config.server.unix_socket is not None
+        async with Client(socket=config.server.unix_socket) as client:
+            stored = await call_job(
+                client,
+                "certificate.create",
+                {
+                    "name": "web",
+                    "create_type": "CERTIFICATE_CREATE_IMPORTED",
+                    "certificate": chain.fullchain_pem,
+                    "privatekey": chain.key_pem,
+                },
+            )
+        await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
+    finally:
+        process.kill()
+        await process.wait()
+    [(event_id, url, attempts, _)] = _rows(_store(config))
+    assert url == receiver.url and attempts >= 1
+
+    await receiver.start()
+    async with running_daemon(config):
+        await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+
+    [post] = receiver.posts
+    assert post.body["id"] == event_id
+    assert post.body["kind"] == "certificate.issued"
+    assert post.body["certificate_id"] == stored["id"]
+    assert post.body["subject"] == "web"
+
+
+async def test_a_delivery_to_a_hook_no_longer_configured_is_dropped(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    state = tmp_path / "state"
+    config = _config(state, _hook(receiver.url, retries=20))
+    async with running_daemon(config) as certd:
+        entry = await certd.daemon.events.publish("certificate.expired", "web")
+        await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
+
+    await receiver.start()
+    with capture_logs() as logs:
+        async with running_daemon(_config(state)):
+            await wait_until(lambda: not _rows(_store(config)))
+
+    dropped = _events(logs, "webhook_delivery_dropped")
+    assert [(e["url"], e["event_id"]) for e in dropped] == [(receiver.url, entry["id"])]
+    assert receiver.posts == []
+
+
+async def test_headers_are_sent_but_never_stored(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    receiver.statuses = [503]
+    token = f"Bearer {secrets.token_hex(16)}"
+    config = _config(
+        tmp_path / "state",
+        _hook(receiver.url, headers={"Authorization": token}, retry_base=0.5),
+    )
+
+    def stored_bytes() -> bytes:
+        return b"".join(
+            path.read_bytes() for path in config.store.state_dir.glob("certd.db*")
+        )
+
+    async with running_daemon(config) as certd:
+        await certd.daemon.events.publish("certificate.expired", "web expired")
+        # A failed attempt is recorded and the row waits for its retry.
+        await wait_until(lambda: [r[2] for r in _rows(_store(config))] == [1])
+        pending = stored_bytes()
+        await wait_until(lambda: len(receiver.posts) == 2)
+        await wait_until(lambda: not _rows(_store(config)))
+
+    assert [post.headers["Authorization"] for post in receiver.posts] == [token] * 2
+    assert receiver.url.encode() in pending
+    assert token.encode() not in pending
+    assert token.split()[1].encode() not in stored_bytes()
+
+
+async def test_a_slow_hook_holds_up_only_its_own_deliveries(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    slow, fast = await receivers(), await receivers()
+    slow.hold = asyncio.Event()
+    config = _config(
+        tmp_path / "state", _hook(slow.url, timeout=30), _hook(fast.url, timeout=30)
+    )
+    count = PER_HOOK + 2
+
+    async with running_daemon(config) as certd:
+        entries = [
+            await certd.daemon.events.publish("certificate.expiring", f"cert {n}")
+            for n in range(count)
+        ]
+        await wait_until(lambda: len(fast.posts) == count)
+        await wait_until(
+            lambda: [r[1] for r in _rows(_store(config))] == [slow.url] * count
+        )
+        await wait_until(lambda: len(slow.posts) == PER_HOOK)
+        # The fast hook has had every event while the slow one answered none,
+        # and the slow one has no more posts under way than its limit.
+        assert len(slow.posts) == PER_HOOK
+
+        slow.hold.set()
+        await wait_until(lambda: len(slow.posts) == count)
+        await wait_until(lambda: not _rows(_store(config)))
+
+    ids = sorted(entry["id"] for entry in entries)
+    assert sorted(post.body["id"] for post in fast.posts) == ids
+    assert sorted(post.body["id"] for post in slow.posts) == ids
+
+
+async def test_pruned_events_take_their_deliveries_with_them(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=20))
+
+    async with running_daemon(config) as certd:
+        events = certd.daemon.events
+        await events.publish("certificate.expired", "web expired")
+        await wait_until(lambda: _rows(_store(config)))
+        pruned = await events.prune(utcnow() + timedelta(days=2), retention_days=1)
+        left = _rows(_store(config))
+
+    assert pruned == 1
+    assert left == []
+    with contextlib.closing(sqlite3.connect(_store(config))) as conn:
+        assert conn.execute("SELECT count(*) FROM event").fetchone() == (0,)

@@ -634,7 +634,7 @@ class RenewalEngine:
         )
 
     async def authority_changed(self, authority_id: int) -> None:
-        """Plan again every certificate a CA of ours signed (it was revoked or its hold lifted)."""
+        """Plan again every certificate a CA of ours signed (its revocation changed)."""
         async with self.daemon.db.session() as session:
             ids = list(
                 (
@@ -651,7 +651,7 @@ class RenewalEngine:
         await self.replan_certificates(ids)
 
     async def replan_certificates(self, ids: list[int]) -> None:
-        """Plan these certificates again now, their CAs looked up (after a CA changed)."""
+        """Plan these certificates again now, with their CAs looked up."""
         settings, now = self.settings(), utcnow()
 
         async def again(

@@ -142,8 +142,8 @@ async def test_a_held_ca_stops_planning_until_the_hold_is_lifted(
     assert "cannot be renewed: its CA 'root' is revoked" in job["error"]
     assert after_manual == held
     assert failed == []
-    assert lifted[0] == planned[0]
-    assert lifted[1:] == planned[1:] == (planned[1], 0, 0)
+    # planned again as it was before the hold
+    assert lifted == planned
     assert planned[1] not in (CA_CANNOT_SIGN, REVOKED)
     assert (entry_lifted["renewable"], entry_lifted["reason"]) == (True, planned[1])
 
@@ -231,7 +231,7 @@ async def test_a_certificate_of_a_ca_without_its_key_is_not_planned(
     assert entry["reason"] == CA_CANNOT_SIGN
     assert renewing == {}
     assert stopped == again == after_manual == (None, CA_CANNOT_SIGN, 0, 0)
-    assert scheduled == [] or [j["id"] for j in scheduled] == [job_id]
+    assert scheduled == []
     assert [e["data"]["because"] for e in blocked] == [
         "its CA 'outside' has no private key"
     ]
@@ -262,11 +262,15 @@ async def test_the_scan_reads_the_cas_once_a_batch(certd: RunningDaemon) -> None
     """600 certificates of two CAs, one revoked: two batches, two CA reads."""
     engine = certd.daemon.renewal
     fine, held = make_chain(["fine.example.test"]), make_chain(["held.example.test"])
-    first = await store_certificate(certd.daemon, "fine-0", fine, signed_by_ca=True)
-    second = await store_certificate(certd.daemon, "held-0", held, signed_by_ca=True)
+    await store_certificate(certd.daemon, "fine-0", fine, signed_by_ca=True)
+    await store_certificate(certd.daemon, "held-0", held, signed_by_ca=True)
     async with certd.daemon.db.session() as session:
-        rows = [await session.get(Certificate, i) for i in (first, second)]
-        ca_ids = [row.signedby_id for row in rows if row is not None]
+        # the CAs of "fine-0" and "held-0", in that order
+        ca_ids = list(
+            await session.scalars(
+                select(CertificateAuthority.id).order_by(CertificateAuthority.id)
+            )
+        )
         for n in range(1, 300):
             for name, chain, ca_id in (
                 ("fine", fine, ca_ids[0]),

@@ -64,7 +64,9 @@ _STORE_RETRY = 5.0
 # A row being posted is claimed for the hook's timeout plus this: another
 # process leaves it alone meanwhile, and a process killed mid-post leaves a
 # claim that lapses on its own.
-_CLAIM_MARGIN = 30.0
+_CLAIM_MARGIN = 10.0
+# The longest wait between two attempts, however many retries a hook allows.
+_MAX_DELAY = 86400.0
 
 
 def event_entry(row: Event) -> dict[str, Any]:
@@ -266,11 +268,11 @@ class EventBus:
         """Start posting the due deliveries; return the seconds until more are due."""
         hooks = self._hooks()
         now = utcnow()
+        urls = frozenset(hooks)
         claimed: list[tuple[WebhookConfig, int, int, int]] = []
         async with self.daemon.db.session() as session:
-            if self._checked_urls != frozenset(hooks):
+            if self._checked_urls != urls:
                 await self._drop_unconfigured(session, hooks)
-                self._checked_urls = frozenset(hooks)
             for url, hook in hooks.items():
                 free = _PER_HOOK - self._busy[url]
                 if free > 0:
@@ -290,6 +292,7 @@ class EventBus:
                     ),
                 )
             )
+        self._checked_urls = urls
         # Posted only once the claims are committed.
         for hook, delivery_id, event_id, attempts in claimed:
             entry = entries.get(event_id)
@@ -395,7 +398,8 @@ class EventBus:
                         delete(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
                     )
                 else:
-                    delay = hook.retry_base * 2 ** (attempt - 1)
+                    backoff = hook.retry_base * 2 ** min(attempt - 1, 32)
+                    delay = min(_MAX_DELAY, backoff)
                     await session.execute(
                         update(WebhookDelivery)
                         .where(WebhookDelivery.id == delivery_id)

@@ -258,6 +258,39 @@ async def test_a_certificate_whose_ca_was_deleted_is_told_once(
     assert "cannot be renewed: its CA was deleted" in str(refused.value)
 
 
+async def test_an_interrupted_renewal_of_a_revoked_ca_is_closed(
+    certd: RunningDaemon,
+) -> None:
+    async with certd.client() as client:
+        root = await make_root(client)
+        cert = await issue(client, root["id"])
+        async with certd.daemon.db.session() as session:
+            attempt = RenewalAttempt(
+                certificate_id=cert["id"], state="running", trigger="schedule"
+            )
+            session.add(attempt)
+        await _hold(client, root["id"], True)
+
+        resumed = await certd.daemon.renewal.resume_interrupted()
+        (job,) = await _renew_jobs(client)
+        ended = await client.call("core.job_wait", job["id"], 30)
+        stored = await _stored(certd, cert["id"])
+        async with certd.daemon.db.session() as session:
+            closed = await session.get(RenewalAttempt, attempt.id)
+            assert closed is not None
+            state, error = closed.state, closed.error
+        # the next start has nothing to resume
+        again = await certd.daemon.renewal.resume_interrupted()
+
+    assert (resumed, ended["state"], again) == (1, "FAILED", 0)
+    assert state == "failed"
+    assert error == (
+        "certificate 'leaf' cannot be renewed: its CA 'root' is revoked and signs "
+        "no more"
+    )
+    assert stored == (None, CA_CANNOT_SIGN, 0, 1)
+
+
 async def test_the_scan_reads_the_cas_once_a_batch(certd: RunningDaemon) -> None:
     """600 certificates of two CAs, one revoked: two batches, two CA reads."""
     engine = certd.daemon.renewal

@@ -433,3 +433,11 @@ class CertExtensions(_Model):
     def is_ca(self) -> bool:
         """Whether these extensions describe a CA certificate."""
         return self.BasicConstraints.enabled and self.BasicConstraints.ca
+
+    @property
+    def may_serve_tls(self) -> bool:
+        """Whether a certificate with these extensions may name a TLS server."""
+        usage = self.ExtendedKeyUsage
+        return not usage.enabled or bool(
+            {"SERVER_AUTH", "ANY_EXTENDED_KEY_USAGE"} & set(usage.usages)
+        )

@@ -51,8 +51,8 @@ def build_certificate(
 
     The certificate starts five minutes before ``now`` and must end no later
     than its issuer: a longer lifetime is refused rather than silently cut.
-    A leaf without SAN entries gets its common name as one when that is a
-    host name or an IP address.
+    A leaf that may serve TLS and has no SAN entries gets its common name as
+    one when that is a host name or an IP address.
 
     Raises:
         PkiError: the issuer cannot sign it (not a CA, path length exhausted,
@@ -61,10 +61,10 @@ def build_certificate(
             ``lifetime`` below one day, past 9999 or past the issuer's end.
     """
     names = _general_names(san)
-    if not names and not extensions.is_ca:
+    if not names and not extensions.is_ca and extensions.may_serve_tls:
         # RFC 9525 (as browsers already did) drops the CN fallback of RFC 6125
-        # 6.4.4: a leaf named by its CN alone would match no host. A CA names
-        # no host and is left without one.
+        # 6.4.4: a server named by its CN alone would match no host. A CA, or
+        # a certificate limited to other uses (a client's), names no host.
         names = common_name_san(subject)
     if not names and len(subject) == 0:
         raise ValidationError.single(

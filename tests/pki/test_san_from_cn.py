@@ -100,6 +100,27 @@ def test_leaf_without_basic_constraints_is_no_ca(
     assert openssl_san(openssl, leaf.cert) == "DNS:nas.example.lan"
 
 
+@pytest.mark.parametrize(
+    ("usages", "shown"),
+    [
+        (["CLIENT_AUTH"], ""),
+        (["EMAIL_PROTECTION", "CODE_SIGNING"], ""),
+        (["CLIENT_AUTH", "SERVER_AUTH"], "DNS:alice"),
+        (["ANY_EXTENDED_KEY_USAGE"], "DNS:alice"),
+    ],
+)
+def test_only_a_certificate_that_may_serve_tls_gets_its_common_name(
+    make_cert: MakeCert, openssl: OpenSSL, usages: list[str], shown: str
+) -> None:
+    extensions = CertExtensions.model_validate(
+        {"ExtendedKeyUsage": {"enabled": True, "usages": usages}}
+    )
+
+    leaf = make_cert(common="alice", san=(), extensions=extensions)
+
+    assert openssl_san(openssl, leaf.cert) == shown
+
+
 def test_self_signed_leaf_gets_its_common_name(
     make_key: MakeKey, openssl: OpenSSL
 ) -> None:

@@ -23,7 +23,12 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
-from certd.renewal.planning import not_renewable_because, renewal_kind
+from certd.renewal.planning import (
+    load_signers,
+    not_renewable_because,
+    renewal_kind,
+    signer_problem,
+)
 from certd.store.models import Certificate, utcnow
 
 
@@ -99,19 +104,28 @@ class RenewalService(Service):
             raise NotFoundError("certificate", id)
         return row
 
+    async def _renewable_row(self, id: int) -> Certificate:
+        """The row, or why it cannot be renewed (its CA's state included)."""
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, id)
+            if row is None:
+                raise NotFoundError("certificate", id)
+            signers = await load_signers(session, [row.signedby_id])
+        if renewal_kind(row) is None or signer_problem(row, signers) is not None:
+            raise ValidationError.single(
+                "id",
+                f"certificate {row.name!r} cannot be renewed: "
+                f"{not_renewable_because(row, signers)}",
+            )
+        return row
+
     async def check_renew(self, id: int) -> None:
         """Refuse at once what cannot be renewed, or what is being renewed.
 
         The renewal is marked as started here, before its job is submitted,
         so that of many calls at once only one is accepted.
         """
-        row = await self._row(id)
-        if renewal_kind(row) is None:
-            raise ValidationError.single(
-                "id",
-                f"certificate {row.name!r} cannot be renewed: "
-                f"{not_renewable_because(row)}",
-            )
+        row = await self._renewable_row(id)
         self.app.renewal.accept(id, row.name)
 
     @api_method(job=True, name="certificate.renew", check="check_renew")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from certd.client import Client
+from certd.client import Client, RpcError
 from certd.store.models import Certificate, utcnow
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki_api.conftest import make_intermediate, make_root
@@ -125,15 +125,14 @@ async def test_a_revoked_ca_signs_no_renewal(certd: RunningDaemon) -> None:
             {"revoked": True, "revoked_reason": "keyCompromise"},
         )
         plan = await client.call("certificate.renewal_plan")
-        job_id = await client.call("certificate.renew", cert["id"])
-        job = await client.call("core.job_wait", job_id, 30)
+        with pytest.raises(RpcError) as refused:
+            await client.call("certificate.renew", cert["id"])
         after = await client.call("certificate.get_instance", cert["id"])
 
     assert [(p["kind"], p["renewable"]) for p in plan if p["id"] == cert["id"]] == [
         ("internal", False)
     ]
-    assert job["state"] == "FAILED"
-    assert "is revoked and signs no more" in job["error"]
+    assert "is revoked and signs no more" in refused.value.message
     assert after["serial"] == cert["serial"]
     assert after["certificate"] == cert["certificate"]
 

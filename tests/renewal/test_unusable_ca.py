@@ -112,10 +112,11 @@ async def test_a_held_ca_stops_planning_until_the_hold_is_lifted(
         after_passes = await _stored(certd, cert["id"])
         scheduled = await _renew_jobs(client)
         blocked = await _events(client, cert["id"], BLOCKED)
-        job_id = await client.call("certificate.renew", cert["id"])
-        job = await client.call("core.job_wait", job_id, 30)
+        with pytest.raises(RpcError) as refused:
+            await client.call("certificate.renew", cert["id"])
         after_manual = await _stored(certd, cert["id"])
         failed = await _events(client, cert["id"], "certificate.renewal_failed")
+        manual_jobs = await _renew_jobs(client)
 
         await _hold(client, root["id"], False)
         lifted = await _stored(certd, cert["id"])
@@ -137,9 +138,11 @@ async def test_a_held_ca_stops_planning_until_the_hold_is_lifted(
         "leaf will not be renewed: its CA 'root' is revoked and signs no more"
     )
     assert blocked[0]["data"]["ca_id"] == root["id"]
-    # asked for by hand, it is refused with the reason, and nothing is counted
-    assert job["state"] == "FAILED"
-    assert "cannot be renewed: its CA 'root' is revoked" in job["error"]
+    # asked for by hand, it is refused at once with the reason; nothing is counted
+    assert refused.value.code == -32602
+    assert [e["field"] for e in refused.value.data["errors"]] == ["id"]
+    assert "cannot be renewed: its CA 'root' is revoked" in refused.value.message
+    assert manual_jobs == []
     assert after_manual == held
     assert failed == []
     # planned again as it was before the hold
@@ -218,9 +221,10 @@ async def test_a_certificate_of_a_ca_without_its_key_is_not_planned(
         again = await _stored(certd, cert["id"])
         scheduled = await _renew_jobs(client)
         blocked = await _events(client, cert["id"], BLOCKED)
-        job_id = await client.call("certificate.renew", cert["id"])
-        job = await client.call("core.job_wait", job_id, 30)
+        with pytest.raises(RpcError) as refused:
+            await client.call("certificate.renew", cert["id"])
         after_manual = await _stored(certd, cert["id"])
+        jobs = await _renew_jobs(client)
 
     assert (ca["has_privatekey"], cert["signedby"]) == (False, ca["id"])
     assert (entry["kind"], entry["renewable"], entry["next_attempt_at"]) == (
@@ -235,8 +239,10 @@ async def test_a_certificate_of_a_ca_without_its_key_is_not_planned(
     assert [e["data"]["because"] for e in blocked] == [
         "its CA 'outside' has no private key"
     ]
-    assert job["state"] == "FAILED"
-    assert "cannot be renewed: its CA 'outside' has no private key" in job["error"]
+    assert "cannot be renewed: its CA 'outside' has no private key" in str(
+        refused.value
+    )
+    assert jobs == []
 
 
 async def test_a_certificate_whose_ca_was_deleted_is_told_once(

@@ -11,21 +11,28 @@ event's transaction (a transactional outbox): one task posts the rows that are
 due, so a restart, or a crash between the commit and the post, delays a
 notification but never loses it. A hook may receive an event twice (a crash
 after the post, before its row is deleted), never zero times.
+
+A webhook URL often carries the hook's secret (in its path, query or user
+info), so neither the store nor a log line holds one: a row names its hook by
+the URL's SHA-256, a log line by :func:`hook_label`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from yarl import URL
 
 from certd.config import WebhookConfig
 from certd.store.models import Event, WebhookDelivery, utcnow
@@ -41,6 +48,7 @@ KINDS: dict[str, str] = {
     "certificate.renewed": "info",
     "certificate.renewal_failed": "warning",
     "certificate.renewal_failing": "error",
+    "certificate.renewal_blocked": "warning",
     "certificate.expiring": "warning",
     "certificate.expired": "error",
     "certificate.revoked": "warning",
@@ -67,6 +75,79 @@ _STORE_RETRY = 5.0
 _CLAIM_MARGIN = 10.0
 # The longest wait between two attempts, however many retries a hook allows.
 _MAX_DELAY = 86400.0
+
+
+def hook_digest(url: str) -> str:
+    """The hex SHA-256 of a webhook URL: how the store names the hook."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def hook_label(url: str) -> str:
+    """A webhook URL fit for a log line: its origin and a digest of the whole.
+
+    The user info, path and query are left out, as that is where services
+    put a hook's token; the digest (the start of :func:`hook_digest`) tells
+    apart two hooks on one host.
+    """
+    digest = hook_digest(url)[:8]
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        # An invalid host or port: nothing of it is shown rather than a guess.
+        return f"{url.partition(':')[0]}://… #{digest}"
+    if ":" in host:
+        host = f"[{host}]"
+    origin = f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
+    return f"{origin}/… #{digest}"
+
+
+def _secret_parts(url: str) -> list[str]:
+    """The pieces of ``url`` an error text must not show, longest first."""
+    pieces = {url}
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        query = f"?{parts.query}" if parts.query else ""
+        pieces |= {
+            parts.netloc.rpartition("@")[0],
+            parts.path + query,
+            parts.path,
+            parts.query,
+            parts.username or "",
+            parts.password or "",
+        }
+    with contextlib.suppress(ValueError, TypeError):
+        # aiohttp quotes the URL as yarl normalized it.
+        parsed = URL(url)
+        pieces |= {
+            str(parsed),
+            parsed.raw_path_qs,
+            parsed.raw_path,
+            parsed.raw_query_string,
+            parsed.raw_user or "",
+            parsed.raw_password or "",
+        }
+    # A one-character piece ("/") is no secret and would garble the text.
+    return sorted((p for p in pieces if len(p) > 1), key=len, reverse=True)
+
+
+def _failure(exc: BaseException, hook: WebhookConfig) -> tuple[str, bool]:
+    """Why a post failed, without the URL's secrets, and whether to retry."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        # aiohttp's text is the URL itself.
+        return "the URL is not valid", False
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        last = f" (the last was HTTP {exc.history[-1].status})" if exc.history else ""
+        return f"too many redirects{last}", True
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message}".strip(), True
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {hook.timeout:g} s", True
+    text = str(exc) or type(exc).__name__
+    # Some aiohttp errors quote the URL (a connection timeout does).
+    for piece in _secret_parts(hook.url):
+        text = text.replace(piece, "…")
+    return text, True
 
 
 def event_entry(row: Event) -> dict[str, Any]:
@@ -132,11 +213,12 @@ class EventBus:
         self._http: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        # Delivery ids being posted by this process, and how many per URL.
+        # Delivery ids being posted by this process, and how many per hook
+        # (by its digest).
         self._posting: dict[int, asyncio.Task[None]] = {}
         self._busy: Counter[str] = Counter()
-        # The URLs rows were last checked against (see _drop_unconfigured).
-        self._checked_urls: frozenset[str] | None = None
+        # The hooks rows were last checked against (see _drop_unconfigured).
+        self._checked_hooks: frozenset[str] | None = None
 
     def stage(
         self,
@@ -164,11 +246,11 @@ class EventBus:
             created_at=now,
         )
         session.add(row)
-        for url in self._urls_for(kind):
+        for digest in self._digests_for(kind):
             session.add(
                 WebhookDelivery(
                     event=row,
-                    url=url,
+                    hook=digest,
                     attempts=0,
                     next_attempt_at=now,
                     created_at=now,
@@ -217,7 +299,7 @@ class EventBus:
         for subscription in list(self.subscribers):
             if subscription.matches(entry["kind"]):
                 subscription.offer(entry)
-        if self._urls_for(entry["kind"]):
+        if self._digests_for(entry["kind"]):
             # Its rows are committed: post them now rather than at the next poll.
             self._wake.set()
 
@@ -235,18 +317,20 @@ class EventBus:
             self._wake.set()
             self._runner = asyncio.create_task(self._run(), name="webhook-deliveries")
 
-    def _urls_for(self, kind: str) -> list[str]:
-        urls: list[str] = []
+    def _digests_for(self, kind: str) -> list[str]:
+        digests: list[str] = []
         for hook in self.daemon.config.events.webhooks:
-            if (not hook.kinds or kind in hook.kinds) and hook.url not in urls:
-                urls.append(hook.url)
-        return urls
+            digest = hook_digest(hook.url)
+            if (not hook.kinds or kind in hook.kinds) and digest not in digests:
+                digests.append(digest)
+        return digests
 
     def _hooks(self) -> dict[str, WebhookConfig]:
+        """The configured hooks by the digest of their URL."""
         # A URL listed twice is one hook: its first entry's settings apply.
         hooks: dict[str, WebhookConfig] = {}
         for hook in self.daemon.config.events.webhooks:
-            hooks.setdefault(hook.url, hook)
+            hooks.setdefault(hook_digest(hook.url), hook)
         return hooks
 
     async def _run(self) -> None:
@@ -268,65 +352,73 @@ class EventBus:
         """Start posting the due deliveries; return the seconds until more are due."""
         hooks = self._hooks()
         now = utcnow()
-        urls = frozenset(hooks)
-        claimed: list[tuple[WebhookConfig, int, int, int]] = []
+        digests = frozenset(hooks)
+        claimed: list[tuple[str, int, int, int]] = []
         async with self.daemon.db.session() as session:
-            if self._checked_urls != urls:
-                await self._drop_unconfigured(session, hooks)
-            for url, hook in hooks.items():
-                free = _PER_HOOK - self._busy[url]
+            if self._checked_hooks != digests:
+                await self._drop_unconfigured(session, digests)
+            for digest, hook in hooks.items():
+                free = _PER_HOOK - self._busy[digest]
                 if free > 0:
-                    rows = await self._claim(session, hook, free, now)
-                    claimed += [(hook, *row) for row in rows]
+                    rows = await self._claim(session, digest, hook, free, now)
+                    claimed += [(digest, *row) for row in rows]
             entries = await self._entries(session, [row[2] for row in claimed])
             idle = [
-                url
-                for url in hooks
-                if self._busy[url] + sum(c[0].url == url for c in claimed) < _PER_HOOK
+                digest
+                for digest in hooks
+                if self._busy[digest] + sum(c[0] == digest for c in claimed) < _PER_HOOK
             ]
             next_due = await session.scalar(
                 select(func.min(WebhookDelivery.next_attempt_at)).where(
-                    WebhookDelivery.url.in_(idle),
+                    WebhookDelivery.hook.in_(idle),
                     WebhookDelivery.id.not_in(
                         [*self._posting, *(c[1] for c in claimed)]
                     ),
                 )
             )
-        self._checked_urls = urls
+        self._checked_hooks = digests
         # Posted only once the claims are committed.
-        for hook, delivery_id, event_id, attempts in claimed:
+        for digest, delivery_id, event_id, attempts in claimed:
             entry = entries.get(event_id)
             if entry is not None:
-                self._start_post(hook, delivery_id, attempts + 1, entry)
+                self._start_post(
+                    digest, hooks[digest], delivery_id, attempts + 1, entry
+                )
         if next_due is None:
             return _POLL
         return min(_POLL, max(0.0, (next_due - utcnow()).total_seconds()))
 
     async def _drop_unconfigured(
-        self, session: AsyncSession, hooks: dict[str, WebhookConfig]
+        self, session: AsyncSession, digests: frozenset[str]
     ) -> None:
         dropped = await session.execute(
             delete(WebhookDelivery)
-            .where(WebhookDelivery.url.not_in(list(hooks)))
-            .returning(WebhookDelivery.url, WebhookDelivery.event_id)
+            .where(WebhookDelivery.hook.not_in(list(digests)))
+            .returning(WebhookDelivery.hook, WebhookDelivery.event_id)
             .execution_options(synchronize_session=False)
         )
-        for url, event_id in dropped.all():
+        for digest, event_id in dropped.all():
+            # Its URL is no longer known: the digest's start, as its label had.
             log.warning(
                 "webhook_delivery_dropped",
-                url=url,
+                hook=f"#{digest[:8]}",
                 event_id=event_id,
                 reason="the webhook is no longer configured",
             )
 
     async def _claim(
-        self, session: AsyncSession, hook: WebhookConfig, limit: int, now: datetime
+        self,
+        session: AsyncSession,
+        digest: str,
+        hook: WebhookConfig,
+        limit: int,
+        now: datetime,
     ) -> Sequence[tuple[int, int, int]]:
         """Claim up to ``limit`` due deliveries to ``hook``: (id, event_id, attempts)."""
         due = (
             select(WebhookDelivery.id)
             .where(
-                WebhookDelivery.url == hook.url,
+                WebhookDelivery.hook == digest,
                 WebhookDelivery.next_attempt_at <= now,
                 WebhookDelivery.id.not_in(list(self._posting)),
             )
@@ -355,6 +447,7 @@ class EventBus:
 
     def _start_post(
         self,
+        digest: str,
         hook: WebhookConfig,
         delivery_id: int,
         attempt: int,
@@ -362,11 +455,11 @@ class EventBus:
     ) -> None:
         task = asyncio.create_task(self._attempt(hook, delivery_id, attempt, entry))
         self._posting[delivery_id] = task
-        self._busy[hook.url] += 1
+        self._busy[digest] += 1
 
         def done(_: asyncio.Task[None]) -> None:
             self._posting.pop(delivery_id, None)
-            self._busy[hook.url] -= 1
+            self._busy[digest] -= 1
             # A slot of this hook is free again.
             self._wake.set()
 
@@ -380,7 +473,9 @@ class EventBus:
         entry: dict[str, Any],
     ) -> None:
         """Post one delivery once and record the outcome in its row."""
-        bound = log.bind(url=hook.url, kind=entry["kind"], event_id=entry["id"])
+        bound = log.bind(
+            hook=hook_label(hook.url), kind=entry["kind"], event_id=entry["id"]
+        )
         error, retryable = await self._post(hook, entry)
         if error is None:
             bound.info("webhook_delivered", attempt=attempt)
@@ -439,7 +534,7 @@ class EventBus:
                 )
                 return f"HTTP {response.status}", retryable
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return str(exc) or type(exc).__name__, True
+            return _failure(exc, hook)
 
     async def prune(self, now: datetime, retention_days: int) -> int:
         """Delete events older than the retention, and their deliveries; return how many."""

@@ -310,8 +310,9 @@ class WebhookDelivery(Base):
 
     Written in the event's transaction and deleted once the hook took the
     event or it was given up, so a restart or crash between the commit and the
-    post loses no notification. The hook is named by its URL only: its headers
-    may carry credentials and stay in the config.
+    post loses no notification. The hook is named by the SHA-256 of its URL:
+    the URL (whose path, query or user info often holds the hook's token) and
+    its headers stay in the config.
     """
 
     __tablename__ = "webhook_delivery"
@@ -320,7 +321,8 @@ class WebhookDelivery(Base):
     event_id: Mapped[int] = mapped_column(
         ForeignKey("event.id", ondelete="CASCADE"), index=True
     )
-    url: Mapped[str] = mapped_column(Text)
+    # Hex SHA-256 of the hook's URL (certd.deploy.events.hook_digest).
+    hook: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # While a post is under way, when another process may take the row over.
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from certd.client import Client
 from certd.config import Config
-from certd.deploy.events import event_entry
+from certd.deploy.events import event_entry, hook_digest, hook_label
 from certd.service import Daemon
 from certd.store.models import utcnow
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
@@ -117,8 +117,8 @@ def _store(config: Config) -> Path:
 
 
 def _rows(store: Path, event_id: int | None = None) -> list[tuple[Any, ...]]:
-    """Delivery rows: (event_id, url, attempts, last_error)."""
-    sql = "SELECT event_id, url, attempts, last_error FROM webhook_delivery"
+    """Delivery rows: (event_id, hook, attempts, last_error)."""
+    sql = "SELECT event_id, hook, attempts, last_error FROM webhook_delivery"
     params: tuple[Any, ...] = ()
     if event_id is not None:
         sql, params = sql + " WHERE event_id = ?", (event_id,)
@@ -261,8 +261,8 @@ async def test_a_pending_delivery_is_made_after_a_restart(
             "certificate.renewal_failed", "renewing web failed", subject="web"
         )
         await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
-    [(event_id, url, attempts, error)] = _rows(_store(config))
-    assert (event_id, url) == (entry["id"], receiver.url)
+    [(event_id, hook, attempts, error)] = _rows(_store(config))
+    assert (event_id, hook) == (entry["id"], hook_digest(receiver.url))
     assert attempts >= 1 and "connect" in error.lower()
 
     await receiver.start()
@@ -290,7 +290,7 @@ async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
             entry = event_entry(row)
     finally:
         await daemon.db.close()
-    assert _rows(_store(config)) == [(entry["id"], receiver.url, 0, None)]
+    assert _rows(_store(config)) == [(entry["id"], hook_digest(receiver.url), 0, None)]
     assert receiver.posts == []
 
     async with running_daemon(config):
@@ -368,8 +368,8 @@ async def test_a_delivery_left_by_a_killed_daemon_is_made_at_the_next_start(
     finally:
         process.kill()
         await process.wait()
-    [(event_id, url, attempts, _)] = _rows(_store(config))
-    assert (url, attempts) == (receiver.url, 1)
+    [(event_id, hook, attempts, _)] = _rows(_store(config))
+    assert (hook, attempts) == (hook_digest(receiver.url), 1)
 
     await receiver.start()
     async with running_daemon(config):
@@ -398,7 +398,12 @@ async def test_a_delivery_to_a_hook_no_longer_configured_is_dropped(
             await wait_until(lambda: not _rows(_store(config)))
 
     dropped = _events(logs, "webhook_delivery_dropped")
-    assert [(e["url"], e["event_id"]) for e in dropped] == [(receiver.url, entry["id"])]
+    # The URL is no longer known, so the line names the hook by its digest.
+    digest = hook_digest(receiver.url)[:8]
+    assert [(e["hook"], e["event_id"]) for e in dropped] == [
+        (f"#{digest}", entry["id"])
+    ]
+    assert hook_label(receiver.url).endswith(f" #{digest}")
     assert receiver.posts == []
 
 
@@ -427,7 +432,8 @@ async def test_headers_are_sent_but_never_stored(
         await wait_until(lambda: not _rows(_store(config)))
 
     assert [post.headers["Authorization"] for post in receiver.posts] == [token] * 2
-    assert receiver.url.encode() in pending
+    assert hook_digest(receiver.url).encode() in pending
+    assert receiver.url.encode() not in pending
     assert token.encode() not in pending
     assert token.split()[1].encode() not in stored_bytes()
 
@@ -449,7 +455,9 @@ async def test_a_slow_hook_holds_up_only_its_own_deliveries(
         ]
         await wait_until(lambda: len(fast.posts) == count)
         await wait_until(
-            lambda: [r[1] for r in _rows(_store(config))] == [slow.url] * count
+            lambda: (
+                [r[1] for r in _rows(_store(config))] == [hook_digest(slow.url)] * count
+            )
         )
         await wait_until(lambda: len(slow.posts) == PER_HOOK)
         # The fast hook has had every event while the slow one answered none,

@@ -3,7 +3,8 @@
 A webhook post was a task in memory: a restart, or a crash between an event's
 commit and its post, lost it. Each post still to be made is now a row written
 in the event's transaction and deleted once the hook took the event or it was
-given up.
+given up. A row names its hook by the SHA-256 of the URL, never the URL,
+which often carries the hook's token.
 
 Revision ID: 0011
 Revises: 0010
@@ -23,7 +24,7 @@ def upgrade() -> None:
         "webhook_delivery",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("event_id", sa.Integer(), nullable=False),
-        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("hook", sa.String(length=64), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),

@@ -7,9 +7,11 @@ a real SQLite store, and reads the ``webhook_delivery`` table with sqlite3.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import secrets
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -299,8 +301,8 @@ async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
     assert [post.body for post in receiver.posts] == [entry]
 
 
-def _toml_config(path: Path, config: Config, hook: dict[str, Any]) -> Path:
-    """Just enough TOML for ``certd serve``: the tables tests set, and one hook."""
+def _toml_config(path: Path, config: Config, *hooks: dict[str, Any]) -> Path:
+    """Just enough TOML for ``certd serve``: the tables tests set, and the hooks."""
     lines: list[str] = []
     for section in ("server", "store", "log", "renewal"):
         lines.append(f"[{section}]")
@@ -309,8 +311,9 @@ def _toml_config(path: Path, config: Config, hook: dict[str, Any]) -> Path:
             if key == "socket_mode":
                 value = format(value, "o")
             lines.append(f"{key} = {json.dumps(value)}")
-    lines.append("[[events.webhooks]]")
-    lines += [f"{key} = {json.dumps(value)}" for key, value in hook.items()]
+    for hook in hooks:
+        lines.append("[[events.webhooks]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in hook.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -490,3 +493,203 @@ async def test_pruned_events_take_their_deliveries_with_them(
     assert left == []
     with contextlib.closing(sqlite3.connect(_store(config))) as conn:
         assert conn.execute("SELECT count(*) FROM event").fetchone() == (0,)
+
+
+def test_a_hook_label_shows_its_origin_and_digest_only() -> None:
+    token = secrets.token_hex(16)
+    urls = [
+        f"https://hooks.example.test/services/{token}",
+        f"https://hooks.example.test/notify?token={token}",
+        f"https://certd:{token}@hooks.example.test:8443/basic",
+        f"https://hooks.example.test:99999/{token}",
+        f"https://[::1/{token}",
+    ]
+
+    labels = [hook_label(url) for url in urls]
+
+    assert labels == [
+        f"https://hooks.example.test/… #{hook_digest(urls[0])[:8]}",
+        f"https://hooks.example.test/… #{hook_digest(urls[1])[:8]}",
+        f"https://hooks.example.test:8443/… #{hook_digest(urls[2])[:8]}",
+        # No host or port that does not parse is shown, in case it holds more.
+        f"https://… #{hook_digest(urls[3])[:8]}",
+        f"https://… #{hook_digest(urls[4])[:8]}",
+    ]
+    # Two hooks on one host are told apart, and one hook always looks the same.
+    assert labels[0] != labels[1]
+    assert hook_label(urls[0]) == labels[0]
+    assert hook_label("http://[::1]:8080/x") == (
+        f"http://[::1]:8080/… #{hook_digest('http://[::1]:8080/x')[:8]}"
+    )
+
+
+@dataclass
+class SecretHooks:
+    """An endpoint for hooks whose token is in the path, query or password."""
+
+    port: int
+    # (path and query, Authorization header) of each post.
+    posts: list[tuple[str, str | None]] = field(default_factory=list)
+    failing: bool = True
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.posts.append((request.path_qs, request.headers.get("Authorization")))
+        if request.path.startswith("/loop/"):
+            # Back to itself: the client gives up after its redirect limit.
+            raise web.HTTPTemporaryRedirect(request.path_qs)
+        return web.Response(status=503 if self.failing else 200)
+
+    def paths(self) -> set[str]:
+        return {path for path, _ in self.posts}
+
+
+def _stored_bytes(config: Config) -> bytes:
+    return b"".join(
+        path.read_bytes() for path in sorted(config.store.state_dir.glob("certd.db*"))
+    )
+
+
+async def _import(config: Config, name: str) -> None:
+    assert config.server.unix_socket is not None
+    chain = make_chain([f"{name}.example.test"])
+    async with Client(socket=config.server.unix_socket) as client:
+        await call_job(
+            client,
+            "certificate.create",
+            {
+                "name": name,
+                "create_type": "CERTIFICATE_CREATE_IMPORTED",
+                "certificate": chain.fullchain_pem,
+                "privatekey": chain.key_pem,
+            },
+        )
+
+
+def _log_entries(log_path: Path, name: str) -> list[dict[str, Any]]:
+    entries = []
+    for line in log_path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == name:
+                entries.append(entry)
+    return entries
+
+
+async def test_no_hook_secret_reaches_a_log_line_or_the_store(
+    tmp_path: Path,
+) -> None:
+    tokens = {
+        name: secrets.token_hex(16)
+        for name in ("path", "query", "password", "loop", "port", "down")
+    }
+    endpoint = SecretHooks(_free_port())
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", endpoint.handle)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", endpoint.port).start()
+    base = f"127.0.0.1:{endpoint.port}"
+    urls = {
+        "path": f"http://{base}/hooks/{tokens['path']}",
+        "query": f"http://{base}/notify?token={tokens['query']}",
+        "password": f"http://certd:{tokens['password']}@{base}/basic",
+        "loop": f"http://{base}/loop/{tokens['loop']}",
+        "port": f"http://127.0.0.1:99999/hooks/{tokens['port']}",
+        # Nothing listens there: its delivery stays pending.
+        "down": f"http://127.0.0.1:{_free_port()}/hooks/{tokens['down']}",
+    }
+    hooks = {
+        name: _hook(url, retries=0 if name == "loop" else 20, retry_base=0.2)
+        for name, url in urls.items()
+    }
+    digests = {name: hook_digest(url) for name, url in urls.items()}
+    labels = {name: hook_label(url) for name, url in urls.items()}
+    config = _config(tmp_path / "state", *hooks.values())
+    config_path = _toml_config(tmp_path / "certd.toml", config, *hooks.values())
+    log_path = tmp_path / "certd.log"
+
+    def pending() -> dict[str, tuple[int, str | None]]:
+        by_digest = {digest: name for name, digest in digests.items()}
+        return {by_digest[r[1]]: (r[2], r[3]) for r in _rows(_store(config))}
+
+    with log_path.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "certd", "serve", "--config", str(config_path)),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await _serving(config, process)
+        await _import(config, "web")
+        # Every reachable hook has failed once and waits for its retry; the
+        # looping and the invalid one were given up.
+        await wait_until(
+            lambda: (
+                set(pending()) == {"path", "query", "password", "down"}
+                and all(attempts >= 1 for attempts, _ in pending().values())
+            )
+        )
+        while_pending = _stored_bytes(config)
+        errors = {name: error for name, (_, error) in pending().items()}
+        assert config.server.unix_socket is not None
+        async with Client(socket=config.server.unix_socket) as client:
+            kinds = await client.call("event.kind_choices")
+
+        endpoint.failing = False
+        await wait_until(lambda: set(pending()) == {"down"})
+        # The pending hook is removed from the config; the next event's
+        # dispatch drops its row.
+        _toml_config(config_path, config, *(h for n, h in hooks.items() if n != "down"))
+        process.send_signal(signal.SIGHUP)
+        await wait_until(lambda: _log_entries(log_path, "config_reloaded"))
+        await _import(config, "mail")
+        await wait_until(lambda: not pending())
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 20)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await runner.cleanup()
+
+    output_bytes = log_path.read_bytes()
+    stored = _stored_bytes(config)
+    for name, token in tokens.items():
+        assert token.encode() not in output_bytes, name
+        assert token.encode() not in while_pending, name
+        assert token.encode() not in stored, name
+    assert {digests[n].encode() in while_pending for n in errors} == {True}
+    assert errors["path"] == errors["query"] == errors["password"] == "HTTP 503"
+    assert errors["down"] is not None and "connect" in errors["down"].lower()
+
+    # The hooks were posted to as configured, credentials and all.
+    password = base64.b64encode(f"certd:{tokens['password']}".encode()).decode()
+    assert ("/basic", f"Basic {password}") in endpoint.posts
+    assert f"/hooks/{tokens['path']}" in endpoint.paths()
+    assert f"/notify?token={tokens['query']}" in endpoint.paths()
+
+    # Three hooks on one host and port, each with a label of its own.
+    same_host = {labels[n] for n in ("path", "query", "password")}
+    assert len(same_host) == 3
+    assert {label.split(" #")[0] for label in same_host} == {f"http://{base}/…"}
+
+    def named(event: str) -> dict[str, set[Any]]:
+        found: dict[str, set[Any]] = {}
+        for entry in _log_entries(log_path, event):
+            found.setdefault(entry["hook"], set()).add(entry.get("error"))
+        return found
+
+    assert set(named("webhook_delivered")) == same_host
+    assert named("webhook_given_up") == {
+        labels["loop"]: {"too many redirects (the last was HTTP 307)"},
+        labels["port"]: {"the URL is not valid"},
+    }
+    assert labels["down"] in named("webhook_delivery_failed")
+    assert named("webhook_delivery_dropped") == {f"#{digests['down'][:8]}": {None}}
+    assert kinds["certificate.renewal_blocked"] == "warning"
+    assert list(kinds).index("certificate.renewal_blocked") == (
+        list(kinds).index("certificate.renewal_failing") + 1
+    )

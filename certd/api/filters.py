@@ -15,7 +15,7 @@ import difflib
 import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -221,15 +221,31 @@ def _compile_one(item: Any, where: str, budget: _Budget, depth: int) -> Predicat
     return predicate
 
 
-def _sort_key(
-    path: str, descending: bool
-) -> Callable[[dict[str, Any]], tuple[int, Any]]:
-    # Missing and null values sort last in both directions; with reverse=True
-    # the flag has to be inverted to keep them there.
-    present, absent = (1, 0) if descending else (0, 1)
+class OrderSpec(NamedTuple):
+    """One ``order_by`` entry: ``[nulls_first:|nulls_last:][-]path``."""
+
+    path: str
+    descending: bool
+    nulls_first: bool
+
+    @classmethod
+    def parse(cls, spec: str) -> OrderSpec:
+        nulls_first = False
+        for prefix, first in (("nulls_first:", True), ("nulls_last:", False)):
+            if spec.startswith(prefix):
+                spec, nulls_first = spec[len(prefix) :], first
+                break
+        return cls(spec.lstrip("-"), spec.startswith("-"), nulls_first)
+
+
+def _sort_key(order: OrderSpec) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    # Missing and null values sort last in both directions unless asked to
+    # come first; with reverse=True the flag has to be inverted to hold.
+    nulls_low = order.nulls_first != order.descending
+    present, absent = (1, 0) if nulls_low else (0, 1)
 
     def key(entry: dict[str, Any]) -> tuple[int, Any]:
-        value = lookup(entry, path)
+        value = lookup(entry, order.path)
         if value is _MISSING or value is None:
             return (absent, "")
         return (present, value)
@@ -241,13 +257,13 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
     """Order, page and shape already-filtered entries as the options ask."""
     rows = list(entries)
     for spec in reversed(options.order_by):
-        descending = spec.startswith("-")
-        path = spec.lstrip("-")
+        order = OrderSpec.parse(spec)
         try:
-            rows.sort(key=_sort_key(path, descending), reverse=descending)
+            rows.sort(key=_sort_key(order), reverse=order.descending)
         except TypeError as exc:
             raise ValidationError.single(
-                "options.order_by", f"cannot order by {path!r}: mixed value types"
+                "options.order_by",
+                f"cannot order by {order.path!r}: mixed value types",
             ) from exc
     if options.count:
         return len(rows)
@@ -306,7 +322,7 @@ def filter_entries(
         [
             *budget.fields,
             *(
-                (f"options.order_by.{i}", spec.lstrip("-"))
+                (f"options.order_by.{i}", OrderSpec.parse(spec).path)
                 for i, spec in enumerate(options.order_by)
             ),
             *((f"options.select.{i}", path) for i, path in enumerate(options.select)),

@@ -211,3 +211,30 @@ def test_a_field_only_some_entries_have_is_known() -> None:
 def test_with_no_entries_any_field_matches_nothing() -> None:
     assert filter_entries([], [["nmae", "=", "www"]], QueryOptions()) == []
     assert filter_entries([], [], QueryOptions(count=True, order_by=["x"])) == 0
+
+
+@pytest.mark.parametrize(
+    ("order_by", "expected"),
+    [
+        (["days_left"], ["mail", "www", "web2"]),
+        (["-days_left"], ["www", "mail", "web2"]),
+        (["nulls_first:days_left"], ["web2", "mail", "www"]),
+        (["nulls_first:-days_left"], ["web2", "www", "mail"]),
+        (["nulls_last:-days_left"], ["www", "mail", "web2"]),
+        (["nulls_last:days_left"], ["mail", "www", "web2"]),
+    ],
+)
+def test_nulls_sort_last_unless_asked_first(
+    order_by: list[str], expected: list[str]
+) -> None:
+    ordered = filter_entries(ENTRIES, [], QueryOptions(order_by=order_by))
+    assert names(ordered) == expected
+
+
+def test_a_misspelt_field_after_a_nulls_prefix_is_named() -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, [], QueryOptions(order_by=["nulls_first:-dayz_left"]))
+    assert [e.field for e in caught.value.errors] == ["options.order_by.0"]
+    assert "no field named 'dayz_left'; did you mean 'days_left'?" in (
+        caught.value.message
+    )

@@ -808,7 +808,7 @@ class CertificateService(CRUDService):
 
     # --- export -------------------------------------------------------------
 
-    @api_method(secret_params=("password",))
+    @api_method(secret_params=("password",), reveals_keys=True)
     async def export(
         self,
         id: int,

@@ -186,9 +186,7 @@ class Dispatcher:
                     {"type": "AuthenticationError", "errno": 13},
                 )
             if ctx.caller.readonly and not spec.options.readonly:
-                raise AuthenticationError(
-                    f"{spec.name} changes state and this API key is read-only"
-                )
+                raise AuthenticationError(spec.options.read_only_refusal(spec.name))
         kwargs = spec.bind(params)
         if not spec.options.readonly:
             # The audit trail of mutating calls: who, what, when; never the values.

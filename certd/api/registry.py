@@ -33,6 +33,14 @@ class MethodOptions:
     # A method of the same service, called with the checked parameters before
     # a job starts, so that bad input is refused at once and not as a failed job.
     check: str | None = None
+    # Changes nothing but hands out private keys: still not for read-only keys.
+    reveals_keys: bool = False
+
+    def read_only_refusal(self, method: str) -> str:
+        """Why a read-only API key may not call ``method``."""
+        if self.reveals_keys:
+            return f"{method} hands out private keys; this API key is read-only"
+        return f"{method} changes state and this API key is read-only"
 
 
 def api_method(
@@ -43,6 +51,7 @@ def api_method(
     name: str | None = None,
     secret_params: tuple[str, ...] = (),
     check: str | None = None,
+    reveals_keys: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Expose a service method over the API.
 
@@ -53,7 +62,7 @@ def api_method(
 
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__certd_api__ = MethodOptions(  # type: ignore[attr-defined]
-            job, readonly, anonymous, name, secret_params, check
+            job, readonly, anonymous, name, secret_params, check, reveals_keys
         )
         return fn
 

@@ -520,9 +520,7 @@ class Connection:
             if self.caller is None:
                 raise WireError(not_authenticated())
             if self.caller.readonly and not spec.options.readonly:
-                raise AuthenticationError(
-                    f"{spec.name} changes state and this API key is read-only"
-                )
+                raise AuthenticationError(spec.options.read_only_refusal(spec.name))
         if session is not None:
             return await self._session_call(session, params)
         started: list[Job] = []

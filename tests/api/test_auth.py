@@ -73,7 +73,16 @@ async def test_readonly_key_reads_but_cannot_change(certd: RunningDaemon) -> Non
                 {"name": "x", "attributes": {"authenticator": "rfc2136"}},
             )
         assert caught.value.code == -32002
-        assert "read-only" in caught.value.message
+        assert caught.value.message == (
+            "acme.dns.authenticator.create changes state and this API key is read-only"
+        )
+        # export changes nothing, but a read-only key may not take keys away
+        with pytest.raises(RpcError) as export:
+            await client.call("certificate.export", 1)
+        assert export.value.code == -32002
+        assert export.value.message == (
+            "certificate.export hands out private keys; this API key is read-only"
+        )
     async with certd.client() as client:
         assert await client.call("acme.dns.authenticator.query") == []
 

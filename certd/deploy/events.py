@@ -56,6 +56,8 @@ KINDS: dict[str, str] = {
     "certificate.deploy_failed": "warning",
     "ca.expiring": "warning",
     "ca.expired": "error",
+    "authority.revoked": "warning",
+    "authority.released": "info",
 }
 
 _LOG_LEVELS = {"info": "info", "warning": "warning", "error": "error"}

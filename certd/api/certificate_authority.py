@@ -25,6 +25,7 @@ from certd.api.crud import CRUDService
 from certd.api.pki_import import match_certificate_key, read_chain, read_key
 from certd.api.pki_models import (
     CA_CREATE_TYPE_LABELS,
+    HOLD,
     NAME_PATTERN,
     CACreate,
     CAEntry,
@@ -74,6 +75,7 @@ from certd.pki.sign import sign_csr
 from certd.store.models import (
     Certificate,
     CertificateAuthority,
+    Event,
     Revocation,
     utcnow,
 )
@@ -351,6 +353,7 @@ class CertificateAuthorityService(CRUDService):
     async def update(self, id: int, data: CAUpdate) -> CAEntry:
         """Rename a CA, or revoke it in its parent's CRL."""
         parent_changed: int | None = None
+        event: Event | None = None
         async with self.app.db.session() as session:
             row = await session.get(CertificateAuthority, id)
             if row is None:
@@ -380,17 +383,24 @@ class CertificateAuthorityService(CRUDService):
             if data.name is not None:
                 row.name = data.name
             if data.revoked is not None:
-                parent_changed = await self._apply_revocation(session, row, data)
+                parent_changed, event = await self._apply_revocation(session, row, data)
+        if event is not None:
+            self.app.events.deliver(event)
         if parent_changed is not None:
             await self.crls.publish(parent_changed)
         if data.revoked is not None:
+            # the certificates of the CAs below it are replanned as well
             await self.app.renewal.authority_changed(id)
         return await self.get_entry(id)  # type: ignore[return-value]
 
     async def _apply_revocation(
         self, session: Any, row: CertificateAuthority, data: CAUpdate
-    ) -> int | None:
-        """Record or lift the CA's revocation; the parent whose CRL changes."""
+    ) -> tuple[int | None, Event | None]:
+        """Record or lift the CA's revocation and stage its event.
+
+        Returns the parent whose CRL changes and the event to deliver once
+        the transaction has committed; neither when nothing changed.
+        """
         parent: CertificateAuthority | None = (
             await session.get(CertificateAuthority, row.signedby_id)
             if row.signedby_id
@@ -406,7 +416,7 @@ class CertificateAuthorityService(CRUDService):
             ) from None
         if data.revoked:
             if row.revoked and row.revoked_reason == data.revoked_reason:
-                return None
+                return None, None
             now = utcnow()
             if lister is not None:
                 await record_revocation(
@@ -427,16 +437,45 @@ class CertificateAuthorityService(CRUDService):
                 reason=data.revoked_reason,
                 listed_by=lister.name if lister is not None else None,
             )
+            event = self._revoked_event(session, row)
         else:
             if not row.revoked:
-                return None
+                return None, None
             if lister is not None:
                 await remove_revocation(session, lister.id, leaf)
             row.revoked = False
             row.revoked_at = None
             row.revoked_reason = None
             log.info("authority_hold_lifted", authority=row.name)
-        return lister.id if lister is not None else None
+            event = self.app.events.stage(
+                session,
+                "authority.released",
+                f"the hold on CA {row.name} was lifted: it and the CAs below it "
+                "can sign again",
+                subject=row.name,
+                data={"ca_id": row.id, "name": row.name},
+            )
+        return (lister.id if lister is not None else None), event
+
+    def _revoked_event(self, session: Any, row: CertificateAuthority) -> Event:
+        # The CAs below it sign nothing of use either (RFC 5280 6.1.3).
+        if row.revoked_reason == HOLD:
+            message = (
+                f"CA {row.name} was put on hold: it and the CAs below it sign "
+                "nothing until the hold is lifted"
+            )
+        else:
+            message = (
+                f"CA {row.name} was revoked ({row.revoked_reason or 'unspecified'}):"
+                " it and the CAs below it sign no more"
+            )
+        return self.app.events.stage(  # type: ignore[no-any-return]
+            session,
+            "authority.revoked",
+            message,
+            subject=row.name,
+            data={"reason": row.revoked_reason, "ca_id": row.id, "name": row.name},
+        )
 
     @api_method()
     async def delete(self, id: int, force: bool = False) -> bool:

@@ -31,6 +31,7 @@ from certd.pki.models import Digest
 from certd.pki.names import build_name
 from certd.pki.pem import pem_blocks
 from certd.pki.sign import build_certificate
+from certd.renewal.planning import HOLD, ancestor_problem, load_signers
 from certd.store.db import Database
 from certd.store.models import CertificateAuthority, Revocation, utcnow
 
@@ -113,7 +114,8 @@ async def load_signer(
     """The CA ``ca_id`` ready to sign.
 
     Raises:
-        ValidationError: at ``field``: no such CA, no key, revoked, expired,
+        ValidationError: at ``field``: no such CA, no key, revoked or on hold,
+            expired, under a CA of ours that is revoked, on hold or expired,
             or stored data that no longer reads.
     """
     row = await session.get(CertificateAuthority, ca_id)
@@ -124,8 +126,13 @@ async def load_signer(
             field, f"certificate authority {row.name!r} has no private key to sign with"
         )
     if row.revoked:
+        state = (
+            "is on hold"
+            if row.revoked_reason == HOLD
+            else "is revoked and signs no more"
+        )
         raise ValidationError.single(
-            field, f"certificate authority {row.name!r} is revoked and signs no more"
+            field, f"certificate authority {row.name!r} {state}"
         )
     try:
         chain = load_chain(row.certificate)
@@ -140,6 +147,11 @@ async def load_signer(
             field,
             f"certificate authority {row.name!r} expired on "
             f"{chain[0].not_valid_after_utc.isoformat()}",
+        )
+    above = ancestor_problem(row.id, await load_signers(session, [row.id]), now)
+    if above is not None:
+        raise ValidationError.single(
+            field, f"certificate authority {row.name!r} cannot sign: {above}"
         )
     return Signer(row.id, row.name, chain[0], key, chain)
 

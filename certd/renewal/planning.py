@@ -7,7 +7,7 @@ renewed and how, what their leaf says, and where a plan is written.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -16,18 +16,21 @@ from sqlalchemy import select
 
 from certd.pki.extensions import serial_hex
 from certd.renewal.policy import Facts, Plan, PolicySettings, Window, plan
-from certd.store.models import Certificate, CertificateAuthority
+from certd.store.models import Certificate, CertificateAuthority, utcnow
 
 RenewalKind = Literal["acme", "internal"]
 
 # next_attempt_reason values that are not policy reasons.
 NOT_RENEWABLE = "not_renewable"
 REVOKED = "revoked"
-# Signed by a CA of ours that is revoked, holds no key or is gone: no renewal
-# can be signed (until a certificateHold on the CA is lifted).
+# Signed by a CA of ours that is revoked, expired, holds no key or is gone, or
+# that is under a CA of ours revoked or expired: no renewal can be signed
+# (until a certificateHold is lifted).
 CA_CANNOT_SIGN = "ca_cannot_sign"
 # Reasons under which a row has no next attempt.
 NOT_PLANNED = (NOT_RENEWABLE, REVOKED, CA_CANNOT_SIGN)
+# The RFC 5280 5.3.1 reason of a revocation that can be lifted.
+HOLD = "certificateHold"
 
 # How certificates signed by one of our CAs were made; such a row without a
 # signer lost its CA to a forced certificateauthority.delete.
@@ -58,22 +61,27 @@ def leaf_of(row: Certificate) -> x509.Certificate | None:
 
 def leaf_dates(row: Certificate) -> LeafDates | None:
     """The validity and serial of the row's leaf; None when it cannot be read."""
-    pem = (row.certificate or "").encode()
+    return _dates_of(row.certificate or "")
+
+
+def _dates_of(chain_pem: str) -> LeafDates | None:
+    """The validity and serial of a chain's first certificate, kept by digest."""
+    pem = chain_pem.encode()
     key = hashlib.sha256(pem).digest()
     try:
         return _LEAF_DATES[key]
     except KeyError:
         pass
-    leaf = leaf_of(row)
-    dates = (
-        None
-        if leaf is None
-        else LeafDates(
+    try:
+        leaf = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        dates = None
+    else:
+        dates = LeafDates(
             leaf.not_valid_before_utc,
             leaf.not_valid_after_utc,
             serial_hex(leaf.serial_number),
         )
-    )
     if len(_LEAF_DATES) >= _LEAF_DATES_MAX:
         _LEAF_DATES.clear()
     _LEAF_DATES[key] = dates
@@ -81,35 +89,129 @@ def leaf_dates(row: Certificate) -> LeafDates | None:
 
 
 class SignerFacts(NamedTuple):
-    """What planning reads of a CA of ours: whether it can sign a renewal."""
+    """What planning reads of a CA of ours: whether it, and those above it, can sign."""
 
     name: str
     revoked: bool
     has_key: bool
+    # An RFC 5280 5.3.1 reason name; certificateHold is the one that is lifted.
+    revoked_reason: str | None = None
+    # The CA certificate's notAfter, when known.
+    not_after: datetime | None = None
+    # The CA of ours that signed this one, if any.
+    parent_id: int | None = None
+    # False when the stored CA certificate does not parse.
+    readable: bool = True
 
 
-# CA id -> its facts, for the CAs that signed a batch of certificates.
+# CA id -> its facts: every CA of ours, as a CA's ancestors count too.
 Signers = Mapping[int, SignerFacts]
+
+# Whether a key is stored is asked of SQL: no key is decrypted for it.
+SIGNER_COLUMNS = (
+    CertificateAuthority.id,
+    CertificateAuthority.name,
+    CertificateAuthority.revoked,
+    CertificateAuthority.revoked_reason,
+    CertificateAuthority.privatekey.is_not(None),
+    CertificateAuthority.certificate,
+    CertificateAuthority.signedby_id,
+)
+
+
+def signers_from(rows: Iterable[Sequence[Any]]) -> dict[int, SignerFacts]:
+    """The facts of CAs read as :data:`SIGNER_COLUMNS`."""
+    facts: dict[int, SignerFacts] = {}
+    for ca_id, name, revoked, reason, has_key, pem, parent_id in rows:
+        dates = _dates_of(pem or "")
+        facts[ca_id] = SignerFacts(
+            name,
+            bool(revoked),
+            bool(has_key),
+            reason,
+            dates.not_after if dates is not None else None,
+            parent_id,
+            dates is not None,
+        )
+    return facts
 
 
 async def load_signers(session: Any, ca_ids: Collection[int | None]) -> Signers:
-    """The facts of the CAs ``ca_ids``, in one query; a missing id is a CA gone."""
-    wanted = {ca_id for ca_id in ca_ids if ca_id is not None}
-    if not wanted:
+    """The facts of every CA of ours in one query, if any of ``ca_ids`` is one.
+
+    Every CA, not only those of ``ca_ids``: a CA whose ancestor is revoked
+    or expired signs nothing of use either, and CAs are few. A missing id
+    is a CA gone.
+    """
+    if all(ca_id is None for ca_id in ca_ids):
         return {}
-    # Whether a key is stored is asked of SQL: no key is decrypted for it.
-    rows = await session.execute(
-        select(
-            CertificateAuthority.id,
-            CertificateAuthority.name,
-            CertificateAuthority.revoked,
-            CertificateAuthority.privatekey.is_not(None),
-        ).where(CertificateAuthority.id.in_(wanted))
-    )
-    return {
-        ca_id: SignerFacts(name, bool(revoked), bool(has_key))
-        for ca_id, name, revoked, has_key in rows
-    }
+    return await all_signers(session)
+
+
+async def all_signers(session: Any) -> Signers:
+    """The facts of every CA of ours, in one query."""
+    return signers_from(await session.execute(select(*SIGNER_COLUMNS)))
+
+
+def authority_problem(ca: SignerFacts, now: datetime) -> str | None:
+    """What keeps a CA itself from signing ("is on hold", ...); None if nothing."""
+    if ca.revoked:
+        if ca.revoked_reason == HOLD:
+            return "is on hold"
+        return "is revoked and signs no more"
+    if not ca.has_key:
+        return "has no private key"
+    if not ca.readable:
+        return "holds a certificate that cannot be read"
+    if ca.not_after is not None and ca.not_after <= now:
+        return f"expired on {ca.not_after.isoformat()}"
+    return None
+
+
+def ancestor_problem(ca_id: int, signers: Signers, now: datetime) -> str | None:
+    """Which CA of ours above ``ca_id`` keeps it from signing; None if none does.
+
+    A path through a revoked or expired CA does not validate (RFC 5280
+    6.1.3), so what the CAs below one sign is of no use, whatever their own
+    state. The nearest such CA is named.
+    """
+    seen = {ca_id}
+    ca = signers.get(ca_id)
+    parent_id = ca.parent_id if ca is not None else None
+    role = "parent"
+    while parent_id is not None and parent_id not in seen:
+        parent = signers.get(parent_id)
+        if parent is None:
+            return None
+        seen.add(parent_id)
+        label = f"its {role} CA {parent.name!r}"
+        if parent.revoked:
+            held = parent.revoked_reason == HOLD
+            return f"{label} {'is on hold' if held else 'is revoked'}"
+        if parent.not_after is not None and parent.not_after <= now:
+            return f"{label} expired on {parent.not_after.isoformat()}"
+        parent_id, role = parent.parent_id, "ancestor"
+    return None
+
+
+def chain_problem(ca_id: int, signers: Signers, now: datetime) -> str | None:
+    """Why CA ``ca_id`` cannot sign, itself or through a CA above it; None if it can."""
+    ca = signers.get(ca_id)
+    if ca is None:
+        return f"its CA (id {ca_id}) no longer exists"
+    own = authority_problem(ca, now)
+    if own is not None:
+        return f"its CA {ca.name!r} {own}"
+    above = ancestor_problem(ca_id, signers, now)
+    if above is not None:
+        return f"its CA {ca.name!r} cannot sign: {above}"
+    return None
+
+
+def signing_authorities(signers: Signers, now: datetime) -> tuple[set[int], set[int]]:
+    """The ids of the CAs of ours that can sign, and of those that cannot."""
+    able = {ca_id for ca_id in signers if chain_problem(ca_id, signers, now) is None}
+    return able, set(signers) - able
 
 
 def renewal_kind(row: Certificate) -> RenewalKind | None:
@@ -123,21 +225,18 @@ def renewal_kind(row: Certificate) -> RenewalKind | None:
     return None
 
 
-def signer_problem(row: Any, signers: Signers) -> str | None:
+def signer_problem(
+    row: Any, signers: Signers, now: datetime | None = None
+) -> str | None:
     """Why the CA of ours that signed ``row`` cannot sign its renewal; None if it can.
 
-    None as well for a row that is not renewed by one of our CAs.
+    The CA cannot when it, or a CA of ours above it, is revoked or expired,
+    or when it has no key. None as well for a row that is not renewed by
+    one of our CAs.
     """
     if renewal_kind(row) != "internal":
         return None
-    ca = signers.get(row.signedby_id)
-    if ca is None:
-        return f"its CA (id {row.signedby_id}) no longer exists"
-    if ca.revoked:
-        return f"its CA {ca.name!r} is revoked and signs no more"
-    if not ca.has_key:
-        return f"its CA {ca.name!r} has no private key"
-    return None
+    return chain_problem(row.signedby_id, signers, now or utcnow())
 
 
 def lost_its_ca(row: Certificate) -> bool:
@@ -152,11 +251,13 @@ def lost_its_ca(row: Certificate) -> bool:
     )
 
 
-def not_renewable_because(row: Certificate, signers: Signers | None = None) -> str:
+def not_renewable_because(
+    row: Certificate, signers: Signers | None = None, now: datetime | None = None
+) -> str:
     """Why ``row`` cannot be renewed, for error messages and events.
 
-    ``signers``, when given, holds the CA that signed it, whose state is
-    then part of the answer.
+    ``signers``, when given, holds the CAs of ours, whose state is then
+    part of the answer.
     """
     if row.cert_type != "CERTIFICATE":
         return "it is a CSR"
@@ -165,7 +266,7 @@ def not_renewable_because(row: Certificate, signers: Signers | None = None) -> s
     if row.revoked:
         return "it is revoked"
     if signers is not None:
-        problem = signer_problem(row, signers)
+        problem = signer_problem(row, signers, now)
         if problem is not None:
             return problem
     if row.acme_account_id is not None:
@@ -201,9 +302,9 @@ def plan_row(
 
     A row that cannot be renewed gets no time and a reason saying why, so
     that it is not looked at again on every tick. ``signers`` holds the CA
-    that signed the row; without it, the CA's state is not looked at and a
-    row its CA already stopped keeps that verdict (the tick reconsiders
-    such rows once their CA can sign again).
+    of ours; without it, the CAs' state is not looked at and a row its CA
+    already stopped keeps that verdict (the tick reconsiders such rows once
+    their CA can sign again).
     """
     leaf = leaf_dates(row)
     if row.revoked:
@@ -215,7 +316,7 @@ def plan_row(
         return None
     if kind == "internal":
         if signers is not None:
-            blocked = signer_problem(row, signers) is not None
+            blocked = signer_problem(row, signers, now) is not None
         else:
             blocked = row.next_attempt_reason == CA_CANNOT_SIGN
         if blocked:

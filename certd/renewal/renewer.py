@@ -150,7 +150,7 @@ class Renewer:
                 structlog.contextvars.reset_contextvars(**bound)
 
     async def _signer_problem(self, row: Certificate) -> str | None:
-        """Why the CA that signed ``row`` cannot sign its renewal; None if it can."""
+        """Why the CA of ``row``, or one above it, cannot sign; None if it can."""
         if renewal_kind(row) != "internal":
             return None
         async with self.daemon.db.session() as session:
@@ -477,16 +477,18 @@ class Renewer:
     ) -> IssuedChain:
         from certd.renewal.resign import resign
 
+        now = utcnow()
         async with self.daemon.db.session() as session:
             ca = await session.get(CertificateAuthority, row.signedby_id)
+            # Asked again here, with the CAs above it: one may have been put
+            # on hold since the renewal was accepted.
+            signers = await load_signers(session, [row.signedby_id])
+        problem = signer_problem(row, signers, now)
+        if problem is not None:
+            raise PkiError(f"certificate {row.name!r} cannot be renewed: {problem}")
         if ca is None or not ca.privatekey:
             raise PkiError(
                 f"the CA that signed {row.name!r} is gone or has no private key"
-            )
-        if ca.revoked:
-            raise PkiError(
-                f"the CA that signed {row.name!r}, {ca.name!r}, is revoked and "
-                "signs no more"
             )
         await job.set_progress(50, f"signing with CA {ca.name!r}")
         fullchain = resign(
@@ -494,7 +496,7 @@ class Renewer:
             attempt.csr,
             ca.certificate,
             ca.privatekey,
-            now=utcnow(),
+            now=now,
         )
         return IssuedChain(fullchain, "", 0, [])
 

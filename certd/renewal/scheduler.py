@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,9 @@ from certd.renewal.planning import (
     CA_CANNOT_SIGN,
     NOT_PLANNED,
     REVOKED,
-    SignerFacts,
+    SIGNER_COLUMNS,
     Signers,
+    all_signers,
     facts_for,
     leaf_dates,
     leaf_of,
@@ -44,6 +45,8 @@ from certd.renewal.planning import (
     plan_row,
     renewal_kind,
     signer_problem,
+    signers_from,
+    signing_authorities,
 )
 from certd.renewal.policy import PolicySettings, plan, renewal_window
 from certd.renewal.renewer import OPEN_STATES, Renewer
@@ -79,52 +82,50 @@ _ARI_COLUMNS = (
     Certificate.signedby_id,
     Certificate.ari_next_fetch_at,
 )
-# Our CAs that can sign a renewal, and those that cannot.
-_CAS_SIGNING = select(CertificateAuthority.id).where(
-    CertificateAuthority.revoked.is_(False),
-    CertificateAuthority.privatekey.is_not(None),
-)
-_CAS_NOT_SIGNING = select(CertificateAuthority.id).where(
-    or_(
-        CertificateAuthority.revoked.is_(True),
-        CertificateAuthority.privatekey.is_(None),
-    )
-)
-# Rows with no plan (stored since the last tick other than through the API,
-# changed by certificate.update, or with a hold lifted, on them or on their
-# CA), revoked rows not yet seen as revoked (a revocation racing with a plan
-# can leave a time on them), and rows with a time whose CA can no longer sign
-# (a row stored under an imported CA without its key, a CA revoked since).
-_UNPLANNED = and_(
-    Certificate.cert_type == "CERTIFICATE",
-    or_(
-        Certificate.next_attempt_at.is_(None)
-        & or_(
-            Certificate.next_attempt_reason.is_(None),
-            Certificate.next_attempt_reason.not_in(NOT_PLANNED),
-            # a hold lifted since
-            (Certificate.next_attempt_reason == REVOKED)
-            & Certificate.revoked.is_(False),
-            # a hold on the CA lifted since, or the CA deleted
-            (Certificate.next_attempt_reason == CA_CANNOT_SIGN)
+
+
+def _unplanned(able: Collection[int], unable: Collection[int]) -> Any:
+    """Which rows the tick plans, given the CAs that can sign and those that cannot.
+
+    Rows with no plan (stored since the last tick other than through the
+    API, changed by certificate.update, or with a hold lifted, on them or on
+    a CA above them), revoked rows not yet seen as revoked (a revocation
+    racing with a plan can leave a time on them), and rows with a time whose
+    CA can no longer sign (a row stored under an imported CA without its
+    key, a CA revoked or expired since, or under one that is).
+    """
+    return and_(
+        Certificate.cert_type == "CERTIFICATE",
+        or_(
+            Certificate.next_attempt_at.is_(None)
             & or_(
-                Certificate.signedby_id.is_(None),
-                Certificate.signedby_id.in_(_CAS_SIGNING),
+                Certificate.next_attempt_reason.is_(None),
+                Certificate.next_attempt_reason.not_in(NOT_PLANNED),
+                # a hold lifted since
+                (Certificate.next_attempt_reason == REVOKED)
+                & Certificate.revoked.is_(False),
+                # a hold on the CA or above it lifted since, or the CA deleted
+                (Certificate.next_attempt_reason == CA_CANNOT_SIGN)
+                & or_(
+                    Certificate.signedby_id.is_(None),
+                    Certificate.signedby_id.in_(able),
+                ),
             ),
+            Certificate.revoked.is_(True)
+            & or_(
+                Certificate.next_attempt_reason.is_(None),
+                Certificate.next_attempt_reason != REVOKED,
+            ),
+            # Only rows that cannot be ACME ones: for those, plan_row surely
+            # takes the time away, so that they do not come back every tick.
+            Certificate.next_attempt_at.is_not(None)
+            & Certificate.revoked.is_(False)
+            & Certificate.acme_account_id.is_(None)
+            & Certificate.signedby_id.in_(unable),
         ),
-        Certificate.revoked.is_(True)
-        & or_(
-            Certificate.next_attempt_reason.is_(None),
-            Certificate.next_attempt_reason != REVOKED,
-        ),
-        # Only rows that cannot be ACME ones: for those, plan_row surely
-        # takes the time away, so that they do not come back every tick.
-        Certificate.next_attempt_at.is_not(None)
-        & Certificate.revoked.is_(False)
-        & Certificate.acme_account_id.is_(None)
-        & Certificate.signedby_id.in_(_CAS_NOT_SIGNING),
-    ),
-)
+    )
+
+
 # What certificate.renewal_plan reads of every certificate.
 _PLAN_COLUMNS = (
     *_ARI_COLUMNS,
@@ -142,11 +143,6 @@ _PLAN_COLUMNS = (
 )
 # How long stop() lets a running tick or scan reach its next batch.
 STOP_GRACE_SECONDS = 5.0
-# A certificate with the CA of ours that signed it, if any.
-_WITH_SIGNER = Certificate.__table__.outerjoin(
-    CertificateAuthority.__table__,
-    CertificateAuthority.id == Certificate.signedby_id,
-)
 # Certificates planned per transaction by the scan and the tick.
 _SCAN_BATCH = 500
 
@@ -508,12 +504,13 @@ class RenewalEngine:
         self.last_tick_at = now
         settings = self.settings()
         async with self.daemon.db.session() as session:
+            # Whether a CA can sign depends on the CAs above it and on the
+            # clock (expiry), which SQL cannot tell: asked of the few CAs here.
+            where = _unplanned(*signing_authorities(await all_signers(session), now))
             unplanned = list(
                 (
                     await session.scalars(
-                        select(Certificate.id)
-                        .where(_UNPLANNED)
-                        .order_by(Certificate.id)
+                        select(Certificate.id).where(where).order_by(Certificate.id)
                     )
                 ).all()
             )
@@ -528,7 +525,7 @@ class RenewalEngine:
 
         # Usually none or a few; a store filled by other means can bring
         # thousands, planned a batch per transaction as the scan does.
-        if not await self._in_batches(unplanned, plan_new, _UNPLANNED):
+        if not await self._in_batches(unplanned, plan_new, where):
             return
         async with self.daemon.db.session() as session:
             due = (
@@ -600,15 +597,17 @@ class RenewalEngine:
         """Plan a certificate knowing the CA that signed it; stage what that changed.
 
         A certificate that had a next attempt and lost it to its CA (revoked,
-        without a key, deleted) raises ``certificate.renewal_blocked`` once:
+        expired, without a key, deleted, or under a CA revoked or expired)
+        raises ``certificate.renewal_blocked`` once:
         from then on it is not planned, so not tried, until the CA can sign.
         Deliver the returned events once the transaction has committed.
         """
         before = row.next_attempt_reason
-        plan_row(row, settings or self.settings(), now or utcnow(), signers)
+        now = now or utcnow()
+        plan_row(row, settings or self.settings(), now, signers)
         if row.next_attempt_at is not None or before in NOT_PLANNED:
             return []
-        because = signer_problem(row, signers) or (
+        because = signer_problem(row, signers, now) or (
             not_renewable_because(row) if lost_its_ca(row) else None
         )
         if because is None:
@@ -634,14 +633,25 @@ class RenewalEngine:
         )
 
     async def authority_changed(self, authority_id: int) -> None:
-        """Plan again every certificate a CA of ours signed (its revocation changed)."""
+        """Plan again every certificate under a CA of ours (its revocation changed).
+
+        Those of the CAs below it too: a hold on a root stops its
+        intermediates' certificates as well.
+        """
         async with self.daemon.db.session() as session:
+            parents: dict[int, int | None] = {
+                ca_id: parent_id
+                for ca_id, parent_id in await session.execute(
+                    select(CertificateAuthority.id, CertificateAuthority.signedby_id)
+                )
+            }
+            below = _descendants(authority_id, parents)
             ids = list(
                 (
                     await session.scalars(
                         select(Certificate.id)
                         .where(
-                            Certificate.signedby_id == authority_id,
+                            Certificate.signedby_id.in_(below),
                             Certificate.cert_type == "CERTIFICATE",
                         )
                         .order_by(Certificate.id)
@@ -777,10 +787,10 @@ class RenewalEngine:
         A batch of rows per transaction, read in one statement and written at
         the commit: the write lock is held for one flush at a time, never for
         a whole pass (API writes would wait past their timeout), and only a
-        batch of ORM objects is alive at once. The CAs that signed a batch are
-        read in one more statement and passed to ``plan`` with each row. The
-        events a batch staged are delivered once it has committed. False when
-        the engine began stopping.
+        batch of ORM objects is alive at once. Our CAs (those that signed a
+        batch and those above them) are read in one more statement and passed
+        to ``plan`` with each row. The events a batch staged are delivered
+        once it has committed. False when the engine began stopping.
         """
         for first in range(0, len(ids), _SCAN_BATCH):
             if self._stopping:
@@ -917,20 +927,14 @@ class RenewalEngine:
             # Plain rows of the columns a plan reads, planned in the reading
             # thread a batch at a time, not every row as an ORM object at once.
             result = conn.execute(
-                select(
-                    *_PLAN_COLUMNS,
-                    # whether our CA can sign a renewal (see _plan_entry)
-                    CertificateAuthority.id.label("ca_id"),
-                    CertificateAuthority.name.label("ca_name"),
-                    CertificateAuthority.privatekey.is_not(None).label("ca_has_key"),
-                    CertificateAuthority.revoked.label("ca_revoked"),
-                )
-                .select_from(_WITH_SIGNER)
+                select(*_PLAN_COLUMNS)
                 .where(Certificate.cert_type == "CERTIFICATE")
                 .order_by(Certificate.id)
             )
+            # whether our CAs can sign a renewal (see _plan_entry)
+            signers = signers_from(conn.execute(select(*SIGNER_COLUMNS)))
             return [
-                _plan_entry(row, settings, now)
+                _plan_entry(row, signers, settings, now)
                 for batch in result.partitions(_SCAN_BATCH)
                 for row in batch
             ]
@@ -941,22 +945,30 @@ class RenewalEngine:
         return entries
 
 
-def _plan_entry(row: Any, settings: Any, now: datetime) -> dict[str, Any]:
+def _descendants(authority_id: int, parents: dict[int, int | None]) -> set[int]:
+    """``authority_id`` and every CA below it, given each CA's parent."""
+    children: dict[int | None, list[int]] = {}
+    for ca_id, parent_id in parents.items():
+        children.setdefault(parent_id, []).append(ca_id)
+    found, todo = {authority_id}, [authority_id]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _plan_entry(
+    row: Any, signers: Signers, settings: Any, now: datetime
+) -> dict[str, Any]:
     kind = renewal_kind(row)
     leaf = leaf_dates(row)
-    # A certificate of an imported CA without its key, or of a revoked CA,
-    # is listed as internal but no renewal of it can succeed: it is shown
-    # as the scheduler plans it, even before the scheduler has.
-    signers: Signers = (
-        {}
-        if row.ca_id is None
-        else {
-            row.ca_id: SignerFacts(
-                row.ca_name, bool(row.ca_revoked), bool(row.ca_has_key)
-            )
-        }
-    )
-    blocked = signer_problem(row, signers) is not None
+    # A certificate of an imported CA without its key, or of a CA revoked,
+    # expired or under one that is, is listed as internal but no renewal of
+    # it can succeed: it is shown as the scheduler plans it, even before the
+    # scheduler has.
+    blocked = signer_problem(row, signers, now) is not None
     entry: dict[str, Any] = {
         "id": row.id,
         "name": row.name,

@@ -132,16 +132,14 @@ async def test_a_held_ca_stops_planning_until_the_hold_is_lifted(
     assert after_passes == held
     assert scheduled == []
     assert [(e["severity"], e["data"]["because"]) for e in blocked] == [
-        ("warning", "its CA 'root' is revoked and signs no more")
+        ("warning", "its CA 'root' is on hold")
     ]
-    assert blocked[0]["message"] == (
-        "leaf will not be renewed: its CA 'root' is revoked and signs no more"
-    )
+    assert blocked[0]["message"] == "leaf will not be renewed: its CA 'root' is on hold"
     assert blocked[0]["data"]["ca_id"] == root["id"]
     # asked for by hand, it is refused at once with the reason; nothing is counted
     assert refused.value.code == -32602
     assert [e["field"] for e in refused.value.data["errors"]] == ["id"]
-    assert "cannot be renewed: its CA 'root' is revoked" in refused.value.message
+    assert "cannot be renewed: its CA 'root' is on hold" in refused.value.message
     assert manual_jobs == []
     assert after_manual == held
     assert failed == []
@@ -179,9 +177,7 @@ async def test_the_tick_does_not_try_a_due_certificate_of_a_revoked_ca(
     assert renewing == {}
     assert scheduled == []
     assert stopped == again == (None, CA_CANNOT_SIGN, 0, 0)
-    assert [e["data"]["because"] for e in blocked] == [
-        "its CA 'root' is revoked and signs no more"
-    ]
+    assert [e["data"]["because"] for e in blocked] == ["its CA 'root' is on hold"]
     # planned again by the tick alone, as it was before
     assert lifted == planned
     assert len(blocked_after) == 1
@@ -290,10 +286,7 @@ async def test_an_interrupted_renewal_of_a_revoked_ca_is_closed(
 
     assert (resumed, ended["state"], again) == (1, "FAILED", 0)
     assert state == "failed"
-    assert error == (
-        "certificate 'leaf' cannot be renewed: its CA 'root' is revoked and signs "
-        "no more"
-    )
+    assert error == "certificate 'leaf' cannot be renewed: its CA 'root' is on hold"
     assert stored == (None, CA_CANNOT_SIGN, 0, 1)
 
 
@@ -345,10 +338,11 @@ async def test_the_scan_reads_the_cas_once_a_batch(certd: RunningDaemon) -> None
                 select(Certificate.signedby_id, Certificate.next_attempt_reason)
             )
         ).all()
+    # The CA facts of a batch: every CA, whether it has a key asked of SQL.
     ca_reads = [
         s
         for s in statements
-        if "FROM certificate_authority" in s and "certificate_authority.id IN" in s
+        if "FROM certificate_authority" in s and "privatekey IS NOT NULL" in s
     ]
     blocked = {reason for ca_id, reason in plans if ca_id == ca_ids[1]}
     planned = {reason for ca_id, reason in plans if ca_id == ca_ids[0]}

@@ -208,8 +208,12 @@ class AcmeRegistrationService(CRUDService):
             )
         directory = normalize_directory(data.acme_directory_uri)
         async with self.app.db.session() as session:
+            # A deactivated account gives way to a new one (see Issuer.register).
             if await session.scalar(
-                select(AcmeAccount.id).where(AcmeAccount.directory == directory)
+                select(AcmeAccount.id).where(
+                    AcmeAccount.directory == directory,
+                    AcmeAccount.status != "deactivated",
+                )
             ):
                 raise ValidationError.single(
                     "data.acme_directory_uri",

@@ -111,6 +111,21 @@ async def test_account_lifecycle(
             client, pebble, authenticator["id"], "fresh", ["fresh.example.test"]
         )
         assert again["acme"]["account_id"] != account["id"]
+        # A deactivated account also gives way to one registered up front.
+        await call_job(
+            client, "acme.registration.deactivate", again["acme"]["account_id"]
+        )
+        replaced = await call_job(
+            client,
+            "acme.registration.create",
+            {"acme_directory_uri": pebble.directory_url, "tos": True},
+        )
+        assert replaced["status"] == "valid"
+        assert replaced["id"] not in (account["id"], again["acme"]["account_id"])
+        third = await issue(
+            client, pebble, authenticator["id"], "third", ["third.example.test"]
+        )
+        assert third["acme"]["account_id"] == replaced["id"]
 
 
 async def test_external_account_binding(

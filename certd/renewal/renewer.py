@@ -525,6 +525,9 @@ class Renewer:
             cert.csr = attempt.csr
             if issued.order_url:
                 cert.acme_uri = issued.order_url
+            if issued.account_id:
+                # The directory's account now, if the old one was deactivated.
+                cert.acme_account_id = issued.account_id
             cert.failure_count = 0
             cert.last_error = None
             cert.retry_not_before = None

@@ -126,6 +126,11 @@ async def test_account_lifecycle(
             client, pebble, authenticator["id"], "third", ["third.example.test"]
         )
         assert third["acme"]["account_id"] == replaced["id"]
+        # A certificate of a deactivated account renews with the current one.
+        renewed = await call_job(client, "certificate.renew", again["id"])
+        after = await client.call("certificate.get_instance", again["id"])
+        assert renewed["serial"] == after["serial"] != again["serial"]
+        assert after["acme"]["account_id"] == replaced["id"]
 
 
 async def test_external_account_binding(

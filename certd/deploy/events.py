@@ -25,7 +25,7 @@ import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +34,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
+from certd import __version__
 from certd.config import WebhookConfig
+from certd.retry_after import parse_retry_after
 from certd.store.models import Event, WebhookDelivery, utcnow
 
 if TYPE_CHECKING:
@@ -133,23 +135,40 @@ def _secret_parts(url: str) -> list[str]:
     return sorted((p for p in pieces if len(p) > 1), key=len, reverse=True)
 
 
-def _failure(exc: BaseException, hook: WebhookConfig) -> tuple[str, bool]:
+class PostOutcome(NamedTuple):
+    """How one post went: ``error`` is None when the hook took the event."""
+
+    error: str | None = None
+    retryable: bool = False
+    # Seconds the hook asked to be left alone (Retry-After), if it did.
+    retry_after: float | None = None
+
+
+def _failure(exc: BaseException, hook: WebhookConfig) -> PostOutcome:
     """Why a post failed, without the URL's secrets, and whether to retry."""
     if isinstance(exc, aiohttp.InvalidURL):
         # aiohttp's text is the URL itself.
-        return "the URL is not valid", False
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        last = f" (the last was HTTP {exc.history[-1].status})" if exc.history else ""
-        return f"too many redirects{last}", True
+        return PostOutcome("the URL is not valid", False)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return f"HTTP {exc.status} {exc.message}".strip(), True
+        return PostOutcome(f"HTTP {exc.status} {exc.message}".strip(), True)
     if isinstance(exc, TimeoutError) and not str(exc):
-        return f"no answer within {hook.timeout:g} s", True
+        return PostOutcome(f"no answer within {hook.timeout:g} s", True)
     text = str(exc) or type(exc).__name__
     # Some aiohttp errors quote the URL (a connection timeout does).
     for piece in _secret_parts(hook.url):
         text = text.replace(piece, "…")
-    return text, True
+    return PostOutcome(text, True)
+
+
+def _redirect_origin(response: aiohttp.ClientResponse) -> str:
+    """ " to <scheme://host:port>" of a redirect's target; never its path or query."""
+    try:
+        target = response.url.join(URL(response.headers.get("Location", "")))
+    except ValueError:
+        return ""
+    if not target.host:
+        return ""
+    return f" to {target.scheme}://{target.host}:{target.explicit_port or target.port}"
 
 
 def event_entry(row: Event) -> dict[str, Any]:
@@ -478,7 +497,8 @@ class EventBus:
         bound = log.bind(
             hook=hook_label(hook.url), kind=entry["kind"], event_id=entry["id"]
         )
-        error, retryable = await self._post(hook, entry)
+        outcome = await self._post(hook, entry)
+        error, retryable = outcome.error, outcome.retryable
         if error is None:
             bound.info("webhook_delivered", attempt=attempt)
             self.daemon.metrics.webhooks.labels("delivered").inc()
@@ -489,17 +509,20 @@ class EventBus:
             self.daemon.metrics.webhooks.labels("failed").inc()
             bound.error("webhook_given_up", attempts=attempt, error=error)
         try:
+            # The event too: a row is this delivery only while it is that event's.
+            this = (
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.event_id == entry["id"],
+            )
             async with self.daemon.db.session() as session:
                 if error is None or give_up:
-                    await session.execute(
-                        delete(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                    )
+                    await session.execute(delete(WebhookDelivery).where(*this))
                 else:
                     backoff = hook.retry_base * 2 ** min(attempt - 1, 32)
-                    delay = min(_MAX_DELAY, backoff)
+                    delay = min(_MAX_DELAY, max(backoff, outcome.retry_after or 0.0))
                     await session.execute(
                         update(WebhookDelivery)
-                        .where(WebhookDelivery.id == delivery_id)
+                        .where(*this)
                         .values(
                             attempts=attempt,
                             last_error=error,
@@ -515,26 +538,40 @@ class EventBus:
                 error=str(exc) or type(exc).__name__,
             )
 
-    async def _post(
-        self, hook: WebhookConfig, entry: dict[str, Any]
-    ) -> tuple[str | None, bool]:
-        """Post an event once: (None, _) when the hook took it, else (why, retryable)."""
+    async def _post(self, hook: WebhookConfig, entry: dict[str, Any]) -> PostOutcome:
+        """Post an event once and say how it went."""
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession()
-        headers = {"Content-Type": "application/json", **hook.headers}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"certd/{__version__}",
+            **hook.headers,
+        }
         try:
+            # Redirects are not followed: a 301-303 would turn the post into a
+            # GET without the event, and another origin would get the headers.
             async with self._http.post(
                 hook.url,
                 json=entry,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=hook.timeout),
+                allow_redirects=False,
             ) as response:
-                if response.status < 300:
-                    return None, False
-                retryable = response.status >= 500 or (
-                    response.status in _RETRYABLE_4XX
+                status = response.status
+                if status < 300:
+                    return PostOutcome()
+                if status < 400:
+                    return PostOutcome(
+                        f"HTTP {status}: the hook redirects"
+                        f"{_redirect_origin(response)}; configure the URL it "
+                        "redirects to",
+                        False,
+                    )
+                return PostOutcome(
+                    f"HTTP {status}",
+                    status >= 500 or status in _RETRYABLE_4XX,
+                    parse_retry_after(response.headers.get("Retry-After")),
                 )
-                return f"HTTP {response.status}", retryable
         except (TimeoutError, aiohttp.ClientError) as exc:
             return _failure(exc, hook)
 

@@ -316,6 +316,8 @@ class WebhookDelivery(Base):
     """
 
     __tablename__ = "webhook_delivery"
+    # Ids never reused: a post finishing late must not delete a newer row.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[int] = mapped_column(

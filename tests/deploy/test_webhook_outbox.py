@@ -536,7 +536,7 @@ class SecretHooks:
         await request.read()
         self.posts.append((request.path_qs, request.headers.get("Authorization")))
         if request.path.startswith("/loop/"):
-            # Back to itself: the client gives up after its redirect limit.
+            # Back to itself: not followed, and not retried.
             raise web.HTTPTemporaryRedirect(request.path_qs)
         return web.Response(status=503 if self.failing else 200)
 
@@ -684,7 +684,10 @@ async def test_no_hook_secret_reaches_a_log_line_or_the_store(
 
     assert set(named("webhook_delivered")) == same_host
     assert named("webhook_given_up") == {
-        labels["loop"]: {"too many redirects (the last was HTTP 307)"},
+        labels["loop"]: {
+            f"HTTP 307: the hook redirects to http://{base}; configure the URL "
+            "it redirects to"
+        },
         labels["port"]: {"the URL is not valid"},
     }
     assert labels["down"] in named("webhook_delivery_failed")
@@ -693,3 +696,113 @@ async def test_no_hook_secret_reaches_a_log_line_or_the_store(
     assert list(kinds).index("certificate.renewal_blocked") == (
         list(kinds).index("certificate.renewal_failing") + 1
     )
+
+
+async def test_a_redirect_is_not_followed_and_is_given_up(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    # A 302 would turn the post into a GET without the event (and a redirect
+    # to another origin would hand it the hook's headers).
+    target = await receivers()
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, await request.read()))
+        raise web.HTTPFound(f"{target.url}?moved=1")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    hook = _hook(
+        f"http://127.0.0.1:{port}/old", retries=5, headers={"X-Api-Key": "k-secret"}
+    )
+    config = _config(tmp_path / "state", hook)
+    try:
+        with capture_logs() as logs:
+            async with running_daemon(config) as certd:
+                entry = await certd.daemon.events.publish("certificate.expired", "x")
+                await wait_until(lambda: seen and not _rows(_store(config)))
+    finally:
+        await runner.cleanup()
+
+    assert [(method, path) for method, path, _ in seen] == [("POST", "/old")]
+    assert json.loads(seen[0][2]) == entry
+    assert target.posts == []
+    given_up = _events(logs, "webhook_given_up")
+    assert [(e["attempts"], e["error"]) for e in given_up] == [
+        (
+            1,
+            f"HTTP 302: the hook redirects to http://127.0.0.1:{target.port}; "
+            "configure the URL it redirects to",
+        )
+    ]
+
+
+async def test_retry_after_is_honoured_and_the_user_agent_names_certd(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    busy: list[float] = []
+
+    async def rate_limited(request: web.Request) -> web.Response:
+        busy.append(asyncio.get_running_loop().time())
+        if len(busy) == 1:
+            return web.Response(status=429, headers={"Retry-After": "2"})
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", rate_limited)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    receiver = await receivers()
+    config = _config(
+        tmp_path / "state",
+        _hook(f"http://127.0.0.1:{port}/hook", retries=3),
+        _hook(receiver.url),
+    )
+    try:
+        async with running_daemon(config) as certd:
+            await certd.daemon.events.publish("certificate.expired", "x")
+            await wait_until(lambda: len(busy) == 1 and receiver.posts)
+            [(attempts, error)] = [
+                (row[2], row[3])
+                for row in _rows(_store(config))
+                if row[1] == hook_digest(f"http://127.0.0.1:{port}/hook")
+            ]
+            await wait_until(lambda: len(busy) == 2, timeout=10)
+    finally:
+        await runner.cleanup()
+
+    assert (attempts, error) == (1, "HTTP 429")
+    # retry_base alone would have retried after 0.05 s.
+    assert busy[1] - busy[0] >= 1.9
+    assert receiver.posts[0].headers["User-Agent"].startswith("certd/")
+
+
+def test_delivery_ids_are_never_reused(tmp_path: Path) -> None:
+    # A post that ends late deletes its row by id: a newer row must not have it.
+    from sqlalchemy import create_engine
+
+    from certd.store.models import Base
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'ids.db'}")
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO event (id, kind, severity, message, data, created_at) "
+            "VALUES (1, 'certificate.expired', 'error', 'x', '{}', '2026-01-01')"
+        )
+        insert = (
+            "INSERT INTO webhook_delivery "
+            "(event_id, hook, attempts, next_attempt_at, created_at) "
+            "VALUES (1, 'h', 0, '2026-01-01', '2026-01-01')"
+        )
+        first = conn.exec_driver_sql(insert).lastrowid
+        conn.exec_driver_sql("DELETE FROM webhook_delivery")
+        second = conn.exec_driver_sql(insert).lastrowid
+    engine.dispose()
+    assert second == first + 1

@@ -210,6 +210,8 @@ def _compile_one(item: Any, where: str, budget: _Budget, depth: int) -> Predicat
         op = _bounded_search(value, f"{where}.2")
     if op_name in ("in", "nin") and not isinstance(value, list | tuple):
         raise ValidationError.single(f"{where}.2", f"{op_name} takes a list")
+    if op_name in ("^", "$") and not isinstance(value, str):
+        raise ValidationError.single(f"{where}.2", f"{op_name} takes a string")
     budget.fields.append((f"{where}.0", field))
 
     def predicate(entry: dict[str, Any]) -> bool:
@@ -235,7 +237,8 @@ class OrderSpec(NamedTuple):
             if spec.startswith(prefix):
                 spec, nulls_first = spec[len(prefix) :], first
                 break
-        return cls(spec.lstrip("-"), spec.startswith("-"), nulls_first)
+        descending = spec.startswith("-")
+        return cls(spec[1:] if descending else spec, descending, nulls_first)
 
 
 def _sort_key(order: OrderSpec) -> Callable[[dict[str, Any]], tuple[int, Any]]:
@@ -305,9 +308,10 @@ def check_fields(
         name = path.split(".", 1)[0]
         if name in first or any(name in entry for entry in entries):
             continue
-        close = difflib.get_close_matches(name, list(first), n=1)
+        close = difflib.get_close_matches(name.lower(), list(first), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValidationError.single(where, f"no field named {name!r}{hint}")
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        raise ValidationError.single(where, f"no field named {shown!r}{hint}")
 
 
 def filter_entries(

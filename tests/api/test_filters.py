@@ -101,6 +101,9 @@ def test_get_without_a_match_is_not_found() -> None:
         ([["name", "~", "("]], "filters.0.2"),
         ([["name", "in", "www"]], "filters.0.2"),
         ([[1, "=", "x"]], "filters.0.0"),
+        ([["name", "^", 1]], "filters.0.2"),
+        ([["name", "$", None]], "filters.0.2"),
+        ([["name", "^", ["w"]]], "filters.0.2"),
         ([["OR", []]], "filters.0"),
     ],
 )
@@ -238,3 +241,18 @@ def test_a_misspelt_field_after_a_nulls_prefix_is_named() -> None:
     assert "no field named 'dayz_left'; did you mean 'days_left'?" in (
         caught.value.message
     )
+
+
+def test_a_field_is_matched_whatever_its_case_and_shown_short() -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, [["NAME", "=", "www"]], QueryOptions())
+    assert "did you mean 'name'?" in caught.value.message
+    with pytest.raises(ValidationError) as long:
+        filter_entries(ENTRIES, [["x" * 100_000, "=", 1]], QueryOptions())
+    assert len(long.value.message) < 200
+
+
+def test_one_dash_orders_descending_and_two_name_no_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        filter_entries(ENTRIES, [], QueryOptions(order_by=["--name"]))
+    assert [e.field for e in caught.value.errors] == ["options.order_by.0"]

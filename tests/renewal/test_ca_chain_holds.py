@@ -358,9 +358,8 @@ def _ca(
     reason: str | None = None,
     not_after: dt.datetime = _FUTURE,
 ) -> SignerFacts:
-    return SignerFacts(
-        name, reason is not None, True, reason, not_after, parent, readable=True
-    )
+    """A CA with its key, signed by CA ``parent``, revoked for ``reason`` if any."""
+    return SignerFacts(name, reason is not None, True, reason, not_after, parent)
 
 
 @pytest.mark.parametrize(
@@ -396,7 +395,7 @@ def _ca(
         ),
         (
             {
-                1: _ca("r", None, reason=None, not_after=_PAST),
+                1: _ca("r", None, not_after=_PAST),
                 2: _ca("i", 1),
                 3: _ca("s", 2),
             },
@@ -405,6 +404,10 @@ def _ca(
         (
             {1: _ca("r", None, reason="cACompromise"), 2: _ca("i", 1), 3: _ca("s", 2)},
             "its CA 's' cannot sign: its ancestor CA 'r' is revoked",
+        ),
+        (
+            {1: _ca("r", None), 3: _ca("s", 1)._replace(readable=False)},
+            "its CA 's' holds a certificate that cannot be read",
         ),
         # an ancestor needs no key of its own to be sound
         (

@@ -22,6 +22,9 @@ READ_SIZE = 65536
 # How long output is still read after the hook exited, for what it wrote last
 # while a background process it started may hold the pipe open forever.
 OUTPUT_GRACE = 0.5
+# How long a cancelled hook is waited for after SIGKILL; a process stuck in
+# the kernel (uninterruptible sleep) is left to the child watcher.
+KILL_WAIT = 2.0
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # File kind -> environment variable with its path.
@@ -149,8 +152,12 @@ class _PipeReader:
 
     async def drained(self, grace: float) -> None:
         """Wait at most ``grace`` seconds for every writer to close the pipe."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel
+        # that comes in the turn the pipe closed, and the deployment would go
+        # on to its next hook while the daemon stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.eof.wait(), grace)
+            async with asyncio.timeout(grace):
+                await self.eof.wait()
 
     def close(self) -> None:
         self._loop.remove_reader(self.fd)
@@ -193,21 +200,32 @@ async def run_hook(argv: list[str], env: dict[str, str], timeout: float) -> Hook
             time.monotonic() - started,
             f"cannot run {argv[0]}: {exc.strerror}",
         )
+    except BaseException:  # cancelled: asyncio has killed the child already
+        os.close(read_end)
+        raise
     finally:
         os.close(write_end)
     output = OutputTail()
     reader = _PipeReader(read_end, output)
     try:
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            # Not wait_for: on Python 3.11 it swallows a cancel that arrives in
+            # the turn the hook exits, and the daemon's stop would wait for
+            # the deployment's next hooks.
+            async with asyncio.timeout(timeout):
+                await process.wait()
         except TimeoutError:
             _kill_group(process)
             await process.wait()
             await reader.drained(OUTPUT_GRACE)
             return HookResult(argv, process.returncode, True, output.text(), timeout)
         except asyncio.CancelledError:
+            # The daemon stops or the job was aborted: the hook and whatever
+            # it started in its session go with it.
             _kill_group(process)
-            await process.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KILL_WAIT):
+                    await process.wait()
             raise
         await reader.drained(OUTPUT_GRACE)
         return HookResult(

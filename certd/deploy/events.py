@@ -596,19 +596,55 @@ class EventBus:
         return result.rowcount or 0  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        """Stop the delivery task and the posts under way; the next start makes them."""
-        posting = list(self._posting)
-        tasks = [*self._posting.values()]
-        if self._runner is not None:
-            tasks.append(self._runner)
-            self._runner = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the delivery task and the posts under way; the next start makes them.
+
+        Takes a few seconds at most: a task that outlives its cancels is left
+        behind and named in the log, and the claims are released only if the
+        store answers in time.
+        """
+        runner, self._runner = self._runner, None
+        posting: set[int] = set()
+        seen: set[asyncio.Task[None]] = set()
+        # On Python 3.11 asyncio.wait_for returns normally, dropping the
+        # cancel, when what it waits for ended in the same turn of the loop;
+        # the runner waits for _wake so, and a post just ended sets it. The
+        # runner then dispatches again (maybe starting posts) and sleeps up
+        # to a minute: a task still running after a round is cancelled again.
+        for _ in range(5):
+            posting |= set(self._posting)
+            pending = {
+                task
+                for task in (runner, *self._posting.values())
+                if task is not None and not task.done()
+            }
+            if not pending:
+                break
+            seen |= pending
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        for task in seen:
+            if task.done() and not task.cancelled():
+                if (exc := task.exception()) is not None:
+                    log.error(
+                        "webhook_task_failed",
+                        task=task.get_name(),
+                        error=str(exc) or type(exc).__name__,
+                    )
+        left = [
+            task.get_name()
+            for task in (runner, *self._posting.values())
+            if task is not None and not task.done()
+        ]
+        if left:
+            log.error("webhook_tasks_left_running", tasks=sorted(left))
         if posting:
-            await self._release(posting)
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._release(sorted(posting))
+            except TimeoutError:
+                # They lapse on their own after the hook's timeout.
+                log.warning("webhook_claims_kept", error="the store did not answer")
         if self._http is not None:
             await self._http.close()
 

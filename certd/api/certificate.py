@@ -510,6 +510,13 @@ class CertificateService(CRUDService):
                 # The CSR was deleted while the job ran; the certificate
                 # keeps its own copy of the CSR and key, so only the link goes.
                 row.csr_id = None
+            if (
+                row.signedby_id is not None
+                and await session.get(CertificateAuthority, row.signedby_id) is None
+            ):
+                raise ValidationError.single(
+                    "data.signedby", "the CA was deleted while the job ran"
+                )
             session.add(row)
             await session.flush()
             if job is not None:

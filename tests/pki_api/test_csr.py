@@ -316,3 +316,41 @@ async def test_a_csr_deleted_before_its_job_reads_it_back_leaves_the_job_done(
     assert job["state"] == "SUCCESS"
     assert job["result"] == {"id": stored["id"], "name": "brief"}
     assert await client.call("certificate.query", [["name", "=", "brief"]]) == []
+
+
+async def test_a_ca_deleted_while_it_signs_fails_the_job_on_signedby(
+    certd: RunningDaemon, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = await make_root(client)
+    service = certd.daemon.services["certificate"]
+    plan = service._plan_internal
+    reached, release = asyncio.Event(), asyncio.Event()
+    calls: list[object] = []
+
+    async def held_in_the_job(*args: Any) -> Any:
+        calls.append(args)
+        result = await plan(*args)
+        if len(calls) == 2:  # the first plan is the check before the job
+            reached.set()
+            await release.wait()
+        return result
+
+    monkeypatch.setattr(service, "_plan_internal", held_in_the_job)
+    job_id = await client.call(
+        "certificate.create",
+        {
+            "name": "orphan",
+            "create_type": "CERTIFICATE_CREATE_INTERNAL",
+            "signedby": root["id"],
+            "profile": "HTTPS ECC Certificate",
+            "lifetime": 30,
+            "common": "orphan.example.test",
+        },
+    )
+    await asyncio.wait_for(reached.wait(), 30)
+    assert await client.call("certificateauthority.delete", root["id"], True)
+    release.set()
+    job = await client.call("core.job_wait", job_id, 30)
+    assert job["state"] == "FAILED"
+    assert job["error"] == "data.signedby: the CA was deleted while the job ran"
+    assert await client.call("certificate.query", [["name", "=", "orphan"]]) == []

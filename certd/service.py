@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import grp
 import os
 import signal
 import socket
 import ssl
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from certd.api.registry import Registry, Service
 from certd.config import Config, load_config
 from certd.deploy.deployer import Deployer
 from certd.deploy.events import EventBus
-from certd.errors import CertdError, ValidationError
+from certd.errors import CertdError, ConflictError, ValidationError
 from certd.metrics import Metrics, metrics_handler
 from certd.renewal.issuance import Issuer
 from certd.renewal.scheduler import RenewalEngine
@@ -42,6 +43,8 @@ from certd.workers import Workers
 log = structlog.get_logger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# Held by the running daemon (its pid inside), beside the store in the state directory.
+DAEMON_LOCK_FILE = "daemon.lock"
 
 
 def _remove_socket(path: Path) -> None:
@@ -73,6 +76,29 @@ def service_classes() -> list[type[Service]]:
     from certd.api.namespaces import SERVICES
 
     return SERVICES
+
+
+@contextlib.contextmanager
+def _daemon_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir`` for this daemon; refuse if another daemon holds it.
+
+    Raises:
+        ConflictError: another process serves the directory (its pid named).
+    """
+    fd = os.open(state_dir / DAEMON_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise ConflictError(
+                f"another certd (pid {holder or 'unknown'}) serves {state_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 class Daemon:
@@ -141,7 +167,10 @@ class Daemon:
         state_dir = self.config.store.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._tighten_state_dir(state_dir)
-        # Shared with other daemons, but never held during a key rotation.
+        # One daemon per state directory: a second would recover (abort) the
+        # first one's running jobs and renew the same certificates.
+        self._stack.enter_context(_daemon_lock(state_dir))
+        # Shared with the certd commands, but never held during a key rotation.
         self._stack.enter_context(state_lock(state_dir, exclusive=False))
         await self.db.migrate()
         self._stack.push_async_callback(self.db.close)

@@ -520,6 +520,14 @@ class Renewer:
             stored = await session.get(RenewalAttempt, attempt.id)
             if cert is None or stored is None:
                 raise NotFoundError("certificate", row.id)
+            signers = await load_signers(session, [cert.signedby_id])
+            # Checked again in the transaction that installs: a CA revoked or
+            # put on hold since it signed must not see its certificate land.
+            problem = signer_problem(cert, signers, now)
+            if problem is not None:
+                raise PkiError(
+                    f"certificate {cert.name!r} cannot be renewed: {problem}"
+                )
             cert.certificate = issued.fullchain_pem
             cert.privatekey = attempt.privatekey
             cert.csr = attempt.csr
@@ -534,7 +542,6 @@ class Renewer:
             cert.last_attempt_at = now
             cert.ari_window_start = cert.ari_window_end = None
             cert.ari_next_fetch_at = None
-            signers = await load_signers(session, [cert.signedby_id])
             staged = self.daemon.renewal.replan(
                 session, cert, signers, self.settings(), now
             )

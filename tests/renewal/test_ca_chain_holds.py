@@ -430,3 +430,27 @@ def test_the_chain_decides_whether_a_certificate_is_planned(
     else:
         assert (row.next_attempt_at, row.next_attempt_reason) == (None, CA_CANNOT_SIGN)
         assert not_renewable_because(row, signers, _NOW) == because
+
+
+async def test_a_hold_landing_after_the_signature_keeps_the_old_certificate(
+    certd: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with certd.client() as client:
+        root = await make_root(client)
+        cert = await issue(client, root["id"], lifetime=30)
+        renewer = certd.daemon.renewal.renewer
+        install = renewer._install
+
+        async def held_before_install(*args: Any) -> Any:
+            # Signed already; the hold commits before the install's transaction.
+            await client.call("certificateauthority.update", root["id"], HOLD)
+            return await install(*args)
+
+        monkeypatch.setattr(renewer, "_install", held_before_install)
+        job_id = await client.call("certificate.renew", cert["id"])
+        job = await client.call("core.job_wait", job_id, 30)
+        after = await client.call("certificate.get_instance", cert["id"])
+
+    assert job["state"] == "FAILED"
+    assert "its CA 'root' is on hold" in job["error"]
+    assert after["certificate"] == cert["certificate"]

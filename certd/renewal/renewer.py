@@ -86,6 +86,15 @@ def _attempt_view(row: RenewalAttempt, resumed: bool) -> AttemptView:
     )
 
 
+class CannotSign(PkiError):
+    """The certificate's CA, or one above it, stopped being able to sign.
+
+    Found during a renewal (a hold put on after it was accepted): a refusal
+    like the one before the job, so no failure is counted against the
+    certificate.
+    """
+
+
 class Renewer:
     """Renews certificates; one renewal per certificate at a time."""
 
@@ -221,6 +230,9 @@ class Renewer:
                 await asyncio.shield(
                     self._record_failure(row, attempt, "aborted", None, keep_open=True)
                 )
+            raise
+        except CannotSign as exc:
+            await self._replan(row.id, exc.message)
             raise
         except Exception as exc:
             message = (
@@ -485,7 +497,7 @@ class Renewer:
             signers = await load_signers(session, [row.signedby_id])
         problem = signer_problem(row, signers, now)
         if problem is not None:
-            raise PkiError(f"certificate {row.name!r} cannot be renewed: {problem}")
+            raise CannotSign(f"certificate {row.name!r} cannot be renewed: {problem}")
         if ca is None or not ca.privatekey:
             raise PkiError(
                 f"the CA that signed {row.name!r} is gone or has no private key"
@@ -525,7 +537,7 @@ class Renewer:
             # put on hold since it signed must not see its certificate land.
             problem = signer_problem(cert, signers, now)
             if problem is not None:
-                raise PkiError(
+                raise CannotSign(
                     f"certificate {cert.name!r} cannot be renewed: {problem}"
                 )
             cert.certificate = issued.fullchain_pem

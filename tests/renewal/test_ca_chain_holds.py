@@ -450,7 +450,15 @@ async def test_a_hold_landing_after_the_signature_keeps_the_old_certificate(
         job_id = await client.call("certificate.renew", cert["id"])
         job = await client.call("core.job_wait", job_id, 30)
         after = await client.call("certificate.get_instance", cert["id"])
+        stored = await _stored(certd, cert["id"])
+        failed = await _events(client, cert["id"], "certificate.renewal_failed")
+        blocked = await _events(client, cert["id"], BLOCKED)
 
     assert job["state"] == "FAILED"
     assert "its CA 'root' is on hold" in job["error"]
     assert after["certificate"] == cert["certificate"]
+    # A refusal found late, like one found before the job: nothing counted,
+    # the attempt closed, the certificate blocked and the user told once.
+    assert stored == (None, CA_CANNOT_SIGN, 0, 1)
+    assert failed == []
+    assert [e["data"]["because"] for e in blocked] == ["its CA 'root' is on hold"]

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from certd.api.filters import QueryOptions, filter_entries
+from certd.api.filters import QueryOptions, query_entries
 from certd.api.registry import MethodOptions, Service
 from certd.errors import NotFoundError
 
@@ -36,7 +36,7 @@ class CRUDService(Service):
             options: QueryOptions = QueryOptions(),  # noqa: B008 - immutable in use
         ) -> list[entry] | entry | int:  # type: ignore[valid-type]
             """List entries matching the filters, shaped by the options."""
-            return filter_entries(await self.entries(), filters, options)
+            return await query_entries(await self.entries(), filters, options)
 
         async def get_instance(self: CRUDService, id: int) -> entry:  # type: ignore[valid-type]
             """One entry by id."""

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -10,9 +12,11 @@ from certd.api.filters import (
     MAX_FILTER_TERMS,
     MAX_ORDER_BY,
     MAX_SELECT,
+    THREAD_ENTRIES,
     QueryOptions,
     compile_filters,
     filter_entries,
+    query_entries,
 )
 from certd.errors import NotFoundError, ValidationError
 
@@ -256,3 +260,59 @@ def test_one_dash_orders_descending_and_two_name_no_field() -> None:
     with pytest.raises(ValidationError) as caught:
         filter_entries(ENTRIES, [], QueryOptions(order_by=["--name"]))
     assert [e.field for e in caught.value.errors] == ["options.order_by.0"]
+
+
+class CountingEntry(Mapping[str, Any]):
+    """An entry that computes its fields when read, as certificate records do."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.reads: list[str] = []
+        self.threads: set[int] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads.append(key)
+        self.threads.add(threading.get_ident())
+        return self.values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def test_a_computed_field_is_read_once_per_entry_however_many_terms_name_it() -> None:
+    entries = [CountingEntry({"id": i, "ext": {"a": i, "b": -i}}) for i in range(3)]
+    filters = [["ext.a", ">=", 1], ["ext.b", "<", 0], ["ext.c", "!=", 5]]
+    matched = filter_entries(
+        entries,  # type: ignore[arg-type]
+        filters,
+        QueryOptions(select=["ext.a", "ext.b"]),
+    )
+    assert matched == [{"ext.a": 1, "ext.b": -1}, {"ext.a": 2, "ext.b": -2}]
+    # once while filtering, once while shaping the result; never per term
+    assert [e.reads.count("ext") for e in entries] == [1, 2, 2]
+
+
+async def test_a_query_over_many_entries_runs_beside_the_event_loop() -> None:
+    few = [CountingEntry({"id": i}) for i in range(THREAD_ENTRIES - 1)]
+    many = [CountingEntry({"id": i}) for i in range(THREAD_ENTRIES)]
+    loop_thread = threading.get_ident()
+    wanted = [["id", ">=", THREAD_ENTRIES - 2]]
+
+    assert await query_entries(few, wanted, QueryOptions()) == [  # type: ignore[arg-type]
+        {"id": THREAD_ENTRIES - 2}
+    ]
+    assert await query_entries(many, wanted, QueryOptions()) == [  # type: ignore[arg-type]
+        {"id": THREAD_ENTRIES - 2},
+        {"id": THREAD_ENTRIES - 1},
+    ]
+    assert {t for e in few for t in e.threads} == {loop_thread}
+    assert loop_thread not in {t for e in many for t in e.threads}
+    # a malformed query is refused on the loop, before any entry is read
+    with pytest.raises(ValidationError):
+        await query_entries(many, [["id", "like", 1]], QueryOptions())  # type: ignore[arg-type]

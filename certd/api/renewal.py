@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from certd.api.filters import QueryOptions, query_entries
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
 from certd.deploy.files import group_id, user_id, within
@@ -134,9 +135,17 @@ class RenewalService(Service):
         return await self.app.renewal.run_renewal(job, id, "manual")  # type: ignore[no-any-return]
 
     @api_method(readonly=True, name="certificate.renewal_plan")
-    async def renewal_plan(self) -> list[PlanEntry]:
-        """For every certificate: when it renews next and which rule decided."""
-        return await self.app.renewal.plan_entries(utcnow())  # type: ignore[no-any-return]
+    async def renewal_plan(
+        self,
+        filters: list[Any] = [],  # noqa: B006 - never mutated
+        options: QueryOptions = QueryOptions(),  # noqa: B008 - immutable in use
+    ) -> list[PlanEntry] | PlanEntry | int:
+        """For each certificate: when it renews next and which rule decided.
+
+        Filters and options as in certificate.query, over the plan's fields.
+        """
+        entries = await self.app.renewal.plan_entries(utcnow())
+        return await query_entries(entries, filters, options)  # type: ignore[no-any-return]
 
     @api_method(readonly=True, name="certificate.get_deploy")
     async def get_deploy(self, id: int) -> DeployEntry:

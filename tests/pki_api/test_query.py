@@ -232,3 +232,14 @@ async def test_renew_days_applies_to_certificates_certd_renews(
     )
     assert fields(error) == ["data.renew_days"]
     assert await snapshot(client) == before
+    # The plan takes query's filters and options.
+    assert await client.call(
+        "certificate.renewal_plan",
+        [["renewable", "=", False]],
+        {"select": ["name", "reason"]},
+    ) == [{"name": "outside", "reason": plan["outside"]["reason"]}]
+    assert await client.call("certificate.renewal_plan", [], {"count": True}) == 2
+    misspelt = await expect_error(
+        client, "certificate.renewal_plan", [["renewble", "=", True]]
+    )
+    assert fields(misspelt) == ["filters.0.0"]

@@ -166,7 +166,11 @@ class Metrics:
             Certificate.certificate,
             Certificate.next_attempt_at,
             Certificate.failure_count,
-        ).where(Certificate.cert_type == "CERTIFICATE")
+        ).where(
+            Certificate.cert_type == "CERTIFICATE",
+            # Revoked on purpose: its end is no longer a date to alert on.
+            Certificate.revoked.is_(False),
+        )
         # Beside the sessions: a scrape does not queue behind job writes.
         rows = await daemon.db.read(lambda conn: conn.execute(wanted).all())
         for gauge in (self.expiry, self.next_renewal, self.failures):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import aiohttp
 from cryptography import x509
 
 from certd.client import Client
@@ -192,3 +193,26 @@ async def test_stale_crls_are_republished_with_the_next_number(
     assert after["crl_number"] == 2
     renewed = x509.load_pem_x509_crl(after["crl"].encode())
     assert renewed.last_update_utc == crl.last_update_utc + dt.timedelta(days=4)
+
+
+async def test_a_revoked_certificate_leaves_the_expiry_metrics(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    kept = await issue(client, root["id"], "kept")
+    gone = await issue(client, root["id"], "gone")
+    await client.call(
+        "certificate.update",
+        gone["id"],
+        {"revoked": True, "revoked_reason": "superseded"},
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(certd.url + "/metrics") as response:
+            metrics = await response.text()
+
+    expiring = {
+        line.split('"')[1]
+        for line in metrics.splitlines()
+        if line.startswith("certd_certificate_expiry_seconds{")
+    }
+    assert expiring == {kept["name"]}

@@ -198,6 +198,31 @@ class Config(_Section):
         return self._source
 
 
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """ "unknown key", with the closest key of its section when one is close."""
+    import difflib
+    import typing
+
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list of sections (events.webhooks)
+        field = section.model_fields.get(part)
+        candidates = [field.annotation] if field is not None else []
+        found = None
+        while candidates:
+            kind = candidates.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found = kind
+                break
+            candidates.extend(typing.get_args(kind))
+        if found is None:
+            return "unknown key"
+        section = found
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
 def load_config(path: Path | None) -> Config:
     """Read and check a TOML file; ``None`` gives the defaults.
 
@@ -226,7 +251,9 @@ def load_config(path: Path | None) -> Config:
             [
                 FieldError(
                     ".".join(str(p) for p in err["loc"]),
-                    "unknown key" if err["type"] == "extra_forbidden" else err["msg"],
+                    _unknown_key(err["loc"])
+                    if err["type"] == "extra_forbidden"
+                    else err["msg"],
                 )
                 for err in exc.errors()
             ]

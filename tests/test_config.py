@@ -62,3 +62,22 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as caught:
         load_config(tmp_path / "missing.toml")
     assert "cannot read" in caught.value.message
+
+
+def test_a_misspelt_key_is_told_the_closest_one(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(
+        "[renewal]\nrenew_dayz = 20\n"
+        "[[events.webhooks]]\nurl = 'http://127.0.0.1:9/h'\nretrys = 2\n"
+        "[serverr]\nx = 1\n"
+        "[store]\nzzz = 1\n"
+    )
+    with pytest.raises(ValidationError) as caught:
+        load_config(path)
+    told = {e.field: e.message for e in caught.value.errors}
+    assert told == {
+        "renewal.renew_dayz": "unknown key; did you mean 'renew_days'?",
+        "events.webhooks.0.retrys": "unknown key; did you mean 'retries'?",
+        "serverr": "unknown key; did you mean 'server'?",
+        "store.zzz": "unknown key",
+    }

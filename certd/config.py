@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -171,6 +172,39 @@ class EventsConfig(_Section):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
+class PkiConfig(_Section):
+    # The URL relying parties reach the daemon's HTTP listener at (usually a
+    # reverse proxy in front of it); set, every certificate a CA of ours signs
+    # names its CRL below it (RFC 5280 4.2.1.13). Unset or empty: none.
+    crl_base_url: str | None = None
+
+    @field_validator("crl_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # reading it checks the port
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("must name a host, e.g. http://pki.example.lan")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must have no query (?) or fragment (#)")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry a user name or password")
+        if not value.isascii() or any(c.isspace() for c in value):
+            # A URI in a certificate is an IA5String (RFC 5280 4.2.1.6).
+            raise ValueError(
+                "must be ASCII without white space (an IDN host in its xn-- form)"
+            )
+        # The CRL path (/crl/<ca name>.crl) is appended to it.
+        return value.rstrip("/")
+
+
 class MetricsConfig(_Section):
     enabled: bool = True
 
@@ -188,6 +222,7 @@ class Config(_Section):
     renewal: RenewalConfig = Field(default_factory=RenewalConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    pki: PkiConfig = Field(default_factory=PkiConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     # The file this was read from, so that SIGHUP can read it again.

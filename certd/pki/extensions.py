@@ -60,6 +60,34 @@ def san_extension(names: list[x509.GeneralName], subject: x509.Name) -> Extensio
     return x509.SubjectAlternativeName(names), len(subject) == 0
 
 
+def crl_paths(ca_name: str) -> tuple[str, str]:
+    """The HTTP paths at which the daemon serves a CA's CRL, DER and PEM."""
+    return f"/crl/{ca_name}.crl", f"/crl/{ca_name}.pem"
+
+
+def crl_url(base_url: str, ca_name: str) -> str:
+    """Where relying parties fetch a CA's CRL: the DER form under ``base_url``.
+
+    RFC 5280 4.2.1.13 asks an HTTP distribution point for a DER CRL.
+    """
+    return base_url.rstrip("/") + crl_paths(ca_name)[0]
+
+
+def crl_distribution_points(url: str) -> Extension:
+    """cRLDistributionPoints with one point naming ``url``; never critical.
+
+    RFC 5280 4.2.1.13 recommends it non-critical; the one point has neither
+    reasons nor cRLIssuer, so its CRL covers every reason and the issuer itself.
+    """
+    point = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
+    )
+    return x509.CRLDistributionPoints([point]), False
+
+
 def extensions_dict(extensions: x509.Extensions) -> dict[str, dict[str, Any]]:
     """Every extension decoded to JSON-able values, keyed by a readable name."""
     result: dict[str, dict[str, Any]] = {}

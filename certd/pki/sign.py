@@ -9,7 +9,11 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from certd.errors import PkiError, ValidationError
-from certd.pki.extensions import build_extensions, san_extension
+from certd.pki.extensions import (
+    build_extensions,
+    crl_distribution_points,
+    san_extension,
+)
 from certd.pki.keys import (
     PrivateKey,
     PublicKey,
@@ -46,17 +50,19 @@ def build_certificate(
     lifetime_days: int,
     now: dt.datetime,
     serial: int | None = None,
+    crl_url: str | None = None,
 ) -> x509.Certificate:
     """Issue a certificate; ``issuer_cert=None`` makes it self-signed.
 
     The certificate starts five minutes before ``now`` and must end no later
     than its issuer: a longer lifetime is refused rather than silently cut.
     A leaf that may serve TLS and has no SAN entries gets its common name as
-    one when that is a host name or an IP address.
+    one when that is a host name or an IP address. With ``crl_url`` it names
+    its issuer's CRL in a cRLDistributionPoints extension.
 
     Raises:
         PkiError: the issuer cannot sign it (not a CA, path length exhausted,
-            wrong key).
+            wrong key), or ``crl_url`` is given for a self-signed certificate.
         ValidationError: a bad SAN entry, no subject and no SAN, or a
             ``lifetime`` below one day, past 9999 or past the issuer's end.
     """
@@ -76,6 +82,9 @@ def build_certificate(
     if issuer_cert is None:
         if public_key_der(issuer_key) != public_key_der(subject_key_public):
             raise PkiError("a self-signed certificate must be signed by its own key")
+        if crl_url is not None:
+            # A trust anchor is not checked against any CRL (RFC 5280 6.1).
+            raise PkiError("a self-signed certificate has no issuer CRL to name")
         issuer_name = subject
         issuer_public = subject_key_public
     else:
@@ -106,6 +115,9 @@ def build_certificate(
     )
     if aki is not None:
         builder = builder.add_extension(aki, critical=False)
+    if crl_url is not None:
+        ext, critical = crl_distribution_points(crl_url)
+        builder = builder.add_extension(ext, critical=critical)
 
     return builder.sign(issuer_key, hash_algorithm(digest, issuer_key))
 
@@ -118,13 +130,14 @@ def sign_csr(
     lifetime_days: int,
     digest: Digest | None,
     now: dt.datetime,
+    crl_url: str | None = None,
 ) -> x509.Certificate:
     """Issue a certificate for a CSR: its subject and SAN, the CA's extensions.
 
     Only the subject and subjectAltName are taken from the request; every
-    other extension is chosen by the signer, so a CSR cannot ask for CA rights.
-    A request without SANs gets its common name as one, as in
-    ``build_certificate``.
+    other extension is chosen by the signer, so a CSR cannot ask for CA rights
+    nor name a CRL. A request without SANs gets its common name as one, and
+    ``crl_url`` names the CA's CRL, as in ``build_certificate``.
 
     Raises:
         PkiError: the CSR's signature is bad, or the CA cannot sign it.
@@ -146,6 +159,7 @@ def sign_csr(
         digest=digest,
         lifetime_days=lifetime_days,
         now=now,
+        crl_url=crl_url,
     )
 
 
@@ -159,11 +173,13 @@ def create_intermediate_ca(
     digest: Digest | None,
     lifetime_days: int,
     now: dt.datetime,
+    crl_url: str | None = None,
 ) -> x509.Certificate:
     """Issue an intermediate CA under ``parent_cert``.
 
     Without an explicit path length the new CA inherits the parent's limit
     minus one, so the constraint is visible in the intermediate itself.
+    ``crl_url`` names the parent's CRL, as in ``build_certificate``.
 
     Raises:
         PkiError: ``extensions`` is not a CA profile, or the parent's path
@@ -187,6 +203,7 @@ def create_intermediate_ca(
         digest=digest,
         lifetime_days=lifetime_days,
         now=now,
+        crl_url=crl_url,
     )
 
 

@@ -30,7 +30,7 @@ from certd.errors import (
     PkiError,
     ValidationError,
 )
-from certd.pki.extensions import serial_hex
+from certd.pki.extensions import crl_url, serial_hex
 from certd.pki.keys import load_private_key, public_key_der
 from certd.renewal.checkpoints import checkpoint
 from certd.renewal.issuance import IssuedChain
@@ -503,12 +503,14 @@ class Renewer:
                 f"the CA that signed {row.name!r} is gone or has no private key"
             )
         await job.set_progress(50, f"signing with CA {ca.name!r}")
+        base_url = self.daemon.config.pki.crl_base_url
         fullchain = resign(
             row.certificate or "",
             attempt.csr,
             ca.certificate,
             ca.privatekey,
             now=now,
+            crl_url=crl_url(base_url, ca.name) if base_url else None,
         )
         return IssuedChain(fullchain, "", 0, [])
 

@@ -2,7 +2,8 @@
 
 The new certificate asks for nothing new: the old leaf's subject and
 extensions are kept (key identifiers are made afresh for the new key and the
-CA), the lifetime is the old one's, cut at the CA's own end.
+CA, and the CRL it names is the CA's current one when certd is told where CRLs
+are published), the lifetime is the old one's, cut at the CA's own end.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certd.errors import PkiError
+from certd.pki.extensions import crl_distribution_points
 from certd.pki.keys import hash_algorithm, load_private_key
 from certd.pki.sign import CLOCK_SKEW, random_serial
 
@@ -26,8 +28,12 @@ def resign(
     ca_key_pem: str,
     *,
     now: dt.datetime,
+    crl_url: str | None = None,
 ) -> str:
     """A new chain for the CSR's key with the old leaf's content and issuers.
+
+    With ``crl_url`` the new leaf names that CRL, in place of any the old one
+    named; without, an old cRLDistributionPoints is kept as it was.
 
     Raises:
         PkiError: the CA has expired or its key does not match its certificate.
@@ -59,9 +65,13 @@ def resign(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
+    remade = _REMADE if crl_url is None else (*_REMADE, x509.CRLDistributionPoints)
     for extension in old.extensions:
-        if not isinstance(extension.value, _REMADE):
+        if not isinstance(extension.value, remade):
             builder = builder.add_extension(extension.value, extension.critical)
+    if crl_url is not None:
+        ext, critical = crl_distribution_points(crl_url)
+        builder = builder.add_extension(ext, critical=critical)
     builder = builder.add_extension(
         x509.SubjectKeyIdentifier.from_public_key(public_key),  # type: ignore[arg-type]
         critical=False,

@@ -327,7 +327,13 @@ class CertificateService(CRUDService):
             )
         now = utcnow()
         async with self.app.db.session() as session:
-            signer = await load_signer(session, data.signedby, "data.signedby", now)
+            signer = await load_signer(
+                session,
+                data.signedby,
+                "data.signedby",
+                now,
+                crl_base_url=self.app.config.pki.crl_base_url,
+            )
         # A trial signature with a throwaway key applies every rule of the
         # library (lifetime within the CA's, SAN syntax) before a job starts.
         sign_request(parsed, probe_key().public_key(), now, signer=signer)

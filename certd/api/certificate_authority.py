@@ -68,6 +68,7 @@ from certd.errors import (
     ValidationError,
 )
 from certd.pki.crl import revocation_reason_choices
+from certd.pki.extensions import crl_paths
 from certd.pki.inspect import describe_certificate
 from certd.pki.keys import private_key_to_pem
 from certd.pki.profiles import ca_profiles, certificate_profiles
@@ -106,11 +107,6 @@ class ImportPlan:
     chain: list[x509.Certificate]
     key_pem: str | None
     parent_id: int | None
-
-
-def crl_paths(name: str) -> tuple[str, str]:
-    """The HTTP paths of a CA's CRL, DER and PEM."""
-    return f"/crl/{name}.crl", f"/crl/{name}.pem"
 
 
 class CertificateAuthorityService(CRUDService):
@@ -268,7 +264,13 @@ class CertificateAuthorityService(CRUDService):
         if data.create_type == "CA_CREATE_INTERMEDIATE":
             assert data.signedby is not None
             async with self.app.db.session() as session:
-                signer = await load_signer(session, data.signedby, "data.signedby", now)
+                signer = await load_signer(
+                    session,
+                    data.signedby,
+                    "data.signedby",
+                    now,
+                    crl_base_url=self.app.config.pki.crl_base_url,
+                )
             # A trial signature checks path length and validity against the parent.
             sign_request(parsed, probe_key().public_key(), now, signer=signer)
         else:
@@ -535,7 +537,13 @@ class CertificateAuthorityService(CRUDService):
             if csr_row is None or csr_row.cert_type != "CSR":
                 errors.add("data.csr_cert_id", f"no CSR with id {data.csr_cert_id}")
             errors.check()
-            signer = await load_signer(session, data.ca_id, "data.ca_id", now)
+            signer = await load_signer(
+                session,
+                data.ca_id,
+                "data.ca_id",
+                now,
+                crl_base_url=self.app.config.pki.crl_base_url,
+            )
         assert csr_row is not None
         try:
             csr = x509.load_pem_x509_csr((csr_row.csr or "").encode())
@@ -579,6 +587,7 @@ class CertificateAuthorityService(CRUDService):
                 parsed.lifetime or 0,
                 parsed.key.digest_algorithm,
                 now,
+                crl_url=signer.crl_url,
             )
         except ValidationError as exc:
             raise readdress(exc, "data") from None

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from certd.api.pki_params import Parsed, pki_field_error, readdress
 from certd.errors import PkiError, ValidationError
 from certd.pki.crl import build_crl
-from certd.pki.extensions import serial_hex
+from certd.pki.extensions import crl_url, serial_hex
 from certd.pki.importing import check_key_matches
 from certd.pki.keys import PrivateKey, PublicKey, load_private_key
 from certd.pki.models import Digest
@@ -40,13 +40,18 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Signer:
-    """A CA of ours that can sign: its certificate, key and chain (CA first)."""
+    """A CA of ours that can sign: its certificate, key and chain (CA first).
+
+    ``crl_url`` is where relying parties fetch its CRL, named in what it
+    signs; None when no ``[pki] crl_base_url`` is configured.
+    """
 
     id: int
     name: str
     cert: x509.Certificate
     key: PrivateKey
     chain: list[x509.Certificate]
+    crl_url: str | None = None
 
     def issued_chain(self, leaf: x509.Certificate) -> list[x509.Certificate]:
         """What to store for a certificate this CA issued: leaf and intermediates."""
@@ -109,9 +114,14 @@ def signing_digest(key: PrivateKey) -> Digest | None:
 
 
 async def load_signer(
-    session: AsyncSession, ca_id: int, field: str, now: dt.datetime
+    session: AsyncSession,
+    ca_id: int,
+    field: str,
+    now: dt.datetime,
+    *,
+    crl_base_url: str | None = None,
 ) -> Signer:
-    """The CA ``ca_id`` ready to sign.
+    """The CA ``ca_id`` ready to sign, naming its CRL under ``crl_base_url``.
 
     Raises:
         ValidationError: at ``field``: no such CA, no key, revoked or on hold,
@@ -153,7 +163,8 @@ async def load_signer(
         raise ValidationError.single(
             field, f"certificate authority {row.name!r} cannot sign: {above}"
         )
-    return Signer(row.id, row.name, chain[0], key, chain)
+    url = crl_url(crl_base_url, row.name) if crl_base_url else None
+    return Signer(row.id, row.name, chain[0], key, chain, url)
 
 
 async def find_issuer(
@@ -352,10 +363,11 @@ def sign_request(
 ) -> x509.Certificate:
     """Issue the certificate a checked request describes.
 
-    With ``signer`` the CA signs it; otherwise ``self_key`` signs it as a
-    self-signed root. Below a CA with a path length, a CA certificate that
-    names none gets the parent's limit minus one, as the library's
-    ``create_intermediate_ca`` does, so the limit shows in the certificate.
+    With ``signer`` the CA signs it, naming its CRL when it has a ``crl_url``;
+    otherwise ``self_key`` signs it as a self-signed root. Below a CA with a
+    path length, a CA certificate that names none gets the parent's limit
+    minus one, as the library's ``create_intermediate_ca`` does, so the limit
+    shows in the certificate.
 
     Raises:
         ValidationError: at the request's field the library refuses.
@@ -386,6 +398,7 @@ def sign_request(
             digest=digest,
             lifetime_days=parsed.lifetime or 0,
             now=now,
+            crl_url=signer.crl_url if signer is not None else None,
         )
     except ValidationError as exc:
         raise readdress(exc, "data") from None

@@ -83,29 +83,21 @@ def test_a_signed_certificate_names_the_crl(make_ca: MakeCa, make_key: MakeKey) 
     root = make_ca()
     key = make_key("EC")
 
-    named = build_certificate(
-        subject_key_public=key.public_key(),
-        subject=cn("a.example"),
-        san=["DNS:a.example"],
-        extensions=LEAF_EXTENSIONS,
-        issuer_cert=root.cert,
-        issuer_key=root.key,
-        digest="SHA256",
-        lifetime_days=30,
-        now=NOW,
-        crl_url=URL,
-    )
-    unnamed = build_certificate(
-        subject_key_public=key.public_key(),
-        subject=cn("a.example"),
-        san=["DNS:a.example"],
-        extensions=LEAF_EXTENSIONS,
-        issuer_cert=root.cert,
-        issuer_key=root.key,
-        digest="SHA256",
-        lifetime_days=30,
-        now=NOW,
-    )
+    def leaf(**crl: str) -> x509.Certificate:
+        return build_certificate(
+            subject_key_public=key.public_key(),
+            subject=cn("a.example"),
+            san=["DNS:a.example"],
+            extensions=LEAF_EXTENSIONS,
+            issuer_cert=root.cert,
+            issuer_key=root.key,
+            digest="SHA256",
+            lifetime_days=30,
+            now=NOW,
+            **crl,
+        )
+
+    named, unnamed = leaf(crl_url=URL), leaf()
 
     assert crl_uris(named) == [URL]
     assert extensions_dict(named.extensions)["CRLDistributionPoints"][

@@ -190,6 +190,8 @@ def row_entry(row: Any) -> dict[str, Any]:
 
 PROGRESS_FLUSH_SECONDS = 1.0
 FINAL_SAVE_ATTEMPTS = 5
+# How long a stop waits for the cancelled jobs to clean up and save their end.
+SHUTDOWN_GRACE = 5.0
 
 JobFunction = Callable[[Job], Awaitable[Any]]
 # Called, without awaiting, each time a job starts, reports progress or ends.
@@ -206,6 +208,8 @@ class JobManager:
         # Jobs beyond this many wait their turn (state WAITING) instead of
         # all competing for the store and the CPU at once.
         self._slots = asyncio.Semaphore(max_running)
+        # Set by shutdown(): a job submitted later would outlive the store.
+        self.stopping = False
 
     def add_listener(self, listener: JobListener) -> Callable[[], None]:
         """Call ``listener`` on every change of every job; return the remover."""
@@ -244,6 +248,16 @@ class JobManager:
         caller: str = "",
         dump_result: Callable[[Any], Any] = lambda value: value,
     ) -> Job:
+        """Store a new job and start running it.
+
+        Raises:
+            CertdError: the daemon is stopping (retryable).
+        """
+        if self.stopping:
+            raise CertdError(
+                "the daemon is stopping; call again once it has restarted",
+                retryable=True,
+            )
         async with self.db.session() as session:
             row = JobRow(
                 method=method,
@@ -418,19 +432,54 @@ class JobManager:
         await self._cancel(job)
 
     async def shutdown(
-        self, reason: str = "interrupted: the daemon is stopping"
+        self,
+        reason: str = "interrupted: the daemon is stopping",
+        grace: float | None = None,
     ) -> None:
-        """Cancel every running job and wait until each has cleaned up."""
+        """Cancel every running job and wait until each has cleaned up.
+
+        Waits ``grace`` seconds at most (SHUTDOWN_GRACE): a job still running
+        then is named in the log and left; the next start marks it aborted.
+        """
+        self.stopping = True
+        grace = SHUTDOWN_GRACE if grace is None else grace
         jobs = list(self.running.values())
+        if not jobs:
+            return
         for job in jobs:
             job.error = reason
-        await asyncio.gather(*(self._cancel(job) for job in jobs))
+        cancels = {asyncio.ensure_future(self._cancel(job)): job for job in jobs}
+        _, pending = await asyncio.wait(cancels, timeout=grace / 2)
+        for cancel in pending:
+            task = cancels[cancel].task
+            # Python 3.11's asyncio.wait_for drops a cancel that arrives as
+            # what it waits for ends (a hook exiting, an event set), and the
+            # job's body goes on. run_to_end drops one on purpose, after
+            # uncancel(): that job is not cancelled again.
+            if task is not None and not task.done() and task.cancelling():
+                if cancels[cancel].state in (JobState.WAITING, JobState.RUNNING):
+                    task.cancel()
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace / 2)
+        for cancel in pending:
+            job = cancels[cancel]
+            log.warning(
+                "job_left_running",
+                job_id=job.id,
+                method=job.method,
+                state=job.state.value,
+                reason=f"not ended {grace:g} s after it was cancelled",
+            )
 
     async def _cancel(self, job: Job) -> None:
         if job.task is None:
             return
         job.task.cancel()
-        await asyncio.gather(job.task, return_exceptions=True)
+        # Not gather: a caller that stops waiting must not cancel the job a
+        # second time (run_to_end would lose the step it protects).
+        await asyncio.wait({job.task})
+        if not job.task.cancelled():
+            job.task.exception()  # _run logs its own failures
         if not job.done.is_set():
             # Cancelled before its first step ran: _run never started, so
             # nothing else records the end.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from certd.errors import CertdError
 from certd.store.crypto import install_keyring
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ READ_THREADS = 4
 # The longest Database.read_now waits for a lock on the event loop's thread
 # before it gives up and the caller reads through a worker thread instead.
 READ_NOW_BUSY_MS = 20
+# How long close() waits for a session still open to give its connection back.
+CLOSE_WAIT = 2.0
 
 
 def _no_session_open() -> None:
@@ -153,6 +157,9 @@ class Database:
         self._read_pool: ThreadPoolExecutor | None = None
         self._now: sqlite3.Connection | None = None
         self._now_sql: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
+        # Set by close(): a task left running by the stop gets an error instead
+        # of a new connection, whose thread would keep the process from exiting.
+        self.closed = False
         database = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and database not in (
             None,
@@ -236,6 +243,8 @@ class Database:
         open session down instead. Doing so in the same task raises.
         """
         _no_session_open()
+        if self.closed:
+            raise CertdError("the store is closed: the daemon is stopping")
         token = _session_task.set(asyncio.current_task())
         try:
             async with self.sessions() as session, session.begin():
@@ -344,11 +353,28 @@ class Database:
         )
 
     async def close(self) -> None:
+        """Close every connection; a session still open is waited for briefly."""
+        self.closed = True
+        pool = self.engine.pool
+        if isinstance(pool, AsyncAdaptedQueuePool) and pool.checkedout():
+            # A task cut short by the stop may still be rolling back; its
+            # connection is closed only once it is back in the pool.
+            returned = asyncio.Event()
+            event.listen(pool, "checkin", lambda *_: returned.set())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    while pool.checkedout():
+                        returned.clear()
+                        await returned.wait()
+            if pool.checkedout():
+                log.warning("store_session_left_open", sessions=pool.checkedout())
         await self.engine.dispose()
         if self._now is not None:
             self._now.close()
             self._now = None
         if self._read_pool is not None:
-            self._read_pool.shutdown(wait=True)
+            # Not on the event loop's thread: a read may be waiting for a lock.
+            self._read_pool.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self._read_pool.shutdown, wait=True)
         if self._reader is not None:
             self._reader.dispose()

@@ -11,7 +11,7 @@ import signal
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,27 @@ from certd.workers import Workers
 log = structlog.get_logger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# A whole stop stays under the systemd unit's TimeoutStopSec (30 s), after
+# which the daemon is killed with its work half put away.
+STOP_BUDGET = 25.0
+# The longest each step of a stop may take before it is cut short; a step
+# always gets MIN_STEP, however little of the budget is left, so that the
+# store is closed and the state lock released even after a slow step.
+STOP_STEPS: dict[str, float] = {
+    "renewal": 8.0,  # a running tick or scan gets 5 s to reach its next batch
+    "jobs": 6.0,  # JobManager.shutdown waits 5 s for the cancelled jobs
+    "service": 3.0,
+    "listeners": 8.0,  # aiohttp waits 5 s for the requests under way
+    "events": 8.0,
+    "http": 3.0,
+    "store": 5.0,
+}
+MIN_STEP = 1.0
+# After a step was cut short: how long it is given to end once cancelled,
+# and how many times it is cancelled (a cancel can be dropped, see
+# EventBus.close) before it is left running.
+CANCEL_WAIT = 0.5
+CANCEL_ROUNDS = 3
 # Held by the running daemon (its pid inside), beside the store in the state directory.
 DAEMON_LOCK_FILE = "daemon.lock"
 
@@ -130,6 +151,7 @@ class Daemon:
         self.issuer = Issuer(self)
         self.started = False
         self._stack = AsyncExitStack()
+        self._stop_deadline: float | None = None
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.auth_limiter = AuthFailureLimiter(
@@ -157,6 +179,7 @@ class Daemon:
         try:
             await self._start()
         except BaseException:
+            self._stop_deadline = asyncio.get_running_loop().time() + STOP_BUDGET
             await self._stack.aclose()
             raise
 
@@ -173,7 +196,7 @@ class Daemon:
         # Shared with the certd commands, but never held during a key rotation.
         self._stack.enter_context(state_lock(state_dir, exclusive=False))
         await self.db.migrate()
-        self._stack.push_async_callback(self.db.close)
+        self._stack.push_async_callback(self._stop_step, "store", self.db.close)
         await unlock_store(self.db, state_dir, self.config.store.master_key_file)
         await self.jobs.recover()
         self.http = self._open_http()
@@ -182,7 +205,7 @@ class Daemon:
             starter = getattr(service, "on_start", None)
             if starter is not None:
                 await starter()
-        self._stack.push_async_callback(self.events.close)
+        self._stack.push_async_callback(self._stop_step, "events", self.events.close)
         self.events.start()
         # Interrupted renewals are resumed before callers can ask about them,
         # so that a caller never sees a half-renewed certificate as idle.
@@ -212,7 +235,9 @@ class Daemon:
             build_app(self), access_log=None, shutdown_timeout=5
         )
         await self._runner.setup()
-        self._stack.push_async_callback(self._runner.cleanup)
+        self._stack.push_async_callback(
+            self._stop_step, "listeners", self._runner.cleanup
+        )
         if server.http_enabled:
             if server.tls_certificate:
                 self.tls = ServerTLS(
@@ -298,7 +323,7 @@ class Daemon:
             headers={"User-Agent": f"certd/{__version__}"},
             trace_configs=[self.metrics.http_trace()],
         )
-        self._stack.push_async_callback(session.close)
+        self._stack.push_async_callback(self._stop_step, "http", session.close)
         return session
 
     async def readiness(self) -> dict[str, bool]:
@@ -352,20 +377,64 @@ class Daemon:
         log.info("config_reloaded", path=str(new.source))
 
     async def stop(self) -> None:
+        """Stop every part in reverse order; takes STOP_BUDGET seconds at most.
+
+        A step that does not end in its time is cut short and named in the
+        log (``stop_step_cut_short``); the steps after it still run.
+        """
         log.info("daemon_stopping")
+        started = asyncio.get_running_loop().time()
+        self._stop_deadline = started + STOP_BUDGET
         self.started = False
         # no new renewals while the running ones are being stopped
-        await self.renewal.stop()
-        await self.jobs.shutdown()
+        await self._stop_step("renewal", self.renewal.stop)
+        await self._stop_step("jobs", self.jobs.shutdown)
         for service in reversed(list(self.services.values())):
             stopper = getattr(service, "on_stop", None)
             if stopper is not None:
-                try:
-                    await stopper()
-                except Exception:
-                    log.exception("service_stop_failed", namespace=service.namespace)
+                await self._stop_step("service", stopper, namespace=service.namespace)
         await self._stack.aclose()
-        log.info("daemon_stopped")
+        log.info(
+            "daemon_stopped",
+            seconds=round(asyncio.get_running_loop().time() - started, 3),
+        )
+
+    async def _stop_step(
+        self, step: str, stop: Callable[[], Awaitable[object]], **context: str
+    ) -> None:
+        """Run one step of the stop within its time; log how it failed, never raise.
+
+        Cancelling the stop cancels the step under way and propagates.
+        """
+        loop = asyncio.get_running_loop()
+        limit = STOP_STEPS[step]
+        if self._stop_deadline is not None:
+            limit = max(MIN_STEP, min(limit, self._stop_deadline - loop.time()))
+        task = asyncio.ensure_future(stop())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit)
+            if not done:
+                log.warning(
+                    "stop_step_cut_short", step=step, seconds=round(limit, 1), **context
+                )
+                for _ in range(CANCEL_ROUNDS):
+                    task.cancel()
+                    done, _ = await asyncio.wait({task}, timeout=CANCEL_WAIT)
+                    if done:
+                        break
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            log.error("stop_step_left_running", step=step, **context)
+        elif not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "stop_step_failed",
+                step=step,
+                error=str(exc) or type(exc).__name__,
+                exc_info=exc,
+                **context,
+            )
 
 
 def _status(daemon: Daemon) -> str:

@@ -366,8 +366,11 @@ class EventBus:
                     retry_in=_STORE_RETRY,
                 )
                 wait = _STORE_RETRY
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+            # cancel that arrives as the wake-up is set, and close() would wait.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _dispatch(self) -> float:
         """Start posting the due deliveries; return the seconds until more are due."""

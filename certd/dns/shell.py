@@ -142,7 +142,9 @@ class ShellProvider(DNSProvider):
             raise self.error(f"cannot run {script}: {exc.strerror or exc}") from exc
 
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+            # asyncio.timeout: wait_for on Python 3.11 can drop a job's cancel.
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

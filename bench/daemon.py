@@ -111,17 +111,7 @@ async def running_certd(
             async with certd.client() as client:
                 created = await client.call(
                     "acme.dns.authenticator.create",
-                    {
-                        "name": "bind",
-                        "attributes": {
-                            "authenticator": "rfc2136",
-                            "server": named.host,
-                            "port": named.port,
-                            "tsig_key_name": named.tsig_name,
-                            "tsig_secret": named.tsig_secret,
-                            "tsig_algorithm": named.tsig_algorithm,
-                        },
-                    },
+                    {"name": "bind", "attributes": named.rfc2136_attributes()},
                 )
             certd.authenticator_id = created["id"]
         yield certd

@@ -45,17 +45,7 @@ def certd_config(directory: Path, named: NamedServer, pebble: PebbleServer) -> s
 
 def walkthrough(config: Path, named: NamedServer, pebble: PebbleServer) -> str:
     """The commands that get a certificate from this bed, ready to paste."""
-    authenticator = {
-        "name": "bed",
-        "attributes": {
-            "authenticator": "rfc2136",
-            "server": named.host,
-            "port": named.port,
-            "tsig_key_name": named.tsig_name,
-            "tsig_secret": named.tsig_secret,
-            "tsig_algorithm": named.tsig_algorithm,
-        },
-    }
+    authenticator = {"name": "bed", "attributes": named.rfc2136_attributes()}
     csr = {
         "name": "www-csr",
         "create_type": "CERTIFICATE_CREATE_CSR",

@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -168,6 +169,17 @@ class NamedServer:
     def address(self) -> str:
         """``host:port`` as pebble's ``-dnsserver`` and resolvers expect it."""
         return f"{self.host}:{self.port}"
+
+    def rfc2136_attributes(self) -> dict[str, Any]:
+        """certd's ``rfc2136`` DNS authenticator attributes for this server."""
+        return {
+            "authenticator": "rfc2136",
+            "server": self.host,
+            "port": self.port,
+            "tsig_key_name": self.tsig_name,
+            "tsig_secret": self.tsig_secret,
+            "tsig_algorithm": self.tsig_algorithm,
+        }
 
     def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
         """The dnspython keyring holding the update key."""

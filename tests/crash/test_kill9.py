@@ -205,17 +205,7 @@ async def test_sigkill_during_issuance_leaves_a_consistent_store(
         authenticator = (
             await client.call(
                 "acme.dns.authenticator.create",
-                {
-                    "name": "bind",
-                    "attributes": {
-                        "authenticator": "rfc2136",
-                        "server": named.host,
-                        "port": named.port,
-                        "tsig_key_name": named.tsig_name,
-                        "tsig_secret": named.tsig_secret,
-                        "tsig_algorithm": named.tsig_algorithm,
-                    },
-                },
+                {"name": "bind", "attributes": named.rfc2136_attributes()},
             )
         )["id"]
 

@@ -23,11 +23,4 @@ async def certd(
 
 @pytest.fixture
 def rfc2136_attributes(named: NamedServer) -> dict[str, object]:
-    return {
-        "authenticator": "rfc2136",
-        "server": named.host,
-        "port": named.port,
-        "tsig_key_name": named.tsig_name,
-        "tsig_secret": named.tsig_secret,
-        "tsig_algorithm": named.tsig_algorithm,
-    }
+    return named.rfc2136_attributes()

@@ -28,14 +28,7 @@ def short_pebble(
 
 
 def rfc2136(named: NamedServer, secret: str | None = None) -> dict[str, Any]:
-    return {
-        "authenticator": "rfc2136",
-        "server": named.host,
-        "port": named.port,
-        "tsig_key_name": named.tsig_name,
-        "tsig_secret": secret or named.tsig_secret,
-        "tsig_algorithm": named.tsig_algorithm,
-    }
+    return {**named.rfc2136_attributes(), "tsig_secret": secret or named.tsig_secret}
 
 
 async def issue_acme(

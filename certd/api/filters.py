@@ -51,7 +51,9 @@ class QueryOptions(BaseModel):
 REGEX_BUDGET_SECONDS = 0.25
 
 
-def _bounded_search(pattern: Any, where: str) -> Callable[[Any, Any], bool]:
+def _bounded_search(
+    pattern: Any, where: str, budget: _Budget
+) -> Callable[[Any, Any], bool]:
     # The regex module (for its timeouts) is loaded by the first query that
     # uses "~", not by every daemon.
     import regex
@@ -62,13 +64,12 @@ def _bounded_search(pattern: Any, where: str) -> Callable[[Any, Any], bool]:
         raise ValidationError.single(
             where, f"invalid regular expression: {exc}"
         ) from exc
-    deadline = time.monotonic() + REGEX_BUDGET_SECONDS
 
     def search(value: Any, _: Any) -> bool:
         if not isinstance(value, str):
             return False
         try:
-            remaining = max(deadline - time.monotonic(), 0.001)
+            remaining = max(budget.regex_deadline - time.monotonic(), 0.001)
             return compiled.search(value, timeout=remaining) is not None
         except TimeoutError:
             raise ValidationError.single(
@@ -185,6 +186,11 @@ class _Budget:
         self.terms = MAX_FILTER_TERMS
         # (where the field is in the request, its dotted path)
         self.fields: list[tuple[str, str]] = []
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """Start the time the query's regular expressions share."""
+        self.regex_deadline = time.monotonic() + REGEX_BUDGET_SECONDS
 
     def take(self, where: str, depth: int) -> None:
         self.terms -= 1
@@ -246,7 +252,7 @@ def _compile_one(item: Any, where: str, budget: _Budget, depth: int) -> Predicat
             f"unknown operator {op_name!r}; use one of {', '.join(OPERATORS)}",
         )
     if op_name == "~":
-        op = _bounded_search(value, f"{where}.2")
+        op = _bounded_search(value, f"{where}.2", budget)
     if op_name in ("in", "nin") and not isinstance(value, list | tuple):
         raise ValidationError.single(f"{where}.2", f"{op_name} takes a list")
     if op_name in ("^", "$") and not isinstance(value, str):
@@ -394,7 +400,7 @@ class _Query:
     """One query's filters compiled and options checked, ready to run."""
 
     def __init__(self, filters: Sequence[Any], options: QueryOptions) -> None:
-        budget = _Budget()
+        self.budget = budget = _Budget()
         self.predicate = _compile_all(filters, "filters", budget)
         self.options = options
         self.fields = [
@@ -408,6 +414,9 @@ class _Query:
         self.memo = _repeats(path for _, path in budget.fields)
 
     def run(self, rows: list[dict[str, Any]]) -> Any:
+        # From here, not from when it was built: it may have waited its turn
+        # in the query thread.
+        self.budget.start_clock()
         check_fields(rows, self.fields)
         predicate = self.predicate
         if self.memo and rows and not isinstance(rows[0], dict):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -8,10 +9,12 @@ import pytest
 from pydantic import ValidationError as PydanticValidationError
 
 from certd.api.filters import (
+    _QUERY_THREAD,
     MAX_FILTER_DEPTH,
     MAX_FILTER_TERMS,
     MAX_ORDER_BY,
     MAX_SELECT,
+    REGEX_BUDGET_SECONDS,
     THREAD_ENTRIES,
     QueryOptions,
     compile_filters,
@@ -316,3 +319,22 @@ async def test_a_query_over_many_entries_runs_beside_the_event_loop() -> None:
     # a malformed query is refused on the loop, before any entry is read
     with pytest.raises(ValidationError):
         await query_entries(many, [["id", "like", 1]], QueryOptions())  # type: ignore[arg-type]
+
+
+async def test_a_regular_expressions_time_starts_when_its_query_runs() -> None:
+    # A query may wait behind others for the query thread: the wait is not
+    # the pattern's. One value takes about 20 ms to search (a+ backtracks
+    # over it); with the wait counted, the budget would be spent already.
+    entries = [
+        CountingEntry({"id": i, "name": f"inv-{i}"}) for i in range(THREAD_ENTRIES)
+    ]
+    entries[0].values["name"] = "a" * 5_000
+    gate = threading.Event()
+    waiting = asyncio.get_running_loop().run_in_executor(_QUERY_THREAD, gate.wait)
+    queued = asyncio.create_task(
+        query_entries(entries, [["name", "~", "a+b|^inv-1"]], QueryOptions(count=True))  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(REGEX_BUDGET_SECONDS * 2)
+    gate.set()
+    await waiting
+    assert await queued == sum(1 for i in range(1, THREAD_ENTRIES) if str(i)[0] == "1")

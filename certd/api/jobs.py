@@ -293,6 +293,9 @@ class JobManager:
                     job.result = dump_result(await run(job))
                     job.state = JobState.SUCCESS
                     job.percent = 100.0
+                    # Asked to stop (abort, daemon stopping) but it finished
+                    # first, its work done (run_to_end): no error to report.
+                    job.error = job.error_data = None
                 except asyncio.CancelledError:
                     job.state = JobState.ABORTED
                     job.error = job.error or "aborted"

@@ -279,6 +279,7 @@ async def test_a_job_aborted_once_its_csr_is_stored_still_succeeds(
     stored = await client.call("certificate.query", [["name", "=", "kept"]])
     # The job reports what happened: the CSR exists, and it is the result.
     assert job["state"] == "SUCCESS"
+    assert (job["error"], job["exc_info"]) == (None, None)
     assert job["result"]["cert_type"] == "CSR"
     assert [entry["id"] for entry in stored] == [job["result"]["id"]]
 

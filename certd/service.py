@@ -106,7 +106,10 @@ def _daemon_lock(state_dir: Path) -> Iterator[None]:
     Raises:
         ConflictError: another process serves the directory (its pid named).
     """
-    fd = os.open(state_dir / DAEMON_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    # Not through a symbolic link: the pid would be written wherever it points.
+    fd = os.open(
+        state_dir / DAEMON_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+    )
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

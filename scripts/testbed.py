@@ -98,5 +98,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":
+    # SIGINT too: a shell starting the bed in the background ignores it.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main(sys.argv[1:]))

@@ -53,3 +53,16 @@ async def test_the_lock_is_released_when_the_daemon_stops(tmp_path: Path) -> Non
     async with running_daemon(config) as again:
         async with again.unix_client() as client:
             assert await client.call("core.ping") == "pong"
+
+
+async def test_a_lock_file_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("kept\n")
+    (state / DAEMON_LOCK_FILE).symlink_to(victim)
+    daemon = Daemon(make_config(state))
+    with pytest.raises(OSError):
+        await daemon.start()
+    await daemon.stop()
+    assert victim.read_text() == "kept\n"

@@ -172,6 +172,9 @@ class EventsConfig(_Section):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
+MAX_CRL_BASE_URL = 512
+
+
 class PkiConfig(_Section):
     # The URL relying parties reach the daemon's HTTP listener at (usually a
     # reverse proxy in front of it); set, every certificate a CA of ours signs
@@ -183,6 +186,9 @@ class PkiConfig(_Section):
     def _base_url(cls, value: str | None) -> str | None:
         if not value:
             return None
+        if len(value) > MAX_CRL_BASE_URL:
+            # It goes into every certificate signed, with the CRL path after it.
+            raise ValueError(f"must be at most {MAX_CRL_BASE_URL} characters")
         try:
             parts = urlsplit(value)
             _ = parts.port  # reading it checks the port

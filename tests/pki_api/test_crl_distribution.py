@@ -306,6 +306,7 @@ async def _refused_crl_requests(client: Client) -> None:
         ("http://user:secret@pki.example.lan", "user name or password"),
         ("http://pki.example.lan:99999", "not a URL"),
         ("http://pkí.example.lan", "ASCII"),
+        ("http://pki.example.lan/" + "p" * 500, "at most 512 characters"),
     ],
 )
 def test_a_bad_base_url_is_refused(tmp_path: Path, value: str, told: str) -> None:

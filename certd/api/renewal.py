@@ -24,12 +24,7 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
-from certd.renewal.planning import (
-    load_signers,
-    not_renewable_because,
-    renewal_kind,
-    signer_problem,
-)
+from certd.renewal.planning import load_signers, renewal_refusal
 from certd.store.models import Certificate, utcnow
 
 
@@ -112,12 +107,9 @@ class RenewalService(Service):
             if row is None:
                 raise NotFoundError("certificate", id)
             signers = await load_signers(session, [row.signedby_id])
-        if renewal_kind(row) is None or signer_problem(row, signers) is not None:
-            raise ValidationError.single(
-                "id",
-                f"certificate {row.name!r} cannot be renewed: "
-                f"{not_renewable_because(row, signers)}",
-            )
+        refusal = renewal_refusal(row, signers)
+        if refusal is not None:
+            raise ValidationError.single("id", refusal)
         return row
 
     async def check_renew(self, id: int) -> None:

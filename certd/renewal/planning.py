@@ -239,6 +239,22 @@ def signer_problem(
     return chain_problem(row.signedby_id, signers, now or utcnow())
 
 
+def renewal_refusal(
+    row: Certificate, signers: Signers, now: datetime | None = None
+) -> str | None:
+    """Why ``row`` cannot be renewed now, as the error to give; None if it can."""
+    if renewal_kind(row) is None:
+        because: str | None = not_renewable_because(row, signers, now)
+    else:
+        because = signer_problem(row, signers, now)
+    return None if because is None else cannot_renew(row.name, because)
+
+
+def cannot_renew(name: str, because: str) -> str:
+    """The error of a renewal refused ``because``."""
+    return f"certificate {name!r} cannot be renewed: {because}"
+
+
 def lost_its_ca(row: Certificate) -> bool:
     """Whether ``row`` was signed by a CA of ours that was deleted since."""
     return (

@@ -35,11 +35,12 @@ from certd.pki.keys import load_private_key, public_key_der
 from certd.renewal.checkpoints import checkpoint
 from certd.renewal.issuance import IssuedChain
 from certd.renewal.planning import (
+    cannot_renew,
     leaf_dates,
     leaf_of,
     load_signers,
-    not_renewable_because,
     renewal_kind,
+    renewal_refusal,
     signer_problem,
 )
 from certd.renewal.policy import PolicySettings
@@ -120,19 +121,16 @@ class Renewer:
         async with self._locks[certificate_id]:
             async with self.daemon.db.session() as session:
                 row = await session.get(Certificate, certificate_id)
-            if row is None:
-                raise NotFoundError("certificate", certificate_id)
+                if row is None:
+                    raise NotFoundError("certificate", certificate_id)
+                signers = await load_signers(session, [row.signedby_id])
             kind = renewal_kind(row)
-            because = (
-                not_renewable_because(row)
-                if kind is None
-                else await self._signer_problem(row)
-            )
-            if kind is None or because is not None:
+            message = renewal_refusal(row, signers)
+            if kind is None or message is not None:
                 # Found due but no longer renewable (its CA was deleted or
                 # revoked, say): planned again, so that the tick stops picking
                 # it up, and no failure is counted for what was never tried.
-                message = f"certificate {row.name!r} cannot be renewed: {because}"
+                assert message is not None  # a row of no kind always has a reason
                 await self._replan(
                     certificate_id, message if kind == "internal" else None
                 )
@@ -157,14 +155,6 @@ class Renewer:
                 return await self._renew(job, row, kind, trigger)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
-
-    async def _signer_problem(self, row: Certificate) -> str | None:
-        """Why the CA of ``row``, or one above it, cannot sign; None if it can."""
-        if renewal_kind(row) != "internal":
-            return None
-        async with self.daemon.db.session() as session:
-            signers = await load_signers(session, [row.signedby_id])
-        return signer_problem(row, signers)
 
     async def _replan(self, certificate_id: int, close_attempts: str | None) -> None:
         """Plan a certificate again with its CA looked up, and raise what that stages.
@@ -497,7 +487,7 @@ class Renewer:
             signers = await load_signers(session, [row.signedby_id])
         problem = signer_problem(row, signers, now)
         if problem is not None:
-            raise CannotSign(f"certificate {row.name!r} cannot be renewed: {problem}")
+            raise CannotSign(cannot_renew(row.name, problem))
         if ca is None or not ca.privatekey:
             raise PkiError(
                 f"the CA that signed {row.name!r} is gone or has no private key"
@@ -539,9 +529,7 @@ class Renewer:
             # put on hold since it signed must not see its certificate land.
             problem = signer_problem(cert, signers, now)
             if problem is not None:
-                raise CannotSign(
-                    f"certificate {cert.name!r} cannot be renewed: {problem}"
-                )
+                raise CannotSign(cannot_renew(cert.name, problem))
             cert.certificate = issued.fullchain_pem
             cert.privatekey = attempt.privatekey
             cert.csr = attempt.csr

@@ -273,7 +273,11 @@ class AcmeRegistrationService(CRUDService):
 
     @api_method(job=True)
     async def deactivate(self, job: Job, id: int) -> RegistrationEntry:
-        """Deactivate the account at the CA for good; a new one is made on next use."""
+        """Deactivate the account at the CA for good.
+
+        The next ``certificate.create`` with ``tos`` true, or
+        ``acme.registration.create``, registers a new one; renewals wait for it.
+        """
         row = await self._row(id)
         client = await self._client(row)
         await client.deactivate_account()

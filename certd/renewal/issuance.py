@@ -135,18 +135,32 @@ class Issuer:
         )
 
     async def client(
-        self, directory: str, *, tos: bool, contact_email: str | None = None
+        self,
+        directory: str,
+        *,
+        tos: bool = False,
+        register: bool = True,
+        contact_email: str | None = None,
     ) -> tuple[AcmeClient, int]:
         """A client for the account at ``directory``, registering one on first use.
 
+        With ``register`` false (renewals, which nobody is there to agree to
+        new terms for) a missing account is an error instead.
+
         Raises:
             ValidationError: no account exists yet and the terms were not agreed to.
+            ConflictError: no valid account, and ``register`` is false.
         """
         directory = normalize_directory(directory)
         async with self._account_locks[directory]:
             opened = await self.open_account(directory)
             if opened is not None:
                 return opened
+            if not register:
+                raise ConflictError(
+                    f"no valid ACME account for {directory} (it was deactivated "
+                    "or deleted): register one with acme.registration.create"
+                )
             return await self._register(
                 directory, tos=tos, contact_email=contact_email, eab=None
             )
@@ -270,7 +284,8 @@ class Issuer:
         csr_pem: str,
         directory: str,
         dns_mapping: dict[str, int],
-        tos: bool,
+        tos: bool = False,
+        register: bool = True,
         progress: Progress,
         job_id: int | None = None,
         replaces: str | None = None,
@@ -294,7 +309,7 @@ class Issuer:
                 published or did not become visible in time.
         """
         await progress(5, f"contacting the ACME server at {directory}")
-        client, account_id = await self.client(directory, tos=tos)
+        client, account_id = await self.client(directory, tos=tos, register=register)
         await progress(10, "creating the order")
         order = await client.new_order(csr_pem.encode(), replaces=replaces)
         bound = structlog.contextvars.bind_contextvars(order_url=order.url)

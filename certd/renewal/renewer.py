@@ -394,7 +394,7 @@ class Renewer:
                 csr_pem=attempt.csr,
                 directory=row.acme_directory_uri or "",
                 dns_mapping=dict(row.dns_mapping or {}),
-                tos=False,
+                register=False,
                 progress=progress,
                 job_id=job.id,
                 replaces=replaces,
@@ -427,7 +427,7 @@ class Renewer:
         assert attempt.order_url is not None
         await job.set_progress(10, f"looking up the earlier order {attempt.order_url}")
         client, account_id = await self.daemon.issuer.client(
-            row.acme_directory_uri or "", tos=False
+            row.acme_directory_uri or "", register=False
         )
         try:
             order = await client.order(attempt.order_url)

@@ -115,6 +115,13 @@ async def test_account_lifecycle(
         await call_job(
             client, "acme.registration.deactivate", again["acme"]["account_id"]
         )
+        # A renewal does not agree to the CA's terms on the user's behalf.
+        with pytest.raises(RpcError) as refused:
+            await call_job(client, "certificate.renew", again["id"])
+        assert refused.value.message.endswith(
+            f"no valid ACME account for {pebble.directory_url} (it was deactivated"
+            " or deleted): register one with acme.registration.create"
+        )
         replaced = await call_job(
             client,
             "acme.registration.create",

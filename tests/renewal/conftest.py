@@ -27,6 +27,27 @@ def short_pebble(
         yield server
 
 
+async def replace_account(client: Client, pebble: PebbleServer) -> None:
+    """Deactivate the ACME account and register a new one for the renewals.
+
+    pebble hands an order an authorization its account already holds whenever
+    rand.Intn(100) is not above PEBBLE_AUTHZREUSE: 1 time in 100 even at 0.
+    Such an order is ready at once and publishes no TXT record, so a test that
+    needs a renewal to go through DNS renews with an account that has validated
+    nothing yet.
+    """
+    for account in await client.call(
+        "acme.registration.query", [["status", "=", "valid"]]
+    ):
+        job_id = await client.call("acme.registration.deactivate", account["id"])
+        assert (await client.wait_job(job_id))["status"] == "deactivated"
+    job_id = await client.call(
+        "acme.registration.create",
+        {"acme_directory_uri": pebble.directory_url, "tos": True},
+    )
+    assert (await client.wait_job(job_id))["status"] == "valid"
+
+
 def rfc2136(named: NamedServer, secret: str | None = None) -> dict[str, Any]:
     return {**named.rfc2136_attributes(), "tsig_secret": secret or named.tsig_secret}
 

@@ -15,7 +15,7 @@ from cryptography import x509
 from certd.client import RpcError
 from certd.pki.extensions import serial_hex
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
-from tests.renewal.conftest import issue_acme, rfc2136
+from tests.renewal.conftest import issue_acme, replace_account, rfc2136
 from tests.renewal.factory import wait_until
 from tests.testbed import NamedServer, PebbleServer
 
@@ -74,6 +74,7 @@ async def test_due_certificate_is_renewed_and_deployed_by_the_loop(
             client, short_pebble, authenticator["id"], "www", ["www.example.test"]
         )
         cid = cert["id"]
+        await replace_account(client, short_pebble)
         await client.call(
             "certificate.set_deploy",
             cid,
@@ -221,6 +222,7 @@ async def test_failing_certificate_backs_off_and_others_still_renew(
         healthy = await issue_acme(
             client, short_pebble, good["id"], "ok", ["ok.example.test"]
         )
+        await replace_account(client, short_pebble)
         await client.call(
             "certificate.update",
             failing["id"],

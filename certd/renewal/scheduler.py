@@ -291,8 +291,8 @@ class RenewalEngine:
             try:
                 await run()
             except asyncio.CancelledError:
-                if self._stopping:
-                    return  # stop() cancelled it; nothing went wrong
+                if self._stopping or self.scheduler is None:
+                    return  # stopped or switched off; nothing went wrong
                 raise
             except Exception:
                 # a broken run must not stop the loop: the next one tries again
@@ -310,16 +310,25 @@ class RenewalEngine:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+        await self._halt_scheduler()
+
+    async def _halt_scheduler(self) -> None:
+        """Start no more runs, and let the running ones end before they are cancelled.
+
+        A tick or scan stops by itself at its next batch when the daemon
+        stops; cancelled inside a transaction it would leave its connection
+        to be torn down later, after the store is closed. APScheduler's
+        shutdown cancels the runs at once, so it comes only after the grace.
+        """
+        scheduler, self.scheduler = self.scheduler, None
         self.daemon.metrics.scheduler_running.set(0)
-        # A tick or scan stops by itself at its next batch; cancelled inside a
-        # transaction it would leave its connection to be torn down later,
-        # after the store is closed. Cancel only what does not stop in time.
+        if scheduler is not None:
+            scheduler.pause()
         running = list(self._tasks)
         if running:
             await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -332,9 +341,7 @@ class RenewalEngine:
         await self.slots.set_limit(renewal.max_concurrent)
         if not renewal.enabled:
             if self.scheduler is not None:
-                self.scheduler.shutdown(wait=False)
-                self.scheduler = None
-                self.daemon.metrics.scheduler_running.set(0)
+                await self._halt_scheduler()
                 log.info("renewal_scheduler_stopped")
             return
         if self.scheduler is None:

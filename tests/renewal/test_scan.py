@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from certd.renewal import scheduler
+from certd.renewal.scheduler import RenewalEngine
 from certd.store.models import Event
 from tests.daemon import RunningDaemon, make_config, running_daemon
 from tests.renewal.factory import make_chain, store_certificate
@@ -74,3 +77,47 @@ async def test_scan_prunes_old_events(certd: RunningDaemon) -> None:
         left = (await session.scalars(select(Event.id))).all()
     assert old["id"] not in left
     assert recent["id"] in left
+
+
+async def _stop_during_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan_seconds: float
+) -> list[str]:
+    """Stop the engine while a scan runs; what the scan saw of the stop."""
+    seen: list[str] = []
+    started = asyncio.Event()
+
+    async def slow_scan(self: RenewalEngine) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(scan_seconds)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("finished")
+
+    monkeypatch.setattr(RenewalEngine, "scan", slow_scan)
+    config = make_config(tmp_path / "state", renewal={"enabled": True})
+    async with running_daemon(config) as certd:
+        await asyncio.wait_for(started.wait(), 10)
+        await certd.daemon.renewal.stop()
+        seen.append(f"running={certd.daemon.renewal.running}")
+    return seen
+
+
+async def test_stop_lets_a_running_scan_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await _stop_during_scan(tmp_path, monkeypatch, 0.3) == [
+        "finished",
+        "running=False",
+    ]
+
+
+async def test_stop_cancels_a_scan_that_outlasts_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler, "STOP_GRACE_SECONDS", 0.2)
+    assert await _stop_during_scan(tmp_path, monkeypatch, 60) == [
+        "cancelled",
+        "running=False",
+    ]

@@ -8,6 +8,7 @@ state. ``config.example.toml`` documents each key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from certd.errors import FieldError, ValidationError
+
+# What is not a URI character (RFC 3986 2.2, 2.3) or a whole %XX escape (2.1).
+_NOT_IN_URI = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~!$&'()*+,;=:@/\[\]%]")
 
 
 class _Section(BaseModel):
@@ -207,6 +211,13 @@ class PkiConfig(_Section):
             raise ValueError(
                 "must be ASCII without white space (an IDN host in its xn-- form)"
             )
+        bad = _NOT_IN_URI.search(value)
+        if bad is not None:
+            # RFC 3986 2.1/2.2: other characters are written as %XX escapes.
+            raise ValueError(
+                f"{bad.group()!r} at position {bad.start() + 1} is not allowed in "
+                "a URI; write a character outside RFC 3986 as a %XX escape"
+            )
         # The CRL path (/crl/<ca name>.crl) is appended to it.
         return value.rstrip("/")
 
@@ -294,7 +305,7 @@ def load_config(path: Path | None) -> Config:
                     ".".join(str(p) for p in err["loc"]),
                     _unknown_key(err["loc"])
                     if err["type"] == "extra_forbidden"
-                    else err["msg"],
+                    else err["msg"].removeprefix("Value error, "),
                 )
                 for err in exc.errors()
             ]

@@ -14,7 +14,12 @@ after the post, before its row is deleted), never zero times.
 
 A webhook URL often carries the hook's secret (in its path, query or user
 info), so neither the store nor a log line holds one: a row names its hook by
-the URL's SHA-256, a log line by :func:`hook_label`.
+:func:`hook_digest`, a log line by :func:`hook_label`. The digest is keyed (a
+key derived from the master key), since a plain hash of a URL whose secret is
+a word or a short token lets whoever reads the store or the logs test guesses
+at it. Rows of an earlier release, named by the plain SHA-256, are renamed
+when the daemon starts, and a master key rotation renames every row in the
+transaction that re-encrypts the store.
 """
 
 from __future__ import annotations
@@ -22,21 +27,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from yarl import URL
 
 from certd import __version__
 from certd.config import WebhookConfig
 from certd.retry_after import parse_retry_after
+from certd.store.crypto import Keyring, keyring_of
 from certd.store.models import Event, WebhookDelivery, utcnow
 
 if TYPE_CHECKING:
@@ -81,19 +88,27 @@ _CLAIM_MARGIN = 10.0
 _MAX_DELAY = 86400.0
 
 
-def hook_digest(url: str) -> str:
-    """The hex SHA-256 of a webhook URL: how the store names the hook."""
+def hook_digest(url: str, key: bytes) -> str:
+    """How the store names a webhook: the hex HMAC-SHA256 of its URL under ``key``.
+
+    ``key`` is the keyring's ``hook_key``, derived from the master key.
+    """
+    return hmac.new(key, url.encode(), hashlib.sha256).hexdigest()
+
+
+def plain_hook_digest(url: str) -> str:
+    """The hex SHA-256 of a webhook URL: how earlier releases named the hook."""
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def hook_label(url: str) -> str:
+def hook_label(url: str, key: bytes) -> str:
     """A webhook URL fit for a log line: its origin and a digest of the whole.
 
     The user info, path and query are left out, as that is where services
     put a hook's token; the digest (the start of :func:`hook_digest`) tells
     apart two hooks on one host.
     """
-    digest = hook_digest(url)[:8]
+    digest = hook_digest(url, key)[:8]
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port
@@ -104,6 +119,56 @@ def hook_label(url: str) -> str:
         host = f"[{host}]"
     origin = f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
     return f"{origin}/… #{digest}"
+
+
+async def rename_hooks(
+    conn: AsyncConnection | AsyncSession, renames: dict[str, str]
+) -> int:
+    """Give delivery rows named ``old`` the name ``renames[old]``; return how many.
+
+    One statement, so that the caller's transaction holds all or none of it.
+    """
+    if not renames:
+        return 0
+    result = await conn.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.hook.in_(list(renames)))
+        .values(hook=case(renames, value=WebhookDelivery.hook))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+async def rekey_deliveries(
+    conn: AsyncConnection, old: Keyring, new: Keyring, urls: Iterable[str]
+) -> int:
+    """Rename the rows of the webhooks at ``urls`` from ``old``'s key to ``new``'s.
+
+    Run in a master key rotation's transaction: after it, rows named under
+    the old key would match no configured hook and be dropped. Rows still
+    named by a plain SHA-256 are renamed too. Returns how many rows.
+    """
+    renames: dict[str, str] = {}
+    for url in urls:
+        digest = hook_digest(url, new.hook_key)
+        renames[hook_digest(url, old.hook_key)] = digest
+        renames[plain_hook_digest(url)] = digest
+    renamed = await rename_hooks(conn, renames)
+    left = await conn.scalar(
+        select(func.count(WebhookDelivery.id)).where(
+            WebhookDelivery.hook.not_in(list(set(renames.values())))
+        )
+    )
+    if renamed:
+        log.info("webhook_deliveries_rekeyed", count=renamed)
+    if left:
+        log.warning(
+            "webhook_deliveries_not_rekeyed",
+            count=left,
+            reason="their webhook is not in this configuration; "
+            "the next start drops them",
+        )
+    return renamed
 
 
 def _secret_parts(url: str) -> list[str]:
@@ -338,10 +403,22 @@ class EventBus:
             self._wake.set()
             self._runner = asyncio.create_task(self._run(), name="webhook-deliveries")
 
+    def _hook_key(self) -> bytes:
+        """The key hooks are named under, from the keyring the store was unlocked with.
+
+        Raises:
+            SecretStoreError: the store is not unlocked yet.
+        """
+        engine = self.daemon.db.engine
+        return keyring_of(getattr(engine, "sync_engine", engine).dialect).hook_key
+
     def _digests_for(self, kind: str) -> list[str]:
         digests: list[str] = []
+        if not self.daemon.config.events.webhooks:
+            return digests
+        key = self._hook_key()
         for hook in self.daemon.config.events.webhooks:
-            digest = hook_digest(hook.url)
+            digest = hook_digest(hook.url, key)
             if (not hook.kinds or kind in hook.kinds) and digest not in digests:
                 digests.append(digest)
         return digests
@@ -350,8 +427,11 @@ class EventBus:
         """The configured hooks by the digest of their URL."""
         # A URL listed twice is one hook: its first entry's settings apply.
         hooks: dict[str, WebhookConfig] = {}
+        if not self.daemon.config.events.webhooks:
+            return hooks
+        key = self._hook_key()
         for hook in self.daemon.config.events.webhooks:
-            hooks.setdefault(hook_digest(hook.url), hook)
+            hooks.setdefault(hook_digest(hook.url, key), hook)
         return hooks
 
     async def _run(self) -> None:
@@ -380,6 +460,8 @@ class EventBus:
         claimed: list[tuple[str, int, int, int]] = []
         async with self.daemon.db.session() as session:
             if self._checked_hooks != digests:
+                # Before the drop, which would take rows of an earlier release.
+                await self._rename_plain(session, hooks)
                 await self._drop_unconfigured(session, digests)
             for digest, hook in hooks.items():
                 free = _PER_HOOK - self._busy[digest]
@@ -411,6 +493,17 @@ class EventBus:
         if next_due is None:
             return _POLL
         return min(_POLL, max(0.0, (next_due - utcnow()).total_seconds()))
+
+    async def _rename_plain(
+        self, session: AsyncSession, hooks: dict[str, WebhookConfig]
+    ) -> None:
+        """Rename the rows an earlier release named by a hook's plain SHA-256."""
+        renames = {
+            plain_hook_digest(hook.url): digest for digest, hook in hooks.items()
+        }
+        renamed = await rename_hooks(session, renames)
+        if renamed:
+            log.info("webhook_deliveries_rekeyed", count=renamed)
 
     async def _drop_unconfigured(
         self, session: AsyncSession, digests: frozenset[str]
@@ -498,7 +591,9 @@ class EventBus:
     ) -> None:
         """Post one delivery once and record the outcome in its row."""
         bound = log.bind(
-            hook=hook_label(hook.url), kind=entry["kind"], event_id=entry["id"]
+            hook=hook_label(hook.url, self._hook_key()),
+            kind=entry["kind"],
+            event_id=entry["id"],
         )
         outcome = await self._post(hook, entry)
         error, retryable = outcome.error, outcome.retryable

@@ -7,7 +7,9 @@ its table and column: a private key copied into another column (or a provider
 secret into a key column) no longer opens.
 
 The data key is derived from the master key with HKDF, so the master key
-itself never touches a cipher and can serve other purposes later.
+itself never touches a cipher and can serve other purposes: the key webhook
+URLs are named under in the store (:func:`hook_key`) is derived the same way
+with a label of its own, and is independent of the data key.
 
 Columns declare :class:`EncryptedText` or :class:`EncryptedJSON`; the keyring
 comes from the database engine they run on (:func:`install_keyring`), so code
@@ -38,6 +40,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _HKDF_INFO = b"certd store encryption v1"
 _KEY_ID_LABEL = b"certd master key id"
+_HOOK_KEY_INFO = b"certd webhook names v1"
 # Attribute set on an engine's dialect; the TypeDecorators read it from there.
 _DIALECT_ATTRIBUTE = "certd_keyring"
 
@@ -72,6 +75,9 @@ class Keyring:
                     f"a master key must be {KEY_BYTES} bytes, not {len(key)}"
                 )
         self.key_id = key_id(master_key)
+        # Held in memory only: a stored copy would let a reader of the store
+        # test guesses of a URL against its name there.
+        self.hook_key = hook_key(master_key)
         self._ciphers = {key_id(k): AESGCM(_data_key(k)) for k in (*older, master_key)}
 
     @property
@@ -124,6 +130,13 @@ class Keyring:
 def _data_key(master_key: bytes) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_HKDF_INFO
+    ).derive(master_key)
+
+
+def hook_key(master_key: bytes) -> bytes:
+    """The key the store names webhooks under (certd.deploy.events.hook_digest)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_HOOK_KEY_INFO
     ).derive(master_key)
 
 

@@ -310,9 +310,9 @@ class WebhookDelivery(Base):
 
     Written in the event's transaction and deleted once the hook took the
     event or it was given up, so a restart or crash between the commit and the
-    post loses no notification. The hook is named by the SHA-256 of its URL:
-    the URL (whose path, query or user info often holds the hook's token) and
-    its headers stay in the config.
+    post loses no notification. The hook is named by a keyed digest of its
+    URL: the URL (whose path, query or user info often holds the hook's token)
+    and its headers stay in the config.
     """
 
     __tablename__ = "webhook_delivery"
@@ -323,7 +323,9 @@ class WebhookDelivery(Base):
     event_id: Mapped[int] = mapped_column(
         ForeignKey("event.id", ondelete="CASCADE"), index=True
     )
-    # Hex SHA-256 of the hook's URL (certd.deploy.events.hook_digest).
+    # Hex HMAC-SHA256 of the hook's URL under a key derived from the master
+    # key (certd.deploy.events.hook_digest); rows of releases before it held
+    # the plain SHA-256 and are renamed at start.
     hook: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # While a post is under way, when another process may take the row over.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import secrets
 import signal
@@ -31,6 +32,8 @@ from certd.client import Client
 from certd.config import Config
 from certd.deploy.events import event_entry, hook_digest, hook_label
 from certd.service import Daemon
+from certd.store.crypto import hook_key
+from certd.store.masterkey import KeySource, read_key_file, unlock_store
 from certd.store.models import utcnow
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.renewal.factory import make_chain, wait_until
@@ -126,6 +129,21 @@ def _rows(store: Path, event_id: int | None = None) -> list[tuple[Any, ...]]:
         sql, params = sql + " WHERE event_id = ?", (event_id,)
     with contextlib.closing(sqlite3.connect(store)) as conn:
         return conn.execute(sql + " ORDER BY id", params).fetchall()
+
+
+def _hook_key(config: Config) -> bytes:
+    """The key the daemon names hooks under, from the master key it made."""
+    master = config.store.state_dir / "master.key"
+    return hook_key(read_key_file(KeySource(master, "state")))
+
+
+def _digest(config: Config, url: str) -> str:
+    return hook_digest(url, _hook_key(config))
+
+
+def _plain(url: str) -> str:
+    """How a release before keyed digests named a hook."""
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def _config(state: Path, *hooks: dict[str, Any]) -> Config:
@@ -264,13 +282,21 @@ async def test_a_pending_delivery_is_made_after_a_restart(
         )
         await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
     [(event_id, hook, attempts, error)] = _rows(_store(config))
-    assert (event_id, hook) == (entry["id"], hook_digest(receiver.url))
+    assert (event_id, hook) == (entry["id"], _digest(config, receiver.url))
+    # Keyed: a guess of the URL cannot be checked against the store.
+    assert hook != _plain(receiver.url)
     assert attempts >= 1 and "connect" in error.lower()
 
+    receiver.hold = asyncio.Event()
     await receiver.start()
     async with running_daemon(config):
-        await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+        await wait_until(lambda: receiver.posts)
+        # The next start names the hook the same, or it would drop the row.
+        restarted = _rows(_store(config))
+        receiver.hold.set()
+        await wait_until(lambda: not _rows(_store(config)))
 
+    assert [row[1] for row in restarted] == [hook]
     assert [post.body for post in receiver.posts] == [entry]
 
 
@@ -284,6 +310,7 @@ async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
     daemon = Daemon(config)
     await daemon.db.migrate()
     try:
+        await unlock_store(daemon.db, config.store.state_dir)
         async with daemon.db.session() as session:
             row = daemon.events.stage(
                 session, "certificate.renewal_failed", "renewing web failed"
@@ -292,7 +319,9 @@ async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
             entry = event_entry(row)
     finally:
         await daemon.db.close()
-    assert _rows(_store(config)) == [(entry["id"], hook_digest(receiver.url), 0, None)]
+    assert _rows(_store(config)) == [
+        (entry["id"], _digest(config, receiver.url), 0, None)
+    ]
     assert receiver.posts == []
 
     async with running_daemon(config):
@@ -372,7 +401,7 @@ async def test_a_delivery_left_by_a_killed_daemon_is_made_at_the_next_start(
         process.kill()
         await process.wait()
     [(event_id, hook, attempts, _)] = _rows(_store(config))
-    assert (hook, attempts) == (hook_digest(receiver.url), 1)
+    assert (hook, attempts) == (_digest(config, receiver.url), 1)
 
     await receiver.start()
     async with running_daemon(config):
@@ -402,11 +431,11 @@ async def test_a_delivery_to_a_hook_no_longer_configured_is_dropped(
 
     dropped = _events(logs, "webhook_delivery_dropped")
     # The URL is no longer known, so the line names the hook by its digest.
-    digest = hook_digest(receiver.url)[:8]
+    digest = _digest(config, receiver.url)[:8]
     assert [(e["hook"], e["event_id"]) for e in dropped] == [
         (f"#{digest}", entry["id"])
     ]
-    assert hook_label(receiver.url).endswith(f" #{digest}")
+    assert hook_label(receiver.url, _hook_key(config)).endswith(f" #{digest}")
     assert receiver.posts == []
 
 
@@ -435,7 +464,7 @@ async def test_headers_are_sent_but_never_stored(
         await wait_until(lambda: not _rows(_store(config)))
 
     assert [post.headers["Authorization"] for post in receiver.posts] == [token] * 2
-    assert hook_digest(receiver.url).encode() in pending
+    assert _digest(config, receiver.url).encode() in pending
     assert receiver.url.encode() not in pending
     assert token.encode() not in pending
     assert token.split()[1].encode() not in stored_bytes()
@@ -459,7 +488,8 @@ async def test_a_slow_hook_holds_up_only_its_own_deliveries(
         await wait_until(lambda: len(fast.posts) == count)
         await wait_until(
             lambda: (
-                [r[1] for r in _rows(_store(config))] == [hook_digest(slow.url)] * count
+                [r[1] for r in _rows(_store(config))]
+                == [_digest(config, slow.url)] * count
             )
         )
         await wait_until(lambda: len(slow.posts) == PER_HOOK)
@@ -497,6 +527,7 @@ async def test_pruned_events_take_their_deliveries_with_them(
 
 def test_a_hook_label_shows_its_origin_and_digest_only() -> None:
     token = secrets.token_hex(16)
+    key = hook_key(secrets.token_bytes(32))
     urls = [
         f"https://hooks.example.test/services/{token}",
         f"https://hooks.example.test/notify?token={token}",
@@ -505,22 +536,30 @@ def test_a_hook_label_shows_its_origin_and_digest_only() -> None:
         f"https://[::1/{token}",
     ]
 
-    labels = [hook_label(url) for url in urls]
+    labels = [hook_label(url, key) for url in urls]
 
+    digests = [hook_digest(url, key)[:8] for url in urls]
     assert labels == [
-        f"https://hooks.example.test/… #{hook_digest(urls[0])[:8]}",
-        f"https://hooks.example.test/… #{hook_digest(urls[1])[:8]}",
-        f"https://hooks.example.test:8443/… #{hook_digest(urls[2])[:8]}",
+        f"https://hooks.example.test/… #{digests[0]}",
+        f"https://hooks.example.test/… #{digests[1]}",
+        f"https://hooks.example.test:8443/… #{digests[2]}",
         # No host or port that does not parse is shown, in case it holds more.
-        f"https://… #{hook_digest(urls[3])[:8]}",
-        f"https://… #{hook_digest(urls[4])[:8]}",
+        f"https://… #{digests[3]}",
+        f"https://… #{digests[4]}",
     ]
     # Two hooks on one host are told apart, and one hook always looks the same.
     assert labels[0] != labels[1]
-    assert hook_label(urls[0]) == labels[0]
-    assert hook_label("http://[::1]:8080/x") == (
-        f"http://[::1]:8080/… #{hook_digest('http://[::1]:8080/x')[:8]}"
+    assert hook_label(urls[0], key) == labels[0]
+    assert hook_label("http://[::1]:8080/x", key) == (
+        f"http://[::1]:8080/… #{hook_digest('http://[::1]:8080/x', key)[:8]}"
     )
+    # The digest is keyed: not the URL's plain hash, and another key's differs.
+    other = hook_key(secrets.token_bytes(32))
+    for url, digest in zip(urls, digests, strict=True):
+        assert not _plain(url).startswith(digest)
+        assert hook_digest(url, key) != _plain(url)
+        assert hook_digest(url, other) != hook_digest(url, key)
+    assert len(hook_digest(urls[0], key)) == 64
 
 
 @dataclass
@@ -603,9 +642,10 @@ async def test_no_hook_secret_reaches_a_log_line_or_the_store(
         name: _hook(url, retries=0 if name == "loop" else 20, retry_base=0.2)
         for name, url in urls.items()
     }
-    digests = {name: hook_digest(url) for name, url in urls.items()}
-    labels = {name: hook_label(url) for name, url in urls.items()}
     config = _config(tmp_path / "state", *hooks.values())
+    # Known once the daemon has made its master key.
+    digests: dict[str, str] = {}
+    labels: dict[str, str] = {}
     config_path = _toml_config(tmp_path / "certd.toml", config, *hooks.values())
     log_path = tmp_path / "certd.log"
 
@@ -621,6 +661,9 @@ async def test_no_hook_secret_reaches_a_log_line_or_the_store(
         )
     try:
         await _serving(config, process)
+        digests.update((n, _digest(config, url)) for n, url in urls.items())
+        key = _hook_key(config)
+        labels.update((n, hook_label(url, key)) for n, url in urls.items())
         await _import(config, "web")
         # Every reachable hook has failed once and waits for its retry; the
         # looping and the invalid one were given up.
@@ -661,6 +704,10 @@ async def test_no_hook_secret_reaches_a_log_line_or_the_store(
         assert token.encode() not in output_bytes, name
         assert token.encode() not in while_pending, name
         assert token.encode() not in stored, name
+    # Nor anything a guess of a URL could be checked against offline.
+    for name, url in urls.items():
+        assert _plain(url)[:8].encode() not in output_bytes, name
+        assert _plain(url).encode() not in while_pending + stored, name
     assert {digests[n].encode() in while_pending for n in errors} == {True}
     assert errors["path"] == errors["query"] == errors["password"] == "HTTP 503"
     assert errors["down"] is not None and "connect" in errors["down"].lower()
@@ -771,7 +818,7 @@ async def test_retry_after_is_honoured_and_the_user_agent_names_certd(
             [(attempts, error)] = [
                 (row[2], row[3])
                 for row in _rows(_store(config))
-                if row[1] == hook_digest(f"http://127.0.0.1:{port}/hook")
+                if row[1] == _digest(config, f"http://127.0.0.1:{port}/hook")
             ]
             await wait_until(lambda: len(busy) == 2, timeout=10)
     finally:

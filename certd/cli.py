@@ -171,18 +171,30 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 async def _rotate_master_key(args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from certd.deploy.events import rekey_deliveries
+    from certd.store.crypto import Keyring
     from certd.store.db import Database
     from certd.store.masterkey import rotate_master_key, state_lock
 
     config = _config(args)
     store = config.store
+    urls = [hook.url for hook in config.events.webhooks]
+    renamed = 0
+
+    async def rekey(conn: AsyncConnection, old: Keyring, new: Keyring) -> None:
+        # Pending webhook deliveries are named under a key of the master key.
+        nonlocal renamed
+        renamed = await rekey_deliveries(conn, old, new, urls)
+
     new_key_file = Path(args.new_key_file) if args.new_key_file else None
     with state_lock(store.state_dir, exclusive=True):
         db = Database(store.url())
         try:
             await db.migrate()
             old_id, new_id, count = await rotate_master_key(
-                db, store.state_dir, store.master_key_file, new_key_file
+                db, store.state_dir, store.master_key_file, new_key_file, rekey=rekey
             )
         finally:
             await db.close()
@@ -191,6 +203,11 @@ async def _rotate_master_key(args: argparse.Namespace) -> int:
         f"{count} stored secret(s) re-encrypted",
         file=sys.stderr,
     )
+    if renamed:
+        print(
+            f"{renamed} pending webhook delivery(ies) renamed under the new key",
+            file=sys.stderr,
+        )
     if new_key_file is not None:
         print(
             f"point store.master_key_file (or the certd-master-key credential) "

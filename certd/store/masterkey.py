@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -303,11 +303,18 @@ async def _reseal(conn: AsyncConnection, old: Keyring, new: Keyring) -> int:
     return count
 
 
+# Renames, in the rotation's transaction, what is named under a key derived
+# from the master key: (connection, old keyring, new keyring).
+Rekey = Callable[[AsyncConnection, Keyring, Keyring], Awaitable[object]]
+
+
 async def rotate_master_key(
     db: Database,
     state_dir: Path,
     key_file: Path | None = None,
     new_key_file: Path | None = None,
+    *,
+    rekey: Rekey | None = None,
 ) -> tuple[str, str, int]:
     """Re-encrypt every stored secret under a new master key, in one transaction.
 
@@ -315,7 +322,9 @@ async def rotate_master_key(
     A key certd does not own (a configured file, a systemd credential) cannot
     be replaced by certd: ``new_key_file`` then names where the new key is
     read from (or created, if missing), and the configuration must be pointed
-    at it afterwards.
+    at it afterwards. ``rekey`` runs in the same transaction (the webhook
+    deliveries' names, certd.deploy.events.rekey_deliveries), so the store
+    never holds names under one key and secrets under the other.
 
     Returns (old key id, new key id, number of values re-encrypted).
 
@@ -354,6 +363,8 @@ async def rotate_master_key(
         write_key_file(pending, new_key)
     async with db.engine.begin() as conn:
         count = await _reseal(conn, old, new)
+        if rekey is not None:
+            await rekey(conn, old, new)
     if replace_state_file:
         os.replace(pending, source.path)
         _sync_directory(source.path.parent)

@@ -330,6 +330,103 @@ async def test_an_event_committed_but_never_posted_is_posted_at_the_next_start(
     assert [post.body for post in receiver.posts] == [entry]
 
 
+async def test_a_delivery_named_by_an_earlier_release_is_made_after_the_upgrade(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    removed = f"http://127.0.0.1:9/hooks/{secrets.token_hex(8)}"
+    config = _config(tmp_path / "state", _hook(receiver.url, retries=20))
+    async with running_daemon(config) as certd:
+        entry = await certd.daemon.events.publish("certificate.expired", "web")
+        await wait_until(lambda: _rows(_store(config))[0][2] >= 1)
+    # The rows as a release before keyed digests left them: one of the hook
+    # still configured, and one of a hook since removed from the config.
+    with contextlib.closing(sqlite3.connect(_store(config))) as conn, conn:
+        conn.execute("UPDATE webhook_delivery SET hook = ?", (_plain(receiver.url),))
+        conn.execute(
+            "INSERT INTO webhook_delivery "
+            "(event_id, hook, attempts, next_attempt_at, created_at) "
+            "SELECT event_id, ?, 0, next_attempt_at, created_at FROM webhook_delivery",
+            (_plain(removed),),
+        )
+
+    receiver.hold = asyncio.Event()
+    await receiver.start()
+    with capture_logs() as logs:
+        async with running_daemon(config):
+            await wait_until(lambda: receiver.posts)
+            while_posting = _rows(_store(config))
+            receiver.hold.set()
+            await wait_until(lambda: not _rows(_store(config)))
+
+    assert [post.body for post in receiver.posts] == [entry]
+    # Renamed to the keyed digest; the removed hook's row was dropped as any
+    # row of a hook no longer configured is.
+    assert [row[:2] for row in while_posting] == [
+        (entry["id"], _digest(config, receiver.url))
+    ]
+    assert [e["count"] for e in _events(logs, "webhook_deliveries_rekeyed")] == [1]
+    dropped = _events(logs, "webhook_delivery_dropped")
+    assert [(e["hook"], e["event_id"]) for e in dropped] == [
+        (f"#{_plain(removed)[:8]}", entry["id"])
+    ]
+
+
+async def test_a_master_key_rotation_keeps_pending_deliveries(
+    tmp_path: Path, receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers(listening=False)
+    token = secrets.token_hex(16)
+    hook = _hook(f"{receiver.url}?token={token}", retries=20)
+    removed = _hook(f"http://127.0.0.1:9/hooks/{secrets.token_hex(8)}", retries=20)
+    config = _config(tmp_path / "state", hook, removed)
+    async with running_daemon(config) as certd:
+        entry = await certd.daemon.events.publish("certificate.expired", "web")
+        await wait_until(
+            lambda: [r[2] >= 1 for r in _rows(_store(config))] == [True, True]
+        )
+    old_key = _hook_key(config)
+    assert {r[1] for r in _rows(_store(config))} == {
+        hook_digest(hook["url"], old_key),
+        hook_digest(removed["url"], old_key),
+    }
+    # The rotation reads a config without the second hook: its row is left
+    # under the old key, and the next start drops it.
+    config_path = _toml_config(tmp_path / "certd.toml", config, hook)
+
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "certd", "--config", str(config_path)),
+        "rotate-master-key",
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    rotated = stderr.decode()
+
+    assert process.returncode == 0, rotated
+    new_key = _hook_key(config)
+    assert new_key != old_key
+    assert sorted(r[1] for r in _rows(_store(config))) == sorted(
+        [hook_digest(hook["url"], new_key), hook_digest(removed["url"], old_key)]
+    )
+    assert "1 pending webhook delivery(ies) renamed" in rotated
+    assert "webhook_deliveries_not_rekeyed" in rotated
+    assert token not in rotated
+
+    await receiver.start()
+    after = _config(tmp_path / "state", hook)
+    with capture_logs() as logs:
+        async with running_daemon(after):
+            await wait_until(lambda: receiver.posts and not _rows(_store(config)))
+
+    assert [post.body for post in receiver.posts] == [entry]
+    assert [e["hook"] for e in _events(logs, "webhook_delivered")] == [
+        hook_label(hook["url"], new_key)
+    ]
+    assert [e["hook"] for e in _events(logs, "webhook_delivery_dropped")] == [
+        f"#{hook_digest(removed['url'], old_key)[:8]}"
+    ]
+
+
 def _toml_config(path: Path, config: Config, *hooks: dict[str, Any]) -> Path:
     """Just enough TOML for ``certd serve``: the tables tests set, and the hooks."""
     lines: list[str] = []

@@ -23,7 +23,7 @@ from sqlalchemy import String, bindparam, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from certd.api.certificate_entries import Record, record_of
+from certd.api.certificate_entries import ENTRY_FIELDS, Record, record_of
 from certd.api.crud import CRUDService
 from certd.api.jobs import Job, run_to_end
 from certd.api.pki_import import (
@@ -184,6 +184,7 @@ class CertificateService(CRUDService):
     namespace = "certificate"
     kind = "certificate"
     Entry = CertificateEntry
+    entry_fields = ENTRY_FIELDS
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)

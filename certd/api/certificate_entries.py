@@ -254,6 +254,7 @@ _GETTERS: dict[str, Getter] = {
     "renewal": _renewal,
     "created_at": _iso_of("created_at"),
 }
+ENTRY_FIELDS = frozenset(_GETTERS)
 
 
 def record_of(row: Any, previous: Record | None) -> Record:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from certd import __version__
-from certd.api.filters import QueryOptions, query_entries
+from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.registry import Service, api_method
 
 
@@ -53,7 +53,9 @@ class CoreService(Service):
         options: QueryOptions = QueryOptions(),  # noqa: B008
     ) -> list[JobEntry] | JobEntry | int:
         """List jobs, running and finished, with filters and options like query."""
-        return await query_entries(await self.app.jobs.entries(), filters, options)
+        return await query_entries(
+            await self.app.jobs.entries(), filters, options, entry_fields(JobEntry)
+        )
 
     @api_method(readonly=True)
     async def job_wait(

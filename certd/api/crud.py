@@ -6,11 +6,12 @@ from here with filters and options that work the same in every namespace.
 """
 
 import abc
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from certd.api.filters import QueryOptions, query_entries
+from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.registry import MethodOptions, Service
 from certd.errors import NotFoundError
 
@@ -23,12 +24,17 @@ class CRUDService(Service):
 
     Entry: ClassVar[type[BaseModel]]
     kind: ClassVar[str]
+    # The top-level fields of an entry, to refuse a misspelt filter even when
+    # there are no entries; by default those of Entry (none if it takes any).
+    entry_fields: ClassVar[Collection[str]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         entry = cls.__dict__.get("Entry")
         if entry is None:
             return
+        if "entry_fields" not in cls.__dict__:
+            cls.entry_fields = entry_fields(entry)
 
         async def query(
             self: CRUDService,
@@ -36,7 +42,9 @@ class CRUDService(Service):
             options: QueryOptions = QueryOptions(),  # noqa: B008 - immutable in use
         ) -> list[entry] | entry | int:  # type: ignore[valid-type]
             """List entries matching the filters, shaped by the options."""
-            return await query_entries(await self.entries(), filters, options)
+            return await query_entries(
+                await self.entries(), filters, options, self.entry_fields
+            )
 
         async def get_instance(self: CRUDService, id: int) -> entry:  # type: ignore[valid-type]
             """One entry by id."""

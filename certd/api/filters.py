@@ -15,7 +15,7 @@ import asyncio
 import difflib
 import operator
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -336,41 +336,61 @@ def apply_options(entries: Iterable[dict[str, Any]], options: QueryOptions) -> A
     return rows
 
 
+def entry_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The top-level names an entry of ``model`` has; empty when it takes any."""
+    if model.model_config.get("extra") == "allow":
+        return frozenset()
+    return frozenset(field.alias or name for name, field in model.model_fields.items())
+
+
 def check_fields(
-    entries: Sequence[Mapping[str, Any]], fields: Iterable[tuple[str, str]]
+    entries: Sequence[Mapping[str, Any]],
+    fields: Iterable[tuple[str, str]],
+    known: Collection[str] = (),
 ) -> None:
-    """Refuse a dotted path whose first name no entry has.
+    """Refuse a dotted path whose first name neither ``known`` nor any entry has.
 
     Only the first name is checked: below it are free-form objects (an
     authenticator's attributes, an event's data) whose keys vary by entry.
-    With no entries there is nothing to check against, and nothing to match.
+    ``known`` (the fields of the result's model) lets a query over no entries
+    be checked too; without it there is nothing to check an empty list against.
 
     Raises:
         ValidationError: at the position of the first unknown field.
     """
-    if not entries:
+    if not entries and not known:
         return
-    first = entries[0]
+    first = entries[0] if entries else {}
     for where, path in fields:
         name = path.split(".", 1)[0]
-        if name in first or any(name in entry for entry in entries):
+        if name in known or name in first or any(name in e for e in entries):
             continue
-        close = difflib.get_close_matches(name.lower(), list(first), n=1)
+        names = sorted({*known, *first})
+        close = difflib.get_close_matches(name.lower(), names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         shown = name if len(name) <= 64 else name[:64] + "…"
         raise ValidationError.single(where, f"no field named {shown!r}{hint}")
 
 
 def filter_entries(
-    entries: Iterable[dict[str, Any]], filters: Sequence[Any], options: QueryOptions
+    entries: Iterable[dict[str, Any]],
+    filters: Sequence[Any],
+    options: QueryOptions,
+    known: Collection[str] = (),
 ) -> Any:
-    """Filter, order, page and shape entries as one ``query`` call asks."""
+    """Filter, order, page and shape entries as one ``query`` call asks.
+
+    ``known`` names the fields an entry has (see :func:`check_fields`).
+    """
     rows = entries if isinstance(entries, list) else list(entries)
-    return _Query(filters, options).run(rows)
+    return _Query(filters, options, known).run(rows)
 
 
 async def query_entries(
-    entries: Iterable[dict[str, Any]], filters: Sequence[Any], options: QueryOptions
+    entries: Iterable[dict[str, Any]],
+    filters: Sequence[Any],
+    options: QueryOptions,
+    known: Collection[str] = (),
 ) -> Any:
     """:func:`filter_entries` for the event loop: a costly query runs in a thread.
 
@@ -379,7 +399,7 @@ async def query_entries(
     with the loop instead of stopping it: 256 terms over 10,000 certificates
     take seconds, and even returning them all whole takes a few hundred ms.
     """
-    query = _Query(filters, options)
+    query = _Query(filters, options, known)
     rows = entries if isinstance(entries, list) else list(entries)
     if len(rows) < THREAD_ENTRIES:
         return query.run(rows)
@@ -399,7 +419,10 @@ _QUERY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certd-quer
 class _Query:
     """One query's filters compiled and options checked, ready to run."""
 
-    def __init__(self, filters: Sequence[Any], options: QueryOptions) -> None:
+    def __init__(
+        self, filters: Sequence[Any], options: QueryOptions, known: Collection[str]
+    ) -> None:
+        self.known = known
         self.budget = budget = _Budget()
         self.predicate = _compile_all(filters, "filters", budget)
         self.options = options
@@ -417,7 +440,7 @@ class _Query:
         # From here, not from when it was built: it may have waited its turn
         # in the query thread.
         self.budget.start_clock()
-        check_fields(rows, self.fields)
+        check_fields(rows, self.fields, self.known)
         predicate = self.predicate
         if self.memo and rows and not isinstance(rows[0], dict):
             matched = (e for e in rows if predicate(_Memo(e)))  # type: ignore[arg-type]

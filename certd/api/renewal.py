@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from certd.api.filters import QueryOptions, query_entries
+from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
 from certd.deploy.files import group_id, user_id, within
@@ -137,7 +137,9 @@ class RenewalService(Service):
         Filters and options as in certificate.query, over the plan's fields.
         """
         entries = await self.app.renewal.plan_entries(utcnow())
-        return await query_entries(entries, filters, options)  # type: ignore[no-any-return]
+        return await query_entries(  # type: ignore[no-any-return]
+            entries, filters, options, entry_fields(PlanEntry)
+        )
 
     @api_method(readonly=True, name="certificate.get_deploy")
     async def get_deploy(self, id: int) -> DeployEntry:

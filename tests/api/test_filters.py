@@ -338,3 +338,18 @@ async def test_a_regular_expressions_time_starts_when_its_query_runs() -> None:
     gate.set()
     await waiting
     assert await queued == sum(1 for i in range(1, THREAD_ENTRIES) if str(i)[0] == "1")
+
+
+def test_known_fields_check_a_query_over_no_entries() -> None:
+    known = frozenset({"id", "name", "days_left"})
+    assert filter_entries([], [["name", "=", "www"]], QueryOptions(), known) == []
+    assert filter_entries([], [], QueryOptions(count=True), known) == 0
+    with pytest.raises(ValidationError) as caught:
+        filter_entries([], [], QueryOptions(order_by=["-dayz_left"]), known)
+    assert [e.field for e in caught.value.errors] == ["options.order_by.0"]
+    assert "did you mean 'days_left'?" in caught.value.message
+    # a field some entry has is taken even when it is not declared
+    entries = [{"id": 1, "extra": True}]
+    assert filter_entries(entries, [["extra", "=", True]], QueryOptions(), known) == (
+        entries
+    )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from certd.client import Client
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certd.api.core import JobEntry
+from certd.api.filters import entry_fields
+from certd.api.renewal import PlanEntry
+from certd.client import Client, RpcError
 from certd.store.models import AcmeAccount, Certificate, CertificateAuthority
 from tests.daemon import RunningDaemon, call_job
 from tests.pki_api.conftest import (
@@ -243,3 +249,100 @@ async def test_renew_days_applies_to_certificates_certd_renews(
         client, "certificate.renewal_plan", [["renewble", "=", True]]
     )
     assert fields(misspelt) == ["filters.0.0"]
+
+
+# Every query method, and the namespace whose entries it lists.
+QUERIES = (
+    "certificate.query",
+    "certificateauthority.query",
+    "acme.registration.query",
+    "acme.dns.authenticator.query",
+    "event.query",
+    "core.get_jobs",
+    "certificate.renewal_plan",
+)
+
+
+async def test_a_misspelt_field_is_refused_before_anything_exists(
+    client: Client,
+) -> None:
+    answers = {}
+    for method in QUERIES:
+        try:
+            answers[method] = await client.call(method, [["nmae", "=", "www"]])
+        except RpcError as exc:
+            answers[method] = (fields(exc), exc.message.rpartition(": ")[2])
+
+    misspelt = (["filters.0.0"], "no field named 'nmae'; did you mean 'name'?")
+    unknown = (["filters.0.0"], "no field named 'nmae'")
+    assert answers == {
+        "certificate.query": misspelt,
+        # a CA's fields are not declared: with no CA there is nothing to check
+        "certificateauthority.query": [],
+        "acme.registration.query": unknown,
+        "acme.dns.authenticator.query": misspelt,
+        "event.query": unknown,
+        "core.get_jobs": unknown,
+        "certificate.renewal_plan": misspelt,
+    }
+
+
+async def test_every_field_of_an_entry_is_one_its_namespace_declares(
+    certd: RunningDaemon, client: Client
+) -> None:
+    """What lets a misspelt field be refused on an empty list must not refuse a real one."""
+    root = await make_root(client)
+    await issue(client, root["id"], "leaf")
+    await client.call(
+        "acme.dns.authenticator.create",
+        {
+            "name": "dns",
+            "attributes": {
+                "authenticator": "rfc2136",
+                "server": "127.0.0.1",
+                "tsig_key_name": "certd",
+                "tsig_secret": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+            },
+        },
+    )
+    async with certd.daemon.db.session() as session:
+        session.add(
+            AcmeAccount(
+                directory="https://127.0.0.1:14000/dir",
+                account_url="https://127.0.0.1:14000/my-account/1",
+                key_pem=ec.generate_private_key(ec.SECP256R1())
+                .private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                .decode(),
+                tos_agreed=True,
+            )
+        )
+    await client.call("certificateauthority.update", root["id"], {"revoked": True})
+
+    undeclared = {}
+    for namespace, service in certd.daemon.services.items():
+        declared = getattr(service, "entry_fields", None)
+        if not declared:
+            continue
+        entries = await service.entries()  # type: ignore[attr-defined]
+        assert entries, namespace
+        undeclared[namespace] = {key for entry in entries for key in entry} - set(
+            declared
+        )
+    plan = await client.call("certificate.renewal_plan")
+    jobs = await client.call("core.get_jobs")
+    undeclared["renewal_plan"] = {k for p in plan for k in p} - entry_fields(PlanEntry)
+    undeclared["jobs"] = {k for j in jobs for k in j} - entry_fields(JobEntry)
+
+    assert undeclared == {
+        "certificate": set(),
+        "acme.registration": set(),
+        "acme.dns.authenticator": set(),
+        "event": set(),
+        "renewal_plan": set(),
+        "jobs": set(),
+    }
+    assert plan and jobs

@@ -49,6 +49,9 @@ READ_THREADS = 4
 READ_NOW_BUSY_MS = 20
 # How long close() waits for a session still open to give its connection back.
 CLOSE_WAIT = 2.0
+# The PostgreSQL advisory lock migrate() holds (any number no other program
+# sharing the database uses; this one spells "certd" in ASCII).
+MIGRATION_LOCK = 0x6365727464
 
 
 def _no_session_open() -> None:
@@ -197,6 +200,13 @@ class Database:
         url = self.engine.url.render_as_string(hide_password=True)
         head = schema_head()
         async with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Daemons sharing one store may start together: one creates or
+                # migrates it while the others wait here, then find it current.
+                # Held until this transaction ends.
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             current = await conn.run_sync(schema_revision)
             if current == head:
                 log.info("schema_current", url=url, revision=head)

@@ -28,6 +28,10 @@ def upgrade() -> None:
             existing_server_default=sa.text("'{}'"),
             postgresql_using="deploy::text",
         )
+    if op.get_context().dialect.name != "sqlite":
+        # PostgreSQL keeps the default as it was written, a json value ('{}'::json),
+        # on the text column: give it the text default a new store has.
+        op.alter_column("certificate", "deploy", server_default=sa.text("'{}'"))
 
 
 def downgrade() -> None:

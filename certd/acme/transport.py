@@ -259,6 +259,15 @@ class Transport:
                     body=body,
                     links={rel: tuple(urls) for rel, urls in links.items()},
                 )
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Still retryable: a CA may fix its certificate; the hint is for
+            # the usual case, a private CA whose root this host lacks.
+            raise AcmeError(
+                f"cannot reach the ACME server at {url}: its TLS certificate is "
+                f"not trusted here ({exc.certificate_error}); for a CA with a "
+                "private root, set [acme] ca_bundle to that root's certificate",
+                retryable=True,
+            ) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise AcmeError(
                 f"cannot reach the ACME server at {url}: {exc or type(exc).__name__}",

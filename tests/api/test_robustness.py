@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from certd.client import RpcError
 from certd.errors import ValidationError
 from certd.service import Daemon
 from tests.daemon import call_job, make_config, running_daemon
+from tests.testbed import PebbleServer
 
 
 async def test_a_flood_of_jobs_waits_its_turn_and_every_job_ends(
@@ -87,6 +89,30 @@ async def test_a_bad_ca_bundle_is_named_and_nothing_is_left_open(
     assert "missing.pem" in caught.value.message
     assert config.server.unix_socket is not None
     assert not config.server.unix_socket.exists()
+
+
+async def test_an_untrusted_acme_server_is_met_with_the_setting_to_use(
+    tmp_path: Path, pebble: PebbleServer
+) -> None:
+    async with running_daemon(make_config(tmp_path / "state")) as running:
+        async with running.client() as client:
+            job_id = await client.call(
+                "acme.registration.create",
+                {"acme_directory_uri": pebble.directory_url, "tos": True},
+            )
+            with pytest.raises(RpcError) as caught:
+                await client.wait_job(job_id)
+            accounts = await client.call("acme.registration.query")
+
+    assert caught.value.message.startswith(
+        f"cannot reach the ACME server at {pebble.directory_url}: its TLS "
+        "certificate is not trusted here ("
+    )
+    assert "certificate verify failed" in caught.value.message
+    assert caught.value.message.endswith(
+        "set [acme] ca_bundle to that root's certificate"
+    )
+    assert accounts == []
 
 
 async def test_jobs_cancelled_before_they_run_are_recorded(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ state. ``config.example.toml`` documents each key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -113,22 +114,36 @@ class DNSConfig(_Section):
     @classmethod
     def _host_port(cls, value: list[str]) -> list[str]:
         for item in value:
-            _host, _, port = (
-                item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-            )
-            if port and not port.isdigit():
-                raise ValueError(f"{item!r}: expected HOST or HOST:PORT")
+            _resolver_address(item)
         return value
 
     def resolver_addresses(self) -> tuple[tuple[str, int], ...]:
-        out = []
-        for item in self.resolvers:
-            if item.count(":") == 1:
-                host, port = item.split(":")
-                out.append((host, int(port)))
-            else:
-                out.append((item.strip("[]"), 53))
-        return tuple(out)
+        return tuple(_resolver_address(item) for item in self.resolvers)
+
+
+def _resolver_address(item: str) -> tuple[str, int]:
+    """``IP``, ``IPv4:PORT`` or ``[IPv6]:PORT`` as an address and a port.
+
+    An address, not a host name: the resolvers are what names are looked up
+    with, so there is nothing to look theirs up with.
+    """
+    host, port = item, "53"
+    if item.startswith("["):
+        host, closed, rest = item[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            host = item  # refused below
+        port = rest[1:] or "53"
+    elif item.count(":") == 1:
+        host, port = item.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{item!r}: expected an IP address, IPv4:PORT or [IPv6]:PORT"
+        ) from None
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{item!r}: the port must be a number from 1 to 65535")
+    return str(address), int(port)
 
 
 class RenewalConfig(_Section):

@@ -81,3 +81,38 @@ def test_a_misspelt_key_is_told_the_closest_one(tmp_path: Path) -> None:
         "serverr": "unknown key; did you mean 'server'?",
         "store.zzz": "unknown key",
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "told"),
+    [
+        ("", "expected an IP address, IPv4:PORT or [IPv6]:PORT"),
+        ("not a host::", "expected an IP address, IPv4:PORT or [IPv6]:PORT"),
+        ("ns1.example.test", "expected an IP address, IPv4:PORT or [IPv6]:PORT"),
+        ("[::1", "expected an IP address, IPv4:PORT or [IPv6]:PORT"),
+        ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:abc", "the port must be a number from 1 to 65535"),
+    ],
+)
+def test_a_resolver_must_be_an_address_and_a_port(
+    tmp_path: Path, value: str, told: str
+) -> None:
+    path = tmp_path / "certd.toml"
+    path.write_text(f'[dns]\nresolvers = ["127.0.0.1", "{value}"]\n')
+    with pytest.raises(ValidationError) as caught:
+        load_config(path)
+    assert [e.field for e in caught.value.errors] == ["dns.resolvers"]
+    assert caught.value.errors[0].message == f"{value!r}: {told}"
+
+
+def test_resolvers_are_read_as_addresses_and_ports() -> None:
+    dns = Config.model_validate(
+        {"dns": {"resolvers": ["127.0.0.1", "127.0.0.1:5353", "::1", "[::1]:5353"]}}
+    ).dns
+    assert dns.resolver_addresses() == (
+        ("127.0.0.1", 53),
+        ("127.0.0.1", 5353),
+        ("::1", 53),
+        ("::1", 5353),
+    )

@@ -68,6 +68,13 @@ async def _call(args: argparse.Namespace) -> Any:
     params = _parse_params(args.params)
     api_key = args.api_key or os.environ.get("CERTD_API_KEY")
     if args.url:
+        if not api_key:
+            # Over HTTP every call needs a key; over the socket the user id does.
+            raise ValidationError.single(
+                "--api-key",
+                "a call over --url needs an API key: give --api-key or set "
+                "CERTD_API_KEY (certd apikey create NAME makes one)",
+            )
         client = Client(url=args.url, api_key=api_key)
     else:
         socket = _config(args).server.unix_socket

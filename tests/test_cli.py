@@ -100,6 +100,14 @@ def test_apikey_create_then_call_over_http(running) -> None:  # type: ignore[no-
         check=False,
     )
     assert json.loads(result.stdout) == "pong"
+    keyless = certd(
+        running.config_path, "call", "--url", f"http://127.0.0.1:{port}", "core.ping"
+    )
+    assert keyless.returncode == 2
+    assert keyless.stderr == (
+        "certd: --api-key: a call over --url needs an API key: give --api-key or "
+        "set CERTD_API_KEY (certd apikey create NAME makes one)\n"
+    )
     listed = certd(running.config_path, "apikey", "list")
     assert key not in listed.stdout
     assert "cli-user" in listed.stdout

@@ -4,13 +4,19 @@
 
 Starts BIND (zones example.test and example.org.test, RFC 2136 updates with a
 TSIG key) and pebble (validating DNS-01 against that BIND), writes a certd
-config for them to DIRECTORY/certd.toml, prints the calls that get a
-certificate, and runs until interrupted. Nothing listens beyond 127.0.0.1.
+config for them to DIRECTORY/certd.toml and pebble's root CA to
+DIRECTORY/pebble-root.pem, prints the calls that get a certificate and check
+it, and runs until interrupted. Nothing listens beyond 127.0.0.1.
+
+The config is for a daemon of its own: one started on another config neither
+trusts pebble's HTTPS certificate nor asks this BIND.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,8 +49,19 @@ def certd_config(directory: Path, named: NamedServer, pebble: PebbleServer) -> s
     )
 
 
-def walkthrough(config: Path, named: NamedServer, pebble: PebbleServer) -> str:
-    """The commands that get a certificate from this bed, ready to paste."""
+def certd_command() -> str:
+    """The certd command of the venv running this script, as a shell word."""
+    # scripts/testbed runs this with the python of the venv it set up (which
+    # CERTD_VENV may put anywhere), so that venv is the one to name.
+    if sys.prefix != sys.base_prefix:
+        return shlex.quote(str(Path(sys.prefix) / "bin" / "certd"))
+    return shlex.quote(shutil.which("certd") or "certd")
+
+
+def walkthrough(
+    config: Path, named: NamedServer, pebble: PebbleServer, root: Path
+) -> str:
+    """The commands that get a certificate from this bed and check it."""
     authenticator = {"name": "bed", "attributes": named.rfc2136_attributes()}
     csr = {
         "name": "www-csr",
@@ -60,14 +77,22 @@ def walkthrough(config: Path, named: NamedServer, pebble: PebbleServer) -> str:
         "acme_directory_uri": pebble.directory_url,
         "dns_mapping": {"www.example.test": 1},
     }
-    call = ".venv/bin/certd call"
+    certd = certd_command()
+    call = f"{certd} call"
+    query = json.dumps([["name", "=", "www"]])
     return "\n".join(
         [
-            f"export CERTD_CONFIG={config}",
-            ".venv/bin/certd serve &",
+            f"export CERTD_CONFIG={shlex.quote(str(config))}",
+            f"{certd} serve &",
             f"{call} acme.dns.authenticator.create '{json.dumps(authenticator)}'",
             f"{call} certificate.create '{json.dumps(csr)}'",
             f"{call} certificate.create '{json.dumps(order)}'",
+            "",
+            "# pebble's root CA of this run signed it (the chain holds leaf and",
+            "# intermediate, so it is also given as -untrusted):",
+            f"{call} certificate.query '{query}' '{{\"get\": true}}' \\",
+            "  | jq -r .certificate > www.pem",
+            f"openssl verify -CAfile {shlex.quote(str(root))} -untrusted www.pem www.pem",
         ]
     )
 
@@ -81,9 +106,15 @@ def main(argv: list[str]) -> int:
         pebble = stack.enter_context(start_pebble(directory / "pebble", named.port))
         config = directory / "certd.toml"
         config.write_text(certd_config(directory, named, pebble))
+        # pebble makes a new root at every start: fetch this run's.
+        root = directory / "pebble-root.pem"
+        root.write_text(pebble.issuer_root_pem())
         print(f"BIND on {named.address}, pebble at {pebble.directory_url}")
-        print(f"certd config: {config}\n")
-        print(walkthrough(config, named, pebble))
+        print(f"certd config: {config}")
+        print(f"pebble's root CA: {root}")
+        print("Run a certd of its own on this config (a daemon on another config")
+        print("does not trust pebble's HTTPS certificate nor ask this BIND):\n")
+        print(walkthrough(config, named, pebble, root))
         print("\nready; Ctrl-C stops the bed", flush=True)
         try:
             while True:

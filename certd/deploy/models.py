@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -43,6 +44,22 @@ def _octal(value: object) -> object:
     return value
 
 
+# A file mode as callers give it (and get it back): octal text such as "0640";
+# a number is taken as well.
+_Mode = Annotated[
+    int | None,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^0?[0-7]{3}$"},
+                {"type": "integer", "minimum": 0, "maximum": 0o777},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
 class FileTarget(BaseModel):
     """A directory that receives the certificate's files."""
 
@@ -61,8 +78,8 @@ class FileTarget(BaseModel):
     group: str | None = None
     # Modes of certificate files and of files holding the key; default: kept
     # from the file being replaced, else 0644 and 0600.
-    mode: int | None = Field(default=None, ge=0, le=0o777)
-    key_mode: int | None = Field(default=None, ge=0, le=0o777)
+    mode: _Mode = Field(default=None, ge=0, le=0o777)
+    key_mode: _Mode = Field(default=None, ge=0, le=0o777)
     pkcs12_passphrase: SecretStr | None = None
 
     _mode_octal = field_validator("mode", "key_mode", mode="before")(_octal)
@@ -177,6 +194,10 @@ class DeploySpec(BaseModel):
         data = self.model_dump(mode="json")
         for dumped in data["targets"]:
             dumped["pkcs12_passphrase_set"] = bool(dumped.pop("pkcs12_passphrase"))
+            # As they are given and as ls/chmod show them: "0640", not 416.
+            for key in ("mode", "key_mode"):
+                if dumped[key] is not None:
+                    dumped[key] = f"{dumped[key]:04o}"
         return data
 
 

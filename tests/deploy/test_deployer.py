@@ -92,12 +92,17 @@ async def test_deploy_writes_files_runs_hook_and_raises_events(
             "certificate.set_deploy",
             cid,
             {
-                "targets": [{"directory": str(live), "pkcs12_passphrase": "pw"}],
+                "targets": [
+                    {"directory": str(live), "pkcs12_passphrase": "pw", "mode": 0o644}
+                ],
                 "hooks": [_hook(script)],
             },
         )
         assert entry["deploy"]["targets"][0]["pkcs12_passphrase_set"] is True
         assert "pkcs12_passphrase" not in entry["deploy"]["targets"][0]
+        # modes read back as they are written, whether given as number or text
+        assert entry["deploy"]["targets"][0]["mode"] == "0644"
+        assert entry["deploy"]["targets"][0]["key_mode"] is None
 
         state = await wait_until(lambda: _ok_state(client, cid), timeout=10)
         events = await client.call("event.query", [["certificate_id", "=", cid]])

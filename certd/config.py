@@ -233,7 +233,7 @@ class PkiConfig(_Section):
                 f"{bad.group()!r} at position {bad.start() + 1} is not allowed in "
                 "a URI; write a character outside RFC 3986 as a %XX escape"
             )
-        # The CRL path (/crl/<ca name>.crl) is appended to it.
+        # The CRL path (/crl/by-id/<ca id>.crl) is appended to it.
         return value.rstrip("/")
 
 

@@ -4,7 +4,9 @@ A CA is a self-signed root (``CA_CREATE_INTERNAL``), an intermediate signed
 by another CA of ours (``CA_CREATE_INTERMEDIATE``), or an imported CA
 certificate with or without its key (``CA_CREATE_IMPORTED``). Each CA with a
 key publishes a CRL, in the ``crl`` field and over HTTP without
-authentication at ``/crl/<name>.crl`` (DER) and ``/crl/<name>.pem``.
+authentication at ``/crl/by-id/<id>.crl`` (DER; the URL its certificates
+name) and ``.pem``, and under its current name at ``/crl/<name>.crl`` and
+``/crl/<name>.pem``.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ class CertificateAuthorityService(CRUDService):
         self._refresher: asyncio.Task[None] | None = None
         for method in ("GET", "HEAD"):
             app.extra_routes.append((method, "/crl/{filename}", self.serve_crl))
+            app.extra_routes.append(
+                (method, "/crl/by-id/{filename}", self.serve_crl_by_id)
+            )
 
     async def on_start(self) -> None:
         await self.crls.refresh_stale()
@@ -181,7 +186,7 @@ class CertificateAuthorityService(CRUDService):
         revocations: Any,
     ) -> dict[str, Any]:
         described = describe_certificate(row.certificate)
-        der_url, pem_url = crl_paths(row.name)
+        der_url, pem_url = crl_paths(row.id)
         return {
             **described,
             "id": row.id,
@@ -637,14 +642,23 @@ class CertificateAuthorityService(CRUDService):
 
     async def serve_crl(self, request: web.Request) -> web.StreamResponse:
         """``GET /crl/<name>.crl`` (DER) or ``.pem``; no authentication."""
-        filename = request.match_info["filename"]
-        name, _, suffix = filename.rpartition(".")
-        if suffix not in ("crl", "pem") or not NAME_PATTERN.match(name):
+        name, _, suffix = request.match_info["filename"].rpartition(".")
+        if not NAME_PATTERN.match(name):
+            raise web.HTTPNotFound(text="no such CRL\n")
+        return await self._serve_crl(CertificateAuthority.name == name, suffix)
+
+    async def serve_crl_by_id(self, request: web.Request) -> web.StreamResponse:
+        """``GET /crl/by-id/<id>.crl`` (DER) or ``.pem``; no authentication."""
+        ca_id, _, suffix = request.match_info["filename"].rpartition(".")
+        if not (ca_id.isascii() and ca_id.isdigit()) or len(ca_id) > 18:
+            raise web.HTTPNotFound(text="no such CRL\n")
+        return await self._serve_crl(CertificateAuthority.id == int(ca_id), suffix)
+
+    async def _serve_crl(self, which: Any, suffix: str) -> web.StreamResponse:
+        if suffix not in ("crl", "pem"):
             raise web.HTTPNotFound(text="no such CRL\n")
         async with self.app.db.session() as session:
-            row = await session.scalar(
-                select(CertificateAuthority).where(CertificateAuthority.name == name)
-            )
+            row = await session.scalar(select(CertificateAuthority).where(which))
         if row is None or not row.privatekey:
             raise web.HTTPNotFound(text="no such CRL\n")
         crl_pem = row.crl

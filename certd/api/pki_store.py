@@ -163,7 +163,7 @@ async def load_signer(
         raise ValidationError.single(
             field, f"certificate authority {row.name!r} cannot sign: {above}"
         )
-    url = crl_url(crl_base_url, row.name) if crl_base_url else None
+    url = crl_url(crl_base_url, row.id) if crl_base_url else None
     return Signer(row.id, row.name, chain[0], key, chain, url)
 
 

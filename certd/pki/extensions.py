@@ -60,17 +60,22 @@ def san_extension(names: list[x509.GeneralName], subject: x509.Name) -> Extensio
     return x509.SubjectAlternativeName(names), len(subject) == 0
 
 
-def crl_paths(ca_name: str) -> tuple[str, str]:
-    """The HTTP paths at which the daemon serves a CA's CRL, DER and PEM."""
-    return f"/crl/{ca_name}.crl", f"/crl/{ca_name}.pem"
+def crl_paths(ca_id: int) -> tuple[str, str]:
+    """The HTTP paths at which the daemon serves a CA's CRL, DER and PEM.
+
+    By the CA's id, which outlives a rename (ids are never reused): the DER
+    path goes into every certificate the CA signs. The daemon also serves
+    ``/crl/<name>.crl`` under the CA's current name, for people.
+    """
+    return f"/crl/by-id/{ca_id}.crl", f"/crl/by-id/{ca_id}.pem"
 
 
-def crl_url(base_url: str, ca_name: str) -> str:
+def crl_url(base_url: str, ca_id: int) -> str:
     """Where relying parties fetch a CA's CRL: the DER form under ``base_url``.
 
     RFC 5280 4.2.1.13 asks an HTTP distribution point for a DER CRL.
     """
-    return base_url.rstrip("/") + crl_paths(ca_name)[0]
+    return base_url.rstrip("/") + crl_paths(ca_id)[0]
 
 
 def crl_distribution_points(url: str) -> Extension:

@@ -500,7 +500,7 @@ class Renewer:
             ca.certificate,
             ca.privatekey,
             now=now,
-            crl_url=crl_url(base_url, ca.name) if base_url else None,
+            crl_url=crl_url(base_url, ca.id) if base_url else None,
         )
         return IssuedChain(fullchain, "", 0, [])
 

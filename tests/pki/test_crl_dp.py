@@ -63,11 +63,13 @@ def csr_for(make_key: MakeKey, *extensions: x509.ExtensionType) -> str:
 
 
 def test_crl_url_is_the_served_der_path_under_the_base() -> None:
-    assert crl_paths("issuing") == ("/crl/issuing.crl", "/crl/issuing.pem")
-    assert crl_url("http://pki.example.lan", "issuing") == URL
+    assert crl_paths(7) == ("/crl/by-id/7.crl", "/crl/by-id/7.pem")
+    assert (
+        crl_url("http://pki.example.lan", 7) == "http://pki.example.lan/crl/by-id/7.crl"
+    )
     # A reverse proxy may publish the daemon under a prefix.
-    assert crl_url("https://proxy.example.lan:8443/pki/", "root-1") == (
-        "https://proxy.example.lan:8443/pki/crl/root-1.crl"
+    assert crl_url("https://proxy.example.lan:8443/pki/", 12) == (
+        "https://proxy.example.lan:8443/pki/crl/by-id/12.crl"
     )
 
 

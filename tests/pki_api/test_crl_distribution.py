@@ -160,9 +160,9 @@ async def test_the_chain_names_each_issuers_crl_and_openssl_follows_it(
 
     assert "X509v3 CRL Distribution Points" not in shown["root"]
     assert crl_uris(root) is None
-    assert f"URI:{base}/crl/root.crl\n" in shown["inter"]
-    assert f"URI:{base}/crl/inter.crl\n" in shown["leaf"]
-    assert f"URI:{base}/crl/inter.crl\n" in shown["sibling"]
+    assert f"URI:{base}/crl/by-id/{root['id']}.crl\n" in shown["inter"]
+    assert f"URI:{base}/crl/by-id/{inter['id']}.crl\n" in shown["leaf"]
+    assert f"URI:{base}/crl/by-id/{inter['id']}.crl\n" in shown["sibling"]
     # The URL is the one the CA entry tells, under the configured base.
     assert crl_uris(leaf) == [base + inter["crl_url"]]
     assert crl_uris(inter) == [base + root["crl_url"]]
@@ -181,10 +181,42 @@ async def test_the_chain_names_each_issuers_crl_and_openssl_follows_it(
     assert good.stdout.endswith("sibling.pem: OK\n")
 
 
+async def test_a_renamed_ca_keeps_the_crl_its_certificates_name(
+    published: RunningDaemon,
+) -> None:
+    async with published.client() as client:
+        root = await make_root(client, "before")
+        leaf = await issue(client, root["id"])
+        await client.call(
+            "certificate.update",
+            leaf["id"],
+            {"revoked": True, "revoked_reason": "keyCompromise"},
+        )
+        renamed = await client.call(
+            "certificateauthority.update", root["id"], {"name": "after"}
+        )
+        named_in_leaf = await download_crl(crl_uris(leaf)[0])  # type: ignore[index]
+        by_new_name = await download_crl(published.url + "/crl/after.crl")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(published.url + "/crl/before.crl") as old_name:
+                old_status = old_name.status
+            async with session.get(published.url + "/crl/by-id/99.crl") as unknown:
+                unknown_status = unknown.status
+            async with session.get(published.url + "/crl/by-id/x1.crl") as bad:
+                bad_status = bad.status
+
+    assert crl_uris(leaf) == [published.url + root["crl_url"]]
+    assert renamed["crl_url"] == root["crl_url"] == f"/crl/by-id/{root['id']}.crl"
+    crl = x509.load_pem_x509_crl(named_in_leaf)
+    assert [r.serial_number for r in crl] == [int(leaf["serial"], 16)]
+    assert named_in_leaf == by_new_name
+    assert (old_status, unknown_status, bad_status) == (404, 404, 404)
+
+
 async def test_signed_csrs_and_renewals_name_the_crl(
     published: RunningDaemon, openssl: OpenSSL
 ) -> None:
-    url = published.url + "/crl/root.crl"
+    url = published.url + "/crl/by-id/1.crl"  # the first CA of a new store
     async with published.client() as client:
         root = await make_root(client)
         app = await signed_csr(client, root["id"], "app")
@@ -246,12 +278,12 @@ async def test_a_renewal_after_a_reload_puts_in_the_current_crl(
         kept = await renewed(client, replaced)
 
     assert crl_uris(before) is None
-    assert crl_uris(during) == ["http://pki.example.lan/crl/root.crl"]
-    assert crl_uris(added) == ["http://pki.example.lan/crl/root.crl"]
-    assert crl_uris(replaced) == ["https://proxy.example.lan/certd/crl/root.crl"]
+    assert crl_uris(during) == ["http://pki.example.lan/crl/by-id/1.crl"]
+    assert crl_uris(added) == ["http://pki.example.lan/crl/by-id/1.crl"]
+    assert crl_uris(replaced) == ["https://proxy.example.lan/certd/crl/by-id/1.crl"]
     # Unset, certd leaves the CRL a certificate names alone.
     assert crl_uris(after) is None
-    assert crl_uris(kept) == ["https://proxy.example.lan/certd/crl/root.crl"]
+    assert crl_uris(kept) == ["https://proxy.example.lan/certd/crl/by-id/1.crl"]
 
 
 async def test_cert_extensions_cannot_name_a_crl(published: RunningDaemon) -> None:

@@ -273,11 +273,22 @@ class Database:
 
         Meant for reads on hot paths and of many rows, and for any read that
         must not queue behind the sessions (they share one connection on
-        SQLite): ``fn`` runs in a worker thread on a connection of its own.
+        SQLite): ``fn`` runs in a worker thread on a connection of its own
+        there. On PostgreSQL it runs on a pooled connection in a read-only
+        transaction; either way all its statements see one snapshot.
         """
         if self._reader is None or self._read_pool is None:
-            _no_session_open()  # the pool's one connection would be its own
+            if self.engine.dialect.name == "sqlite":
+                _no_session_open()  # the pool's one connection would be its own
+                async with self.engine.connect() as conn:
+                    return await conn.run_sync(fn)
+            # Elsewhere (PostgreSQL) ``fn`` runs on the event loop's thread, on
+            # a connection of the pool. REPEATABLE READ: every statement of
+            # ``fn`` sees the store as of the first, as a SQLite read does.
             async with self.engine.connect() as conn:
+                await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
                 return await conn.run_sync(fn)
         reader = self._reader
 

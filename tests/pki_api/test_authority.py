@@ -96,8 +96,8 @@ async def test_root_ca_from_the_default_profile(client: Client) -> None:
     assert root["revoked"] is False and root["revoked_certificates"] == []
     assert (root["crl_number"], root["crl_url"], root["crl_pem_url"]) == (
         1,
-        "/crl/root.crl",
-        "/crl/root.pem",
+        f"/crl/by-id/{root['id']}.crl",
+        f"/crl/by-id/{root['id']}.pem",
     )
     assert root["crl"].startswith("-----BEGIN X509 CRL-----")
     cert = leaf_of(root)
@@ -484,7 +484,10 @@ async def test_rename_and_revoke_an_intermediate(client: Client) -> None:
     )
     parent = await client.call("certificateauthority.get_instance", root["id"])
 
-    assert (renamed["name"], renamed["crl_url"]) == ("issuing", "/crl/issuing.crl")
+    assert (renamed["name"], renamed["crl_url"]) == (
+        "issuing",
+        f"/crl/by-id/{renamed['id']}.crl",
+    )
     assert (revoked["revoked"], revoked["revoked_reason"]) == (True, "cACompromise")
     revoked_at = dt.datetime.fromisoformat(revoked["revoked_at"])
     assert abs(dt.datetime.now(dt.UTC) - revoked_at) < dt.timedelta(minutes=1)

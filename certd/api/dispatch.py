@@ -36,6 +36,7 @@ from certd.api.codes import (  # noqa: F401  (re-exported for the transports)
     REQUEST_TOO_LARGE,
     code_for,
 )
+from certd.api.ejson import strict_loads
 from certd.api.jobs import Job, JobManager, error_details
 from certd.api.registry import MethodSpec, Registry
 from certd.errors import (
@@ -209,8 +210,8 @@ class Dispatcher:
     async def handle(self, body: str, ctx: CallContext) -> str:
         """A response body for a request body ('' for notifications only)."""
         try:
-            request = json.loads(body)
-        except (json.JSONDecodeError, RecursionError):
+            request = strict_loads(body)
+        except (ValueError, RecursionError):
             return _error_response(
                 PARSE_ERROR, "Parse error: the body is not valid JSON"
             )

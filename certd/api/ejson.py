@@ -14,6 +14,7 @@ cannot keep, on both.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from ipaddress import IPv4Interface, IPv6Interface
@@ -44,8 +45,32 @@ class IntegerOutOfRange(Exception):
         self.document = document
 
 
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON value")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError("a number is too large to be represented")
+    return value
+
+
+def strict_loads(text: str, **hooks: Any) -> Any:
+    """Parse JSON as RFC 8259 has it: NaN, Infinity and 1e400 are refused.
+
+    Python's parser takes them, and its encoder writes them back (as a
+    request's id, say) in a form no strict JSON client can read.
+
+    Raises:
+        ValueError: the text is not JSON.
+        RecursionError: the text nests too deep for the parser.
+    """
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite, **hooks)
+
+
 def loads(text: str) -> Any:
-    """Parse JSON whose integers all fit in 64 bits.
+    """Parse JSON (strictly, see :func:`strict_loads`) whose integers fit in 64 bits.
 
     Raises:
         IntegerOutOfRange: an integer lies beyond 64 bits.
@@ -53,7 +78,7 @@ def loads(text: str) -> Any:
         RecursionError: the text nests too deep for the parser.
     """
     if not _LONG_DIGITS.search(text):
-        return json.loads(text)
+        return strict_loads(text)
     oversized = False
 
     def bounded(literal: str) -> int | None:
@@ -67,7 +92,7 @@ def loads(text: str) -> Any:
         oversized = True
         return None
 
-    document = json.loads(text, parse_int=bounded)
+    document = strict_loads(text, parse_int=bounded)
     if oversized:
         raise IntegerOutOfRange(document)
     return document

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from certd.api import ejson
 from certd.client import Client, RpcError
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 
@@ -299,6 +300,28 @@ async def test_protocol_errors(certd: RunningDaemon) -> None:
         assert reply[1]["error"]["code"] == -32601
         status, _ = await client.raw_text("x" * (5 * 1024 * 1024))
         assert status == 413
+        # Python's json takes these, and would write them back as the reply's id
+        for number in ("NaN", "Infinity", "-Infinity", "1e400"):
+            status, reply = await client.raw_text(
+                f'{{"jsonrpc": "2.0", "method": "core.ping", "id": {number}}}'
+            )
+            assert reply == {
+                "jsonrpc": "2.0",
+                "error": {
+                    "code": -32700,
+                    "message": "Parse error: the body is not valid JSON",
+                },
+                "id": None,
+            }, number
+
+
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e400", "-1e400"])
+def test_numbers_json_lacks_are_refused_as_the_websocket_parses(number: str) -> None:
+    with pytest.raises(ValueError):
+        ejson.loads(f'{{"id": {number}, "n": 12345678901234567890123}}')
+    with pytest.raises(ValueError):
+        ejson.loads(f'{{"id": {number}}}')
+    assert ejson.loads('{"id": 1.5e300, "n": -0.0}') == {"id": 1.5e300, "n": -0.0}
 
 
 async def test_names_may_not_end_with_a_newline(certd: RunningDaemon) -> None:

@@ -1,11 +1,12 @@
-"""CPU-heavy work (key generation) off the event loop.
+"""CPU-heavy work (key generation, checking imported keys) off the event loop.
 
 OpenSSL's key generation runs without the interpreter lock held, so worker
 threads keep the event loop answering while an RSA-4096 key is made; the pool
 bounds how many such keys are made at once. Only plain data crosses over:
 options in, PEM out (and the key object, so that callers need not load the
 PEM again: for RSA that re-checks the key, about 0.25 s for RSA-4096, which on
-the event loop would stall every other call).
+the event loop would stall every other call). The same check of an imported
+RSA key runs here too; OpenSSL holds no interpreter lock while it tests primes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def generate_key(options: dict[str, Any]) -> tuple[str, PrivateKey]:
 
     key = generate_private_key(KeyOptions.model_validate(options))
     return private_key_to_pem(key), key
+
+
+def validate_key(key: PrivateKey) -> PrivateKey:
+    """Run the consistency check of an imported key (seconds for RSA-8192)."""
+    from certd.pki.keys import validate_private_key
+
+    return validate_private_key(key)
 
 
 def _lower_priority() -> None:

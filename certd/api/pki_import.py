@@ -7,13 +7,19 @@ request field a user has to fix, so nothing is stored from a bad import.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cryptography import x509
 from pydantic import SecretStr
 
 from certd.errors import PkiError, ValidationError
 from certd.pki.csr import csr_matches_key, load_csr
 from certd.pki.importing import check_key_matches, import_chain
-from certd.pki.keys import PrivateKey, load_private_key
+from certd.pki.keys import PrivateKey, load_private_key, read_private_key
+from certd.workers import validate_key
+
+if TYPE_CHECKING:
+    from certd.workers import Workers
 
 
 def secret(value: SecretStr | None) -> str | None:
@@ -37,7 +43,10 @@ def read_chain(pem: str, field: str = "data.certificate") -> list[x509.Certifica
 def read_key(
     pem: str, passphrase: SecretStr | None, field: str = "data.privatekey"
 ) -> PrivateKey:
-    """A pasted private key, decrypted with ``passphrase`` when it is encrypted.
+    """A pasted private key, decrypted with ``passphrase`` and fully checked.
+
+    The RSA check runs on the calling thread, seconds for RSA-8192: from the
+    event loop prefer :func:`read_checked_key`.
 
     Raises:
         ValidationError: at ``data.passphrase`` when it is missing or wrong,
@@ -46,9 +55,35 @@ def read_key(
     try:
         return load_private_key(pem, secret(passphrase))
     except PkiError as exc:
-        # The loader names the passphrase exactly when the passphrase is at fault.
-        at = "data.passphrase" if "passphrase" in exc.message else field
-        raise ValidationError.single(at, exc.message) from None
+        raise _key_error(exc, field) from None
+
+
+async def read_checked_key(
+    workers: Workers,
+    pem: str,
+    passphrase: SecretStr | None,
+    field: str = "data.privatekey",
+) -> PrivateKey:
+    """A pasted private key as :func:`read_key` gives it, checked on a worker.
+
+    Reading and the size bound are cheap and come first, so an oversized or
+    unreadable key is refused before any worker time is spent on it.
+
+    Raises:
+        ValidationError: at ``data.passphrase`` when it is missing or wrong,
+            otherwise at ``field``.
+    """
+    try:
+        key = read_private_key(pem, secret(passphrase))
+        return await workers.run(validate_key, key)
+    except PkiError as exc:
+        raise _key_error(exc, field) from None
+
+
+def _key_error(exc: PkiError, field: str) -> ValidationError:
+    # The loader names the passphrase exactly when the passphrase is at fault.
+    at = "data.passphrase" if "passphrase" in exc.message else field
+    return ValidationError.single(at, exc.message)
 
 
 def match_certificate_key(

@@ -26,7 +26,7 @@ from certd.errors import PkiError, ValidationError
 from certd.pki.crl import build_crl
 from certd.pki.extensions import crl_url, serial_hex
 from certd.pki.importing import check_key_matches
-from certd.pki.keys import PrivateKey, PublicKey, load_private_key
+from certd.pki.keys import PrivateKey, PublicKey, load_stored_private_key
 from certd.pki.models import Digest
 from certd.pki.names import build_name
 from certd.pki.pem import pem_blocks
@@ -146,7 +146,9 @@ async def load_signer(
         )
     try:
         chain = load_chain(row.certificate)
-        key = load_private_key(row.privatekey)
+        # Checked when it came in and authenticated by the store's encryption:
+        # re-running RSA_check_key here would stall the loop on every signature.
+        key = load_stored_private_key(row.privatekey)
         check_key_matches(chain[0], key)
     except PkiError as exc:
         raise ValidationError.single(
@@ -287,7 +289,7 @@ class CrlPublisher:
             ]
             try:
                 cert = load_chain(row.certificate)[0]
-                key = load_private_key(row.privatekey)
+                key = load_stored_private_key(row.privatekey)  # as in load_signer
                 crl = build_crl(
                     cert,
                     key,

@@ -1,4 +1,13 @@
-"""Private keys: generation, PEM export and tolerant PEM import."""
+"""Private keys: generation, PEM export and tolerant PEM import.
+
+Loading an RSA key the usual way runs OpenSSL's RSA_check_key, which tests
+both primes for primality: about 0.3 s for RSA-4096, 4 s for RSA-8192 and
+over 30 s for RSA-16384. Keys are therefore read without that check
+(:func:`read_private_key`), checked once where they come in
+(:func:`validate_private_key`, on a worker thread when called from the event
+loop), and loaded unchecked from certd's own store
+(:func:`load_stored_private_key`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +28,12 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Public
 SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 
 MIN_RSA_BITS = 2048
+# Imported RSA keys may have at most this many bits. certd itself generates
+# at most 4096; 8192 leaves room for keys made elsewhere. OpenSSL
+# goes up to 16384, but checking such a key takes over 30 s of a worker, and
+# signing, which runs on the event loop, costs about the cube of the size:
+# ~40 ms at 8192 bits, so some 0.3 s of stall per certificate or CRL at 16384.
+MAX_RSA_BITS = 8192
 _PRIVATE_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -79,12 +94,80 @@ def public_key_to_pem(key: PublicKey) -> str:
 
 
 def load_private_key(data: str | bytes, passphrase: str | None = None) -> PrivateKey:
-    """Load one PEM private key, ignoring text and EC PARAMETERS around it.
+    """Load and fully check one PEM private key that comes from outside certd.
+
+    Runs RSA_check_key on the calling thread: from the event loop use
+    :func:`read_private_key` and then :func:`validate_private_key` on a worker.
+
+    Raises:
+        PkiError: as :func:`read_private_key` and :func:`validate_private_key`.
+    """
+    return validate_private_key(read_private_key(data, passphrase))
+
+
+def read_private_key(data: str | bytes, passphrase: str | None = None) -> PrivateKey:
+    """Read one PEM private key for import, ignoring text and EC PARAMETERS around it.
+
+    Cheap: the RSA consistency check is left to :func:`validate_private_key`,
+    which an imported key must pass before it is used or stored.
 
     Raises:
         PkiError: no key, several keys, DER input, a wrong or missing
-            passphrase, or an unsupported or too weak key.
+            passphrase, an unsupported or too weak key, or an RSA key larger
+            than :data:`MAX_RSA_BITS`.
     """
+    key = check_private_key(_read(data, passphrase))
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size > MAX_RSA_BITS:
+        raise PkiError(
+            f"the RSA key has {key.key_size} bits; at most {MAX_RSA_BITS} are "
+            "accepted (larger keys take seconds to check and to sign with)"
+        )
+    return key
+
+
+def load_stored_private_key(data: str | bytes) -> PrivateKey:
+    """Load a key from certd's own store without re-checking an RSA key.
+
+    Every stored key was generated here or passed :func:`validate_private_key`
+    on import, and the store's AES-GCM encryption authenticates it, so it
+    cannot have changed since; checking it again would cost seconds per
+    signature with a large CA key. No size bound either: a key stored before
+    :data:`MAX_RSA_BITS` existed keeps working.
+
+    Raises:
+        PkiError: the stored text holds no readable, supported key.
+    """
+    return check_private_key(_read(data, None))
+
+
+def validate_private_key(key: PrivateKey) -> PrivateKey:
+    """Check that an RSA key's primes, exponents and CRT values belong together.
+
+    CPU-heavy for large RSA keys (seconds for RSA-8192): run it on a worker
+    from the event loop. EC keys are checked on reading already; Ed25519 keys
+    have nothing to check.
+
+    Raises:
+        PkiError: the RSA key is inconsistent.
+    """
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return key
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        checked = serialization.load_der_private_key(der, password=None)
+    except ValueError:
+        raise PkiError(
+            "the RSA private key is inconsistent: its primes, exponents and "
+            "CRT values do not belong together"
+        ) from None
+    return check_private_key(checked)
+
+
+def _read(data: str | bytes, passphrase: str | None) -> Any:
     blocks = pem_blocks(data, _KEY_LABELS)
     if not blocks:
         raise PkiError(missing_pem_reason(data, "private key"))
@@ -95,14 +178,16 @@ def load_private_key(data: str | bytes, passphrase: str | None = None) -> Privat
     if password is not None and blocks[0].startswith(b"-----BEGIN ENCRYPTED"):
         check_key_encryption_cost(blocks[0])
     try:
-        key = serialization.load_pem_private_key(blocks[0], password=password)
+        return serialization.load_pem_private_key(
+            blocks[0], password=password, unsafe_skip_rsa_key_validation=True
+        )
     except TypeError:
         if password is None:
             raise PkiError(
                 "the private key is encrypted; a passphrase is required"
             ) from None
         # A passphrase for a key that is not encrypted is harmless.
-        key = _load_plain(blocks[0])
+        return _load_plain(blocks[0])
     except ValueError as exc:
         if password is not None and _is_encrypted(blocks[0]):
             raise PkiError("the passphrase does not decrypt the private key") from None
@@ -112,12 +197,12 @@ def load_private_key(data: str | bytes, passphrase: str | None = None) -> Privat
             f"the private key uses an unsupported algorithm: {exc}"
         ) from None
 
-    return check_private_key(key)
-
 
 def _load_plain(block: bytes) -> Any:
     try:
-        return serialization.load_pem_private_key(block, password=None)
+        return serialization.load_pem_private_key(
+            block, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PkiError(f"the private key cannot be read: {exc}") from None
 

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 
 from certd.api.scram import ScramVerifier, b64, derive_verifier
 from certd.errors import ConflictError, NotFoundError, ValidationError
@@ -41,9 +41,15 @@ KEY_PREFIX = "certd"
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 _SECRET_LENGTH = 43
 _CLIENT_FORM = re.compile(r"(\d+)-(\S+)")
-# Verified keys are remembered briefly so a busy client does not cost a query
-# per call; revocation from another process takes effect within this time.
+# Verified keys are remembered briefly so a busy client does not cost a write
+# (last_used_at) and a hash per call; whether the key still stands is read from
+# the store on every call all the same (see ApiKeys.current).
 CACHE_SECONDS = 5.0
+# What a logged-in caller's key is now: one lookup by primary key, cheap enough
+# to run on every call (Database.read_now does it on the calling thread).
+_STANDING = select(ApiKey.name, ApiKey.revoked, ApiKey.readonly).where(
+    ApiKey.id == bindparam("id")
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class Caller:
 
     name: str
     readonly: bool = False
+    # Row id of the API key the caller proved; None for other callers.
+    key: int | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -170,7 +178,12 @@ class ApiKeys:
         cached = self._cache.get(cache_key)
         now = time.monotonic()
         if cached and cached[0] > now and hmac.compare_digest(cached[1], digest):
-            return cached[2]
+            # The cache spares the hash and the write, not the revocation
+            # check: another process (certd apikey revoke) may have revoked it.
+            current = await self.current(cached[2])
+            if current is None:
+                self._cache.pop(cache_key, None)
+            return current
         async with self.db.session() as session:
             row = await session.scalar(
                 select(ApiKey).where(getattr(ApiKey, column) == value)
@@ -185,7 +198,9 @@ class ApiKeys:
             row.last_used_at = utcnow()
             needs_verifier = _verifier(row) is None
             row_id = row.id
-            caller = Caller(name=f"apikey:{row.name}", readonly=row.readonly)
+            caller = Caller(
+                name=f"apikey:{row.name}", readonly=row.readonly, key=row.id
+            )
         if needs_verifier:
             # A key stored before SCRAM existed gets its verifier now, derived
             # outside the session: the store's connection is not held for it.
@@ -215,7 +230,36 @@ class ApiKeys:
             verifier = _verifier(row)
             if verifier is None:
                 return None
-            return Caller(name=f"apikey:{row.name}", readonly=row.readonly), verifier
+            caller = Caller(
+                name=f"apikey:{row.name}", readonly=row.readonly, key=row.id
+            )
+            return caller, verifier
+
+    async def current(self, caller: Caller) -> Caller | None:
+        """The caller as its API key stands now; None once the key is revoked.
+
+        A key made read-only since makes the caller read-only. Callers that did
+        not log in with a key are returned as they are. Costs one lookup by
+        primary key, on the calling thread where the store allows it.
+        """
+        if caller.key is None:
+            return caller
+        params = {"id": caller.key}
+        rows = self.db.read_now(_STANDING, params)
+        if rows is None:
+
+            def read(conn: Connection) -> list[Any]:
+                return list(conn.execute(_STANDING, params).all())
+
+            rows = await self.db.read(read)
+        if not rows:
+            return None
+        name, revoked, readonly = rows[0]
+        if revoked or f"apikey:{name}" != caller.name:
+            return None
+        if readonly and not caller.readonly:
+            return Caller(name=caller.name, readonly=True, key=caller.key)
+        return caller
 
     async def mark_used(self, row_id: int) -> None:
         """Record a successful login that did not go through :meth:`verify`."""

@@ -7,7 +7,10 @@ methods that only make sense on a connection: ``core.set_options``,
 ``core.ping``, ``core.subscribe``, ``core.unsubscribe`` and ``auth.*``.
 
 A connection logs in with ``auth.login_ex``; one from the unix socket whose
-peer the HTTP side would trust is logged in from the start. Job methods answer
+peer the HTTP side would trust is logged in from the start. A login with an API
+key lasts only as long as the key: every call, and every message written to the
+client, first checks that the key is not revoked (it may be revoked by another
+process, ``certd apikey revoke``, straight in the store). Job methods answer
 as the middleware's new-style jobs do: the job is announced as a
 ``core.get_jobs`` event naming the request, changes follow as events, and the
 call's response comes when the job ends.
@@ -38,6 +41,7 @@ from certd.api.registry import MethodSpec, Registry, Service, api_method
 from certd.api.scram import tls_server_end_point
 from certd.api.ws_auth import AuthSession, RefusalLog
 from certd.api.ws_shapes import (
+    ENOTAUTHENTICATED,
     INTERNAL_ERROR,
     INVALID_JSON,
     INVALID_REQUEST,
@@ -48,6 +52,7 @@ from certd.api.ws_shapes import (
     job_fields,
     method_not_found,
     not_authenticated,
+    refusal,
     simple_error,
 )
 from certd.errors import (
@@ -77,6 +82,17 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 # frame before its socket is dropped.
 ABORT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
+# The request id of a frame that answers no call (an event).
+_NO_CALL = object()
+
+
+def key_revoked() -> dict[str, Any]:
+    """The error for a call on a login whose API key has been revoked."""
+    return refusal(
+        ENOTAUTHENTICATED,
+        "Not authenticated: the API key this connection logged in with has been "
+        "revoked",
+    )
 
 
 class ClientOptions(BaseModel):
@@ -136,13 +152,27 @@ SESSION_METHODS = _session_methods()
 
 
 class _Frame:
-    """A message waiting to be written, and whether writing it ends a call."""
+    """A message waiting to be written, and whether writing it ends a call.
 
-    __slots__ = ("ends_call", "text")
+    ``caller`` is the API key login the message is for, whose key must still
+    stand when it is written; ``request_id`` the call it answers, if any.
+    """
 
-    def __init__(self, text: str, ends_call: bool) -> None:
+    __slots__ = ("caller", "ends_call", "request_id", "seq", "text")
+
+    def __init__(
+        self,
+        text: str,
+        ends_call: bool,
+        seq: int,
+        caller: Caller | None,
+        request_id: Any,
+    ) -> None:
         self.text = text
         self.ends_call = ends_call
+        self.seq = seq
+        self.caller = caller
+        self.request_id = request_id
 
 
 class _Close:
@@ -190,6 +220,12 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
         self._aborting = False
+        # Frames are numbered as queued. A key found standing covers every
+        # frame queued before the look-up began, so a burst of events costs
+        # one look-up: key row id -> highest frame number covered.
+        self._seq = 0
+        self._verified: dict[int, int] = {}
+        self._revoked: set[int] = set()
 
     # Login state, used by the auth methods.
 
@@ -215,6 +251,63 @@ class Connection:
                 "notify_unsubscribed",
                 {"collection": name, "error": not_authenticated()["data"]},
             )
+
+    # The key behind the login.
+
+    async def current(self, caller: Caller) -> Caller:
+        """``caller`` as its API key stands now, or a refusal if it is revoked.
+
+        Raises:
+            WireError: the key is revoked; the connection is logged out.
+        """
+        key = caller.key
+        if key is None:
+            return caller
+        if key in self._revoked:
+            raise WireError(key_revoked())
+        upto = self._seq
+        current = await self.server.daemon.api_keys.current(caller)
+        if current is None:
+            self.end_login(caller)
+            raise WireError(key_revoked())
+        self._verified[key] = max(self._verified.get(key, 0), upto)
+        if current != caller and self.caller is caller:
+            self.caller = current
+            log.warning(
+                "login_made_readonly",
+                caller=caller.name,
+                connection=self.id,
+                remote=self.remote,
+            )
+        return current
+
+    async def _stands(self, frame: _Frame) -> bool:
+        """Whether the key ``frame`` is for still stands (checked once a burst)."""
+        caller = frame.caller
+        assert caller is not None and caller.key is not None
+        if caller.key in self._revoked:
+            return False
+        if self._verified.get(caller.key, 0) >= frame.seq:
+            return True
+        try:
+            await self.current(caller)
+        except WireError:
+            return False
+        return True
+
+    def end_login(self, caller: Caller) -> None:
+        """Forget a revoked key; log out if the connection is logged in with it."""
+        assert caller.key is not None
+        self._revoked.add(caller.key)
+        if self.caller is not None and self.caller.key == caller.key:
+            log.warning(
+                "login_ended",
+                reason="API key revoked",
+                caller=caller.name,
+                connection=self.id,
+                remote=self.remote,
+            )
+            self.logout()
 
     # Subscriptions.
 
@@ -246,9 +339,11 @@ class Connection:
                 self.send_event(name, "added", entry["id"], entry)
 
     def send_event(self, collection: str, msg: str, id: Any, fields: Any) -> None:
+        # Written only if the login's key still stands by then.
         self._notify(
             "collection_update",
             {"msg": msg, "collection": collection, "id": id, "fields": fields},
+            self.caller,
         )
 
     def job_changed(self, job: Job) -> None:
@@ -275,10 +370,21 @@ class Connection:
 
     # Sending.
 
-    def _notify(self, method: str, params: dict[str, Any]) -> None:
-        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+    def _notify(
+        self, method: str, params: dict[str, Any], caller: Caller | None = None
+    ) -> None:
+        self._send(
+            {"jsonrpc": "2.0", "method": method, "params": params}, caller=caller
+        )
 
-    def _send(self, message: dict[str, Any], ends_call: bool = False) -> None:
+    def _send(
+        self,
+        message: dict[str, Any],
+        ends_call: bool = False,
+        *,
+        caller: Caller | None = None,
+        request_id: Any = _NO_CALL,
+    ) -> None:
         if self._aborting:
             return
         # ejson writes ASCII only, so characters are bytes.
@@ -300,7 +406,10 @@ class Connection:
             self._spawn(self._abort(1008, "too many unread messages"))
             return
         self._queued_bytes = queued
-        self._outbox.put_nowait(_Frame(text, ends_call))
+        self._seq += 1
+        if caller is not None and caller.key is None:
+            caller = None
+        self._outbox.put_nowait(_Frame(text, ends_call, self._seq, caller, request_id))
 
     def _discard_outbox(self) -> None:
         """Drop what a client cut off will never read, to free its memory now."""
@@ -309,11 +418,19 @@ class Connection:
         self._queued_bytes = 0
 
     def send_result(
-        self, request_id: Any, result: Any, ends_call: bool = False
+        self,
+        request_id: Any,
+        result: Any,
+        ends_call: bool = False,
+        caller: Caller | None = None,
     ) -> None:
+        """Answer a call; with ``caller``, only if its API key still stands then."""
         try:
             self._send(
-                {"jsonrpc": "2.0", "result": result, "id": request_id}, ends_call
+                {"jsonrpc": "2.0", "result": result, "id": request_id},
+                ends_call,
+                caller=caller,
+                request_id=request_id,
             )
         except (TypeError, ValueError):
             log.exception("websocket_result_not_encodable", connection=self.id)
@@ -321,12 +438,22 @@ class Connection:
                 request_id,
                 simple_error(INTERNAL_ERROR, "the result could not be encoded as JSON"),
                 ends_call,
+                caller,
             )
 
     def send_error(
-        self, request_id: Any, error: dict[str, Any], ends_call: bool = False
+        self,
+        request_id: Any,
+        error: dict[str, Any],
+        ends_call: bool = False,
+        caller: Caller | None = None,
     ) -> None:
-        self._send({"jsonrpc": "2.0", "error": error, "id": request_id}, ends_call)
+        self._send(
+            {"jsonrpc": "2.0", "error": error, "id": request_id},
+            ends_call,
+            caller=caller,
+            request_id=request_id,
+        )
 
     async def _abort(self, code: int, reason: str) -> None:
         try:
@@ -351,8 +478,22 @@ class Connection:
             if isinstance(item, _Close):
                 await self.ws.close(code=item.code, message=item.reason.encode())
                 return
+            text: str | None = item.text
+            if item.caller is not None and not await self._stands(item):
+                # Nothing reaches a client after its key is found revoked: an
+                # event is dropped, an answer becomes the refusal.
+                text = None
+                if item.request_id is not _NO_CALL:
+                    text = ejson.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "error": key_revoked(),
+                            "id": item.request_id,
+                        }
+                    )
             try:
-                await self.ws.send_str(item.text)
+                if text is not None:
+                    await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
             finally:
@@ -485,10 +626,12 @@ class Connection:
         # written, so a client that does not read cannot pile answers up; a
         # job call gives it back once the job is submitted, as its answer
         # waits for the job.
+        login: Caller | None = None
         try:
-            outcome = await self._execute(request_id, method, params)
-        except WireError as refusal:
-            self.send_error(request_id, refusal.error, ends_call=True)
+            spec, login = await self._authorize(method)
+            outcome = await self._execute(request_id, spec, login, params)
+        except WireError as refused:
+            self.send_error(request_id, refused.error, ends_call=True, caller=login)
             return
         except Exception as exc:
             if not isinstance(exc, CertdError):
@@ -496,33 +639,47 @@ class Connection:
                 log.exception(
                     "websocket_call_crashed", method=method, connection=self.id
                 )
-            self.send_error(request_id, call_error(exc), ends_call=True)
+            self.send_error(request_id, call_error(exc), ends_call=True, caller=login)
             return
         if not isinstance(outcome, Job):
-            self.send_result(request_id, outcome, ends_call=True)
+            self.send_result(request_id, outcome, ends_call=True, caller=login)
         elif self.legacy_jobs:
-            self.send_result(request_id, outcome.id, ends_call=True)
+            self.send_result(request_id, outcome.id, ends_call=True, caller=login)
         else:
             self.in_flight -= 1
             await outcome.done.wait()
             if outcome.state == JobState.SUCCESS:
-                self.send_result(request_id, outcome.result)
+                self.send_result(request_id, outcome.result, caller=login)
             else:
-                self.send_error(request_id, job_error(outcome))
+                self.send_error(request_id, job_error(outcome), caller=login)
 
-    async def _execute(self, request_id: Any, method: str, params: Any) -> Any:
-        """The result of a call, or the job it started."""
-        session = SESSION_METHODS.get(method)
-        spec = session or self.server.daemon.registry.methods.get(method)
+    async def _authorize(self, method: str) -> tuple[MethodSpec, Caller | None]:
+        """The method called and the login it runs under (None if open to anyone).
+
+        Raises:
+            WireError: no such method, no login, or the login's key is revoked.
+            AuthenticationError: a read-only login calls a method that writes.
+        """
+        spec = SESSION_METHODS.get(method) or self.server.daemon.registry.methods.get(
+            method
+        )
         if spec is None:
             raise WireError(method_not_found())
-        if not spec.options.anonymous:
-            if self.caller is None:
-                raise WireError(not_authenticated())
-            if self.caller.readonly and not spec.options.readonly:
-                raise AuthenticationError(spec.options.read_only_refusal(spec.name))
-        if session is not None:
-            return await self._session_call(session, params)
+        if spec.options.anonymous:
+            return spec, None
+        if self.caller is None:
+            raise WireError(not_authenticated())
+        login = await self.current(self.caller)
+        if login.readonly and not spec.options.readonly:
+            raise AuthenticationError(spec.options.read_only_refusal(spec.name))
+        return spec, login
+
+    async def _execute(
+        self, request_id: Any, spec: MethodSpec, login: Caller | None, params: Any
+    ) -> Any:
+        """The result of a call, or the job it started."""
+        if SESSION_METHODS.get(spec.name) is spec:
+            return await self._session_call(spec, params)
         started: list[Job] = []
 
         def follow(job: Job) -> None:
@@ -530,7 +687,9 @@ class Connection:
             self.job_requests[job.id] = request_id
             started.append(job)
 
-        ctx = CallContext(caller=self.caller, transport=self.transport, on_job=follow)
+        # A method open to anyone still learns who is logged in, if anyone.
+        caller = login or self.caller
+        ctx = CallContext(caller=caller, transport=self.transport, on_job=follow)
         try:
             result = await self.server.daemon.dispatcher.run(spec, ctx, params)
         except CertdError:

@@ -15,7 +15,7 @@ import os
 import pwd
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,11 +119,14 @@ def group_id(group: str | None) -> int:
 def _account_id(value: str | None, by_name: Callable[[str], int], what: str) -> int:
     if value is None:
         return -1
-    if value.isdigit():
+    # only ASCII digits make a number: "²" or "١٢" are names (str.isdigit
+    # takes them, and int() reads the second as 12)
+    if value.isascii() and value.isdigit():
         return _numeric_id(value)
     try:
         return by_name(value)
-    except KeyError:
+    except (KeyError, ValueError):
+        # ValueError: a name the C library cannot take (an embedded NUL)
         raise DeployError(value, f"no such {what}") from None
 
 
@@ -136,10 +139,24 @@ class Ownership:
     mode: int
 
 
+def _trusted_owners(configured_uid: int) -> frozenset[int]:
+    """Users whose key file certd may replace keeping its group and mode."""
+    owners = {0, os.geteuid()}
+    if configured_uid != -1:
+        owners.add(configured_uid)
+    return frozenset(owners)
+
+
 def ownership(
     path: Path, target: FileTarget, *, key: bool, dir_fd: int | None = None
 ) -> Ownership:
     """Configured values first, then those of the file being replaced, then defaults.
+
+    A file holding the key takes nothing from a file owned by anyone but root,
+    the daemon's user or the configured owner: whoever planted such a file
+    would otherwise get to read the key, as its owner or through the group
+    they chose. Modes taken over never let a key file be more than 0640, nor
+    any file be writable by its group or others.
 
     With ``dir_fd``, ``path`` is looked up by its name in that open directory.
 
@@ -159,6 +176,8 @@ def ownership(
         )
     uid = user_id(target.owner)
     gid = group_id(target.group)
+    if key and current is not None and current.st_uid not in _trusted_owners(uid):
+        current = None
     if uid == -1 and current is not None:
         uid = current.st_uid
     if gid == -1 and current is not None:
@@ -167,7 +186,9 @@ def ownership(
     if configured is not None:
         mode = configured
     elif current is not None:
-        mode = stat.S_IMODE(current.st_mode)
+        # no set-id or sticky bits, and nobody but the owner may change what
+        # services read: a mode carried over is never wider than that
+        mode = stat.S_IMODE(current.st_mode) & 0o755
     else:
         mode = DEFAULT_KEY_MODE if key else DEFAULT_MODE
     if key:
@@ -295,6 +316,47 @@ def _open_directory(directory: Path, allowed: Sequence[Path]) -> int:
     return fd
 
 
+def _refuse_open_ancestors(directories: Iterable[Path], shown: Path) -> None:
+    """Refuse a path through a directory anyone may rename entries in.
+
+    There anyone could move the target away and put a directory of their own
+    in its place. A sticky directory such as /tmp is fine: only an entry's
+    owner may rename it there.
+    """
+    for directory in directories:
+        try:
+            info = os.stat(directory)
+        except OSError as exc:
+            raise DeployError(
+                str(shown), f"cannot check {directory}: {exc.strerror}"
+            ) from None
+        if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+            raise DeployError(
+                str(shown),
+                f"lies in {directory}, which anyone may write to (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}), so anyone could put a "
+                "directory of their own in its place; refusing to deploy there",
+            )
+
+
+def _refuse_shared_directory(fd: int, shown: Path) -> None:
+    """Refuse a directory that others may write to, and a path others may change.
+
+    Whoever can create files in the directory could plant the files certd
+    replaces, and their owner and mode are kept; a sticky bit does not help,
+    as the planted files are the planter's own.
+    """
+    info = os.fstat(fd)
+    if info.st_mode & stat.S_IWOTH:
+        raise DeployError(
+            str(shown),
+            f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            "anyone could plant files there; refusing to deploy into it "
+            "(chmod o-w it, or deploy elsewhere)",
+        )
+    _refuse_open_ancestors(_real_path(fd, shown).parents, shown)
+
+
 def ensure_directory(target: FileTarget, allowed: Sequence[Path] = ()) -> Path:
     """The target directory, created (one level) if its parent exists.
 
@@ -302,8 +364,9 @@ def ensure_directory(target: FileTarget, allowed: Sequence[Path] = ()) -> Path:
     inside one of them (symbolic links in its parent resolved).
 
     Raises:
-        DeployError: the parent is missing, the path is not a directory, or it
-            would lie outside ``allowed``.
+        DeployError: the parent is missing, the path is not a directory, it
+            would lie outside ``allowed``, or in a directory anyone may write
+            to that is not sticky.
     """
     directory = Path(target.directory)
     if directory.is_dir():
@@ -317,8 +380,10 @@ def ensure_directory(target: FileTarget, allowed: Sequence[Path] = ()) -> Path:
     # the parent alone may lie outside, as for a new directory named as a root
     parent = _open_directory(directory.parent, ())
     try:
+        real_parent = _real_path(parent, directory.parent)
+        _refuse_open_ancestors((real_parent, *real_parent.parents), directory)
         if allowed:
-            real = _real_path(parent, directory.parent) / directory.name
+            real = real_parent / directory.name
             if not within(real, allowed):
                 raise DeployError(
                     str(directory),
@@ -356,8 +421,9 @@ def write_target(
     directory that was checked.
 
     Raises:
-        DeployError: the directory lies outside ``allowed``, or a file could
-            not be written (earlier ones stay written).
+        DeployError: the directory lies outside ``allowed``, others may
+            write to it (or rename it away), or a file could not be written
+            (earlier ones stay written).
     """
     directory = ensure_directory(target, allowed)
     passphrase = (
@@ -368,6 +434,7 @@ def write_target(
     written: dict[str, str] = {}
     fd = _open_directory(directory, allowed)
     try:
+        _refuse_shared_directory(fd, directory)
         for kind in target.files:
             path = directory / target.name_of(kind)
             data = material.render(kind, passphrase)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from certd.deploy.files import (
     Material,
     Ownership,
     ensure_directory,
+    group_id,
     ownership,
+    user_id,
     within,
     write_atomic,
     write_target,
@@ -23,6 +27,7 @@ from certd.deploy.models import DeploySpec, FileTarget
 from certd.errors import DeployError
 from tests.renewal.factory import Chain, make_chain
 
+NOBODY, NOGROUP = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
 ALL_FILES = ["cert", "chain", "fullchain", "privkey", "combined", "pkcs12"]
 
 
@@ -38,6 +43,11 @@ def material(chain: Chain) -> Material:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def _owned(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
 
 
 def test_write_target_contents(
@@ -124,25 +134,88 @@ def test_write_target_keeps_existing_owner_group_and_mode(
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("changing a file's owner needs root")
+    # as in /etc/nginx/ssl: root's directory, the key readable by the group
     cert, key = tmp_path / "cert.pem", tmp_path / "privkey.pem"
     cert.write_text("old")
     key.write_text("old")
-    os.chown(cert, 65534, 65534)
+    os.chown(cert, NOBODY, NOGROUP)
     os.chmod(cert, 0o604)
-    os.chown(key, 65534, 0)
+    os.chown(key, 0, NOGROUP)
     os.chmod(key, 0o646)  # readable by others: never kept for a key
 
     write_target(
         FileTarget(directory=str(tmp_path), files=["cert", "privkey"]), material
     )
 
-    assert (cert.stat().st_uid, cert.stat().st_gid, _mode(cert)) == (
-        65534,
-        65534,
-        0o604,
-    )
-    assert (key.stat().st_uid, key.stat().st_gid, _mode(key)) == (65534, 0, 0o640)
+    assert _owned(cert) == (NOBODY, NOGROUP, 0o604)
+    assert _owned(key) == (0, NOGROUP, 0o640)
     assert key.read_text() == material.key_pem
+
+
+def test_a_key_file_takes_nothing_from_one_another_user_owns(
+    tmp_path: Path, material: Material
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    key, combined = tmp_path / "privkey.pem", tmp_path / "combined.pem"
+    for path in (key, combined):
+        path.write_text("old")
+        os.chown(path, NOBODY, NOGROUP)
+        os.chmod(path, 0o640)
+
+    write_target(
+        FileTarget(directory=str(tmp_path), files=["privkey", "combined"]), material
+    )
+
+    # nobody chose the group and the mode too: neither is kept
+    assert _owned(key) == (0, os.getegid(), 0o600)
+    assert _owned(combined) == (0, os.getegid(), 0o600)
+
+
+def test_a_key_file_owned_by_the_configured_owner_keeps_its_group(
+    tmp_path: Path, material: Material
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    key = tmp_path / "privkey.pem"
+    key.write_text("old")
+    os.chown(key, NOBODY, NOGROUP)
+    os.chmod(key, 0o640)
+
+    write_target(
+        FileTarget(directory=str(tmp_path), files=["privkey"], owner="nobody"),
+        material,
+    )
+    owned_by_nobody = _owned(key)
+    write_target(
+        FileTarget(directory=str(tmp_path), files=["privkey"], owner="daemon"),
+        material,
+    )
+
+    assert owned_by_nobody == (NOBODY, NOGROUP, 0o640)
+    assert _owned(key) == (1, os.getegid(), 0o600)
+
+
+@pytest.mark.parametrize(
+    ("old", "kind", "new"),
+    [
+        (0o666, "cert", 0o644),
+        (0o4755, "fullchain", 0o755),
+        (0o2640, "privkey", 0o640),
+        (0o1600, "privkey", 0o600),
+    ],
+)
+def test_a_mode_carried_over_is_never_writable_by_others_nor_set_id(
+    tmp_path: Path, material: Material, old: int, kind: str, new: int
+) -> None:
+    target = FileTarget(directory=str(tmp_path), files=[kind])  # type: ignore[list-item]
+    path = tmp_path / target.name_of(kind)
+    path.write_text("old")
+    os.chmod(path, old)
+
+    write_target(target, material)
+
+    assert _mode(path) == new
 
 
 def test_write_target_configured_owner_wins(tmp_path: Path, material: Material) -> None:
@@ -157,7 +230,7 @@ def test_write_target_configured_owner_wins(tmp_path: Path, material: Material) 
     write_target(target, material)
 
     info = (tmp_path / "privkey.pem").stat()
-    assert (info.st_uid, info.st_gid) == (65534, 65534)
+    assert (info.st_uid, info.st_gid) == (NOBODY, NOGROUP)
     assert _mode(tmp_path / "privkey.pem") == 0o640  # kept, less what others had
 
 
@@ -421,3 +494,24 @@ def test_write_target_creates_the_root_itself(
     write_target(target, material, [new_root])
 
     assert [p.name for p in new_root.iterdir()] == ["cert.pem"]
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "\uff11\uff12", "0x10", " 12", "-1"])
+def test_only_ascii_digits_make_a_numeric_id(value: str) -> None:
+    with pytest.raises(DeployError) as user:
+        user_id(value)
+    with pytest.raises(DeployError) as group:
+        group_id(value)
+
+    assert user.value.message == f"{value}: no such user"
+    assert group.value.message == f"{value}: no such group"
+
+
+def test_names_and_ascii_numbers_are_ids() -> None:
+    assert [user_id("nobody"), user_id("65534"), user_id("007"), user_id(None)] == [
+        NOBODY,
+        65534,
+        7,
+        -1,
+    ]
+    assert [group_id("nogroup"), group_id("0")] == [NOGROUP, 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from certd.pki.keys import PrivateKey, generate_private_key
@@ -193,3 +195,44 @@ def openssl(tmp_path: Path) -> OpenSSL:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is not installed")
     return OpenSSL(tmp_path)
+
+
+def oversized_rsa_pem(bits: int) -> str:
+    """A PKCS#8 PEM RSA key of ``bits`` bits made of random numbers, not primes.
+
+    Generating a real key above 8192 bits takes minutes; a reader that looks
+    at the size before checking the key refuses this one for its size alone.
+    """
+    half = bits // 2
+    # Top two bits set, so the product has exactly ``bits`` bits; odd numbers.
+    p, q = (secrets.randbits(half) | (3 << (half - 2)) | 1 for _ in range(2))
+    numbers = rsa.RSAPrivateNumbers(
+        p=p,
+        q=q,
+        d=secrets.randbits(bits - 8),
+        dmp1=secrets.randbits(half - 8) | 1,
+        dmq1=secrets.randbits(half - 8) | 1,
+        iqmp=secrets.randbits(half - 8),
+        public_numbers=rsa.RSAPublicNumbers(65537, p * q),
+    )
+    key = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    assert key.key_size == bits
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def broken_crt(key: rsa.RSAPrivateKey) -> rsa.RSAPrivateKey:
+    """``key`` with a wrong CRT coefficient (iqmp): RSA_check_key refuses it.
+
+    It still signs correctly: when a CRT result does not verify, OpenSSL
+    computes the signature again with the private exponent. So it tells
+    apart a path that re-checks a key from one that does not.
+    """
+    n = key.private_numbers()
+    bad = rsa.RSAPrivateNumbers(
+        n.p, n.q, n.d, n.dmp1, n.dmq1, (n.iqmp + 1) % n.p, n.public_numbers
+    )
+    return bad.private_key(unsafe_skip_rsa_key_validation=True)

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import (
+    dsa,
+    ec,
+    ed448,
+    ed25519,
+    padding,
+    rsa,
+)
 
 from certd.errors import PkiError
 from certd.pki.keys import (
+    MAX_RSA_BITS,
     PrivateKey,
     generate_private_key,
     hash_algorithm,
     key_description,
     load_private_key,
+    load_stored_private_key,
     private_key_to_pem,
     public_key_der,
+    read_private_key,
+    validate_private_key,
 )
 from certd.pki.models import KeyOptions
-from tests.pki.conftest import MakeKey, OpenSSL
+from tests.pki.conftest import MakeKey, OpenSSL, broken_crt, oversized_rsa_pem
 
 
 def traditional(key: PrivateKey, password: bytes | None = None) -> str:
@@ -235,6 +246,77 @@ def test_load_refuses_short_rsa() -> None:
         "the RSA key has 1024 bits; at least 2048 are required "
         "(112-bit security, NIST SP 800-131A)"
     )
+
+
+@pytest.mark.parametrize("bits", [MAX_RSA_BITS + 16, 16384])
+def test_read_refuses_oversized_rsa_before_checking_it(bits: int) -> None:
+    # The key is random numbers: had it been checked first, the refusal would
+    # say it is inconsistent instead of naming its size.
+    pem = oversized_rsa_pem(bits)
+
+    for reader in (read_private_key, load_private_key):
+        with pytest.raises(PkiError) as info:
+            reader(pem)
+        assert info.value.message == (
+            f"the RSA key has {bits} bits; at most 8192 are accepted "
+            "(larger keys take seconds to check and to sign with)"
+        )
+
+
+def test_the_size_bound_admits_8192_bits_and_the_check_still_runs() -> None:
+    pem = oversized_rsa_pem(MAX_RSA_BITS)
+
+    read = read_private_key(pem)
+
+    assert isinstance(read, rsa.RSAPrivateKey) and read.key_size == 8192
+    with pytest.raises(PkiError, match=r"^the RSA private key is inconsistent"):
+        validate_private_key(read)
+    with pytest.raises(PkiError, match=r"^the RSA private key is inconsistent"):
+        load_private_key(pem)
+
+
+def test_inconsistent_rsa_key_is_refused_on_import_and_read_from_the_store(
+    make_key: MakeKey,
+) -> None:
+    good = make_key("RSA")
+    assert isinstance(good, rsa.RSAPrivateKey)
+    pem = private_key_to_pem(broken_crt(good))
+
+    with pytest.raises(PkiError) as info:
+        load_private_key(pem)
+    assert info.value.message == (
+        "the RSA private key is inconsistent: its primes, exponents and CRT "
+        "values do not belong together"
+    )
+    # Reading alone does not check; validate_private_key is what refuses it.
+    with pytest.raises(PkiError, match=r"^the RSA private key is inconsistent"):
+        validate_private_key(read_private_key(pem))
+    # A stored key is trusted as it is: loading it runs no check, and this one
+    # still signs what the certificate's public key verifies.
+    stored = load_stored_private_key(pem)
+    assert isinstance(stored, rsa.RSAPrivateKey)
+    signature = stored.sign(b"tbs", padding.PKCS1v15(), hashes.SHA256())
+    good.public_key().verify(signature, b"tbs", padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.mark.parametrize("key_type", ["RSA", "EC", "ED25519"])
+def test_validate_returns_sound_keys(make_key: MakeKey, key_type: str) -> None:
+    key = make_key(key_type)
+    pem = private_key_to_pem(key)
+
+    checked = validate_private_key(read_private_key(pem))
+
+    assert public_key_der(checked) == public_key_der(key)
+    assert public_key_der(load_private_key(pem)) == public_key_der(key)
+    assert public_key_der(load_stored_private_key(pem)) == public_key_der(key)
+
+
+def test_stored_keys_have_no_upper_size_bound_but_the_lower_one() -> None:
+    # Keys stored before the bound existed keep signing.
+    assert load_stored_private_key(oversized_rsa_pem(16384)).key_size == 16384  # type: ignore[union-attr]
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(PkiError, match=r"^the RSA key has 1024 bits"):
+        load_stored_private_key(traditional(weak))
 
 
 @pytest.mark.parametrize(

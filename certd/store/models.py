@@ -95,7 +95,8 @@ class Job(Base):
     result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     error_data: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
-    caller: Mapped[str] = mapped_column(String(120), default="")
+    # "apikey:" and a key's name of up to 120 characters, or another caller.
+    caller: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -192,6 +192,22 @@ async def test_api_keys_are_stored_checked_and_revoked(
     assert rows == [("reader", True, True, True, True)]
 
 
+async def test_a_job_called_with_a_key_of_the_longest_name_is_stored(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    # PostgreSQL holds a VARCHAR to its length, where SQLite stores any text.
+    name = "k" * 120
+    config = _config(tmp_path / "state", postgres, database)
+    async with running_daemon(config) as certd:
+        _, key = await certd.daemon.api_keys.create(name)
+        async with certd.client(key) as client:
+            root = await make_root(client)
+            leaf = await issue(client, root["id"])
+    rows = await _rows(postgres, database, "SELECT caller, state, method FROM job")
+    assert rows == [(f"apikey:{name}", "SUCCESS", "certificate.create")]
+    assert leaf["name"] == "leaf"
+
+
 async def test_a_webhook_delivery_row_is_written_with_its_event_and_deleted_once_posted(
     tmp_path: Path, postgres: PostgresServer, database: str, receiver: Receiver
 ) -> None:

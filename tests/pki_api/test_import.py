@@ -9,9 +9,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import SecretStr
 
+from certd.api.pki_import import read_checked_key
 from certd.client import Client
+from certd.errors import ValidationError
 from certd.pki.export import to_pkcs12
 from certd.pki.keys import (
     PrivateKey,
@@ -19,9 +23,26 @@ from certd.pki.keys import (
     private_key_to_pem,
     public_key_der,
 )
-from tests.daemon import call_job
-from tests.pki.conftest import Issued, MakeCa, MakeCert, MakeKey, OpenSSL
-from tests.pki_api.conftest import expect_error, fields, make_root, snapshot
+from certd.store.models import CertificateAuthority
+from certd.workers import Workers
+from tests.daemon import RunningDaemon, call_job
+from tests.pki.conftest import (
+    Issued,
+    MakeCa,
+    MakeCert,
+    MakeKey,
+    OpenSSL,
+    broken_crt,
+    oversized_rsa_pem,
+)
+from tests.pki_api.conftest import (
+    expect_error,
+    fields,
+    issue,
+    leaf_of,
+    make_root,
+    snapshot,
+)
 
 
 @dataclass
@@ -489,3 +510,134 @@ async def test_refused_csr_imports(client: Client, openssl: OpenSSL) -> None:
         assert fields(error) == [field], data.keys()
         assert message in error.message, error.message
     assert await snapshot(client) == before
+
+
+async def test_rsa_keys_over_8192_bits_are_refused_at_the_key_field(
+    client: Client, corpus: Corpus
+) -> None:
+    await make_root(client)
+    before = await snapshot(client)
+    # Random numbers of RSA-16384 size: a check before the size bound would
+    # call the key inconsistent (after some seconds) instead of naming its size.
+    big = oversized_rsa_pem(16384)
+    calls = [
+        (
+            "certificateauthority.create",
+            {"certificate": corpus.root.pem, "create_type": "CA_CREATE_IMPORTED"},
+        ),
+        (
+            "certificate.create",
+            {
+                "certificate": corpus.leaf.pem,
+                "create_type": "CERTIFICATE_CREATE_IMPORTED",
+            },
+        ),
+    ]
+
+    for method, data in calls:
+        error = await expect_error(
+            client, method, {"name": "big", "privatekey": big, **data}
+        )
+        assert error.code == -32602, method
+        assert fields(error) == ["data.privatekey"], method
+        assert error.message.endswith(
+            "the RSA key has 16384 bits; at most 8192 are accepted (larger keys "
+            "take seconds to check and to sign with)"
+        ), (method, error.message)
+
+    assert await snapshot(client) == before
+
+
+async def test_an_inconsistent_rsa_key_is_refused_on_import(
+    client: Client, make_ca: MakeCa, make_key: MakeKey
+) -> None:
+    key = make_key("RSA")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    ca = make_ca("RSA CA", key=key)
+    before = await snapshot(client)
+
+    error = await expect_error(
+        client,
+        "certificateauthority.create",
+        {
+            "name": "broken",
+            "create_type": "CA_CREATE_IMPORTED",
+            "certificate": ca.pem,
+            "privatekey": private_key_to_pem(broken_crt(key)),
+        },
+    )
+
+    assert fields(error) == ["data.privatekey"]
+    assert "the RSA private key is inconsistent" in error.message
+    assert await snapshot(client) == before
+
+
+async def test_an_imported_rsa_4096_ca_signs_with_its_stored_key_unchecked(
+    certd: RunningDaemon, client: Client, make_ca: MakeCa, make_key: MakeKey
+) -> None:
+    key = make_key("RSA", key_length=4096)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    ca = make_ca("RSA-4096 CA", key=key)
+    entry = await client.call(
+        "certificateauthority.create",
+        {
+            "name": "rsa4096",
+            "create_type": "CA_CREATE_IMPORTED",
+            "certificate": ca.pem,
+            "privatekey": private_key_to_pem(key),
+        },
+    )
+    assert (entry["has_privatekey"], entry["crl_number"]) == (True, 1)
+    first = await issue(client, entry["id"], "first")
+    leaf_of(first).verify_directly_issued_by(ca.cert)
+
+    # The same key with a wrong CRT coefficient fails RSA_check_key yet signs
+    # correctly. Stored in place of the imported key, it shows that signing
+    # takes a stored key as it is instead of checking it on every load.
+    async with certd.daemon.db.session() as session:
+        row = await session.get(CertificateAuthority, entry["id"])
+        assert row is not None
+        row.privatekey = private_key_to_pem(broken_crt(key))
+
+    second = await issue(client, entry["id"], "second")
+    leaf_of(second).verify_directly_issued_by(ca.cert)
+    await client.call("certificate.update", first["id"], {"revoked": True})
+    after = await client.call("certificateauthority.get_instance", entry["id"])
+    assert after["crl_number"] == 2
+    crl = x509.load_pem_x509_crl(after["crl"].encode())
+    assert crl.is_signature_valid(key.public_key())
+    revoked = crl.get_revoked_certificate_by_serial_number(leaf_of(first).serial_number)
+    assert revoked is not None
+
+
+async def test_read_checked_key_checks_on_a_worker_after_the_cheap_refusals(
+    make_key: MakeKey,
+) -> None:
+    key = make_key("RSA")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    workers = Workers(threads=1)
+    try:
+        with pytest.raises(ValidationError) as big:
+            await read_checked_key(workers, oversized_rsa_pem(16384), None)
+        assert big.value.errors[0].field == "data.privatekey"
+        assert "at most 8192 are accepted" in big.value.message
+        # Refused on reading: no worker was started for it.
+        assert workers._pool is None
+
+        with pytest.raises(ValidationError) as broken:
+            await read_checked_key(
+                workers, private_key_to_pem(broken_crt(key)), None, "data.csr_id"
+            )
+        assert broken.value.errors[0].field == "data.csr_id"
+        assert "the RSA private key is inconsistent" in broken.value.message
+
+        with pytest.raises(ValidationError) as locked:
+            await read_checked_key(workers, private_key_to_pem(key, "pw"), None)
+        assert locked.value.errors[0].field == "data.passphrase"
+
+        sound = await read_checked_key(
+            workers, private_key_to_pem(key, "pw"), SecretStr("pw")
+        )
+        assert public_key_der(sound) == public_key_der(key)
+    finally:
+        workers.close()

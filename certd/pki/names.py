@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certd.errors import ValidationCollector
 from certd.pki.models import Subject
-from certd.pki.syntax import classify_san, normalize_dns_name, normalize_ip
+from certd.pki.syntax import (
+    classify_san,
+    normalize_dns_name,
+    normalize_email,
+    normalize_ip,
+    normalize_uri,
+)
 
 # Conventional order, most general first, as OpenSSL and browsers show it.
 SUBJECT_ATTRIBUTES: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
@@ -59,6 +66,12 @@ def parse_san(entries: list[str]) -> list[x509.GeneralName]:
         except ValueError as exc:
             errors.add(f"san.{index}", str(exc))
             continue
+        if kind == "URI":
+            try:
+                check_uri_host(value)
+            except ValueError as exc:
+                errors.add(f"san.{index}", str(exc))
+                continue
         typed = f"{kind}:{value}"
         if typed in seen:
             errors.add(f"san.{index}", f"{typed} repeats san.{seen[typed]}")
@@ -129,3 +142,145 @@ def general_name_string(name: x509.GeneralName) -> str:
 def san_strings(names: Iterable[x509.GeneralName]) -> list[str]:
     """General names in typed form, in their order."""
     return [general_name_string(name) for name in names]
+
+
+# An entry longer than this is refused, as in a create request's SAN list.
+MAX_NAME_LENGTH = 1024
+# How much of an offending name a message repeats.
+_SHOWN = 60
+# RFC 5280 4.2.1.6 scheme-specific rules are applied; a file: URI names a
+# local path, never an identity a relying party could check.
+_REFUSED_URI_SCHEMES = frozenset({"file"})
+
+
+def shown(value: object) -> str:
+    """``value`` quoted for a message, cut to a readable length."""
+    text = repr(str(value))
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[: _SHOWN - 4]}...' ({len(str(value))} characters)"
+
+
+def check_uri_host(uri: str) -> None:
+    """Refuse a URI a certificate may not carry, beyond its syntax.
+
+    RFC 5280 4.2.1.6: a URI with an authority names a host by its FQDN or IP
+    address; an empty host (``file:///etc/passwd``) or a bad one is refused,
+    and so is the ``file`` scheme.
+
+    Raises:
+        ValueError: with a message meant for the user.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in _REFUSED_URI_SCHEMES:
+        raise ValueError(
+            f"{shown(uri)}: a {parts.scheme}: URI names a local resource, not "
+            "an identity; use https:, urn: or another scheme"
+        )
+    if not uri[len(parts.scheme) + 1 :].startswith("//"):
+        return
+    host = parts.hostname
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise ValueError(f"{shown(uri)}: the port is not a number") from None
+    if not host:
+        raise ValueError(
+            f"{shown(uri)}: a URI with an authority must name a host (RFC 5280 4.2.1.6)"
+        )
+    try:
+        normalize_ip(host)
+        return
+    except ValueError:
+        pass
+    try:
+        normalize_dns_name(host, allow_wildcard=False)
+    except ValueError:
+        raise ValueError(
+            f"{shown(uri)}: the host {shown(host)} is neither a DNS name nor an "
+            "IP address (RFC 5280 4.2.1.6)"
+        ) from None
+
+
+def check_general_name(name: x509.GeneralName) -> x509.GeneralName:
+    """One requested general name checked by the rules of a create request.
+
+    Returns the name in the form certd issues: a DNS name in lower-case
+    A-labels without a trailing dot, an e-mail address with its domain so.
+    Only DNS names, IP addresses (4 or 16 bytes), e-mail addresses and URIs
+    are accepted, as ``parse_san`` accepts them.
+
+    Raises:
+        ValueError: with a message meant for the user, naming the entry cut
+            to a readable length.
+    """
+    if isinstance(name, x509.IPAddress):
+        if not isinstance(name.value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            # 8 or 32 bytes decode as a network: a name constraint's form,
+            # never a subject's (RFC 5280 4.2.1.6 allows 4 or 16 octets).
+            raise ValueError(
+                f"IP:{name.value} is a network; an IP address entry holds one "
+                "address of 4 or 16 bytes"
+            )
+        return name
+    if isinstance(name, x509.DirectoryName | x509.OtherName | x509.RegisteredID):
+        kind = type(name).__name__
+        raise ValueError(
+            f"a {kind} entry is not accepted; certd issues DNS, IP, email and "
+            "URI names only"
+        )
+    if not isinstance(
+        name, x509.DNSName | x509.RFC822Name | x509.UniformResourceIdentifier
+    ):
+        raise ValueError(f"{type(name).__name__} entries are not accepted")
+    value = name.value
+    kind = {"DNSName": "DNS", "RFC822Name": "email"}.get(type(name).__name__, "URI")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{kind}:{shown(value)} is longer than {MAX_NAME_LENGTH} characters"
+        )
+    if value != value.strip() or not value:
+        raise ValueError(f"{kind}:{shown(value)} is empty or has surrounding spaces")
+    try:
+        if isinstance(name, x509.DNSName):
+            return x509.DNSName(normalize_dns_name(value))
+        if isinstance(name, x509.RFC822Name):
+            return x509.RFC822Name(normalize_email(value))
+        uri = normalize_uri(value)
+        check_uri_host(uri)
+        return x509.UniformResourceIdentifier(uri)
+    except ValueError as exc:
+        # The syntax checks quote the whole value, which may be kilobytes.
+        message = str(exc).replace(repr(value), shown(value))
+        raise ValueError(f"{kind}: {message[:300]}") from None
+
+
+def check_requested_names(
+    names: Sequence[x509.GeneralName], field: str = "san"
+) -> list[x509.GeneralName]:
+    """Requested names (a CSR's) checked as ``check_general_name`` does.
+
+    Raises:
+        ValidationError: one error per bad or repeated entry, each at
+            ``field`` and naming the entry's position.
+    """
+    errors = ValidationCollector()
+    checked: list[x509.GeneralName] = []
+    seen: dict[x509.GeneralName, int] = {}
+    for index, name in enumerate(names):
+        try:
+            good = check_general_name(name)
+        except ValueError as exc:
+            errors.add(field, f"subjectAltName entry {index}: {exc}")
+            continue
+        if good in seen:
+            errors.add(
+                field,
+                f"subjectAltName entry {index}: {shown(general_name_string(good))} "
+                f"repeats entry {seen[good]}",
+            )
+            continue
+        seen[good] = index
+        checked.append(good)
+    errors.check()
+    return checked

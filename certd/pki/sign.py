@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from certd.errors import PkiError, ValidationError
+from certd.pki.constraints import check_issuers_valid, check_name_constraints
 from certd.pki.extensions import (
     build_extensions,
     crl_distribution_points,
@@ -22,7 +23,7 @@ from certd.pki.keys import (
     public_key_der,
 )
 from certd.pki.models import CertExtensions, Digest
-from certd.pki.names import common_name_san, parse_san
+from certd.pki.names import check_requested_names, common_name_san, parse_san
 
 # Backdating absorbs clock skew between the signer and relying parties.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -51,6 +52,7 @@ def build_certificate(
     now: dt.datetime,
     serial: int | None = None,
     crl_url: str | None = None,
+    issuer_chain: Sequence[x509.Certificate] = (),
 ) -> x509.Certificate:
     """Issue a certificate; ``issuer_cert=None`` makes it self-signed.
 
@@ -60,13 +62,22 @@ def build_certificate(
     one when that is a host name or an IP address. With ``crl_url`` it names
     its issuer's CRL in a cRLDistributionPoints extension.
 
+    SAN entries given as general names (a CSR's) are checked by the rules of
+    string entries. The names must lie within the NameConstraints of the
+    issuer and of the CAs above it in ``issuer_chain`` (issuer first, as a CA
+    row stores it), none of which may start after ``now``.
+
     Raises:
-        PkiError: the issuer cannot sign it (not a CA, path length exhausted,
-            wrong key), or ``crl_url`` is given for a self-signed certificate.
-        ValidationError: a bad SAN entry, no subject and no SAN, or a
-            ``lifetime`` below one day, past 9999 or past the issuer's end.
+        PkiError: the issuer cannot sign it (not a CA, not valid yet, path
+            length exhausted, wrong key), or ``crl_url`` is given for a
+            self-signed certificate.
+        ValidationError: a bad SAN entry, a name the issuers' constraints
+            forbid (at ``san``, ``common`` or ``email``), no subject and no
+            SAN, or a ``lifetime`` below one day, past 9999 or past the
+            issuer's end.
     """
     names = _general_names(san)
+    requested = list(names)
     if not names and not extensions.is_ca and extensions.may_serve_tls:
         # RFC 9525 (as browsers already did) drops the CN fallback of RFC 6125
         # 6.4.4: a server named by its CN alone would match no host. A CA, or
@@ -88,7 +99,12 @@ def build_certificate(
         issuer_name = subject
         issuer_public = subject_key_public
     else:
+        issuers = [issuer_cert, *(c for c in issuer_chain if c != issuer_cert)]
+        check_issuers_valid(issuers, now)
         _check_issuer(issuer_cert, issuer_key, extensions, not_after, lifetime_days)
+        check_name_constraints(subject, requested, issuers)
+        # Backdating must not reach before the issuer's own start.
+        not_before = max(not_before, issuer_cert.not_valid_before_utc)
         issuer_name = issuer_cert.subject
         issuer_public = issuer_cert.public_key()  # type: ignore[assignment]
 
@@ -131,24 +147,24 @@ def sign_csr(
     digest: Digest | None,
     now: dt.datetime,
     crl_url: str | None = None,
+    ca_chain: Sequence[x509.Certificate] = (),
 ) -> x509.Certificate:
     """Issue a certificate for a CSR: its subject and SAN, the CA's extensions.
 
     Only the subject and subjectAltName are taken from the request; every
     other extension is chosen by the signer, so a CSR cannot ask for CA rights
     nor name a CRL. A request without SANs gets its common name as one, and
-    ``crl_url`` names the CA's CRL, as in ``build_certificate``.
+    ``crl_url`` names the CA's CRL, as in ``build_certificate``; the SANs are
+    checked, and checked against ``ca_chain``'s name constraints, as there.
 
     Raises:
         PkiError: the CSR's signature is bad, or the CA cannot sign it.
+        ValidationError: a SAN entry certd would not issue, at ``san``, or
+            as ``build_certificate`` refuses.
     """
     if not csr.is_signature_valid:
         raise PkiError("the CSR's signature does not verify with its own public key")
-    try:
-        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names: list[x509.GeneralName] = list(requested.value)
-    except x509.ExtensionNotFound:
-        names = []
+    names = csr_names(csr)
     return build_certificate(
         subject_key_public=csr.public_key(),  # type: ignore[arg-type]
         subject=csr.subject,
@@ -160,7 +176,39 @@ def sign_csr(
         lifetime_days=lifetime_days,
         now=now,
         crl_url=crl_url,
+        issuer_chain=ca_chain,
     )
+
+
+def csr_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    """The SAN entries a CSR asks for, unchecked; none without the extension.
+
+    Raises:
+        PkiError: the CSR's extensions cannot be decoded.
+    """
+    try:
+        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    except ValueError as exc:
+        raise PkiError(f"the CSR's extensions cannot be read: {exc}") from None
+    return list(requested.value)
+
+
+def check_csr_names(
+    csr: x509.CertificateSigningRequest, field: str
+) -> list[x509.GeneralName]:
+    """The CSR's SAN entries, checked by the rules of a create request.
+
+    Raises:
+        ValidationError: at ``field``, one error per bad entry, or when the
+            extensions cannot be read.
+    """
+    try:
+        names = csr_names(csr)
+    except PkiError as exc:
+        raise ValidationError.single(field, exc.message) from None
+    return check_requested_names(names, field)
 
 
 def create_intermediate_ca(
@@ -213,7 +261,7 @@ def _general_names(
     if all(isinstance(entry, str) for entry in san):
         return parse_san([str(entry) for entry in san])
     if all(isinstance(entry, x509.GeneralName) for entry in san):
-        return list(san)  # type: ignore[arg-type]
+        return check_requested_names(san)  # type: ignore[arg-type]
     raise PkiError("san must be all strings or all general names")
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -35,28 +38,50 @@ DEFAULT_KEY_MODE = 0o600
 MAX_KEY_MODE = 0o640
 
 
-def _octal(value: object) -> object:
+# Modes are octal text, as chmod and ls show them: a number in JSON is read in
+# decimal, so 644 would silently become 0o1204 and 444 the group-writable 0674.
+_MODE_TEXT = re.compile(r"0?[0-7]{3}")
+# Set as validation context by load_spec: specs stored before modes were kept
+# as text hold them as numbers (already the right value), which stay readable.
+STORED = "stored"
+
+
+def _octal(value: object, info: ValidationInfo) -> object:
     if isinstance(value, str):
-        try:
-            return int(value, 8)
-        except ValueError:
-            raise ValueError("give the mode as an octal string like '0640'") from None
-    return value
+        if not _MODE_TEXT.fullmatch(value):
+            raise ValueError(
+                f"give the mode as octal text like '0640' or '640', not {value!r}"
+            )
+        return int(value, 8)
+    if value is None:
+        return None
+    stored = isinstance(info.context, dict) and info.context.get(STORED) is True
+    if stored and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        raise ValueError(
+            f"give the mode as octal text like '0640', a string: the number "
+            f"{value} is read in decimal, which is {value:04o} in octal"
+        )
+    raise ValueError("give the mode as octal text like '0640', a string")
 
 
-# A file mode as callers give it (and get it back): octal text such as "0640";
-# a number is taken as well.
+def _mode_text(value: int | None) -> str | None:
+    return None if value is None else f"{value:04o}"
+
+
+# A file mode as callers give it and get it back: octal text such as "0640".
 _Mode = Annotated[
     int | None,
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "string", "pattern": "^0?[0-7]{3}$"},
-                {"type": "integer", "minimum": 0, "maximum": 0o777},
                 {"type": "null"},
             ]
         }
     ),
+    PlainSerializer(_mode_text, return_type=str | None, when_used="json"),
 ]
 
 
@@ -73,9 +98,10 @@ class FileTarget(BaseModel):
     # Other names for some files, e.g. {"fullchain": "server.crt"}.
     file_names: dict[FileKind, str] = Field(default_factory=dict)
     # Owner and group (names or numeric ids); default: kept from the file
-    # being replaced, else the daemon's user.
-    owner: str | None = None
-    group: str | None = None
+    # being replaced, else the daemon's user. A key file keeps nothing from a
+    # file owned by anyone but root, the daemon's user or the configured owner.
+    owner: str | None = Field(default=None, min_length=1, max_length=256)
+    group: str | None = Field(default=None, min_length=1, max_length=256)
     # Modes of certificate files and of files holding the key; default: kept
     # from the file being replaced, else 0644 and 0600.
     mode: _Mode = Field(default=None, ge=0, le=0o777)
@@ -96,6 +122,13 @@ class FileTarget(BaseModel):
     def _unique(cls, value: list[FileKind]) -> list[FileKind]:
         if len(set(value)) != len(value):
             raise ValueError("each file kind may be listed once")
+        return value
+
+    @field_validator("owner", "group")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("a user or group name cannot contain NUL")
         return value
 
     @field_validator("file_names")
@@ -194,13 +227,9 @@ class DeploySpec(BaseModel):
         data = self.model_dump(mode="json")
         for dumped in data["targets"]:
             dumped["pkcs12_passphrase_set"] = bool(dumped.pop("pkcs12_passphrase"))
-            # As they are given and as ls/chmod show them: "0640", not 416.
-            for key in ("mode", "key_mode"):
-                if dumped[key] is not None:
-                    dumped[key] = f"{dumped[key]:04o}"
         return data
 
 
 def load_spec(stored: dict[str, Any] | None) -> DeploySpec:
     """The spec kept in the store (an empty one for a certificate without)."""
-    return DeploySpec.model_validate(stored or {})
+    return DeploySpec.model_validate(stored or {}, context={STORED: True})

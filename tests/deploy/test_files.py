@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from certd.deploy.files import (
     write_atomic,
     write_target,
 )
-from certd.deploy.models import DeploySpec, FileTarget
+from certd.deploy.models import DeploySpec, FileTarget, load_spec
 from certd.errors import DeployError
 from tests.renewal.factory import Chain, make_chain
 
@@ -515,3 +516,68 @@ def test_names_and_ascii_numbers_are_ids() -> None:
         -1,
     ]
     assert [group_id("nogroup"), group_id("0")] == [NOGROUP, 0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (444, "the number 444 is read in decimal, which is 0674 in octal"),
+        (0o644, "the number 420 is read in decimal, which is 0644 in octal"),
+        (True, "give the mode as octal text like '0640', a string"),
+        (6.44, "give the mode as octal text like '0640', a string"),
+        ("0o644", "not '0o644'"),
+        ("6_44", "not '6_44'"),
+        ("+644", "not '+644'"),
+        ("0644 ", "not '0644 '"),
+        ("00644", "not '00644'"),
+        ("1644", "not '1644'"),
+    ],
+)
+def test_a_mode_is_octal_text(mode: object, message: str) -> None:
+    for field in ("mode", "key_mode"):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            FileTarget.model_validate({"directory": "/tmp/x", field: mode})
+
+
+def test_modes_are_stored_as_text_and_stored_numbers_still_load() -> None:
+    spec = DeploySpec.model_validate(
+        {"targets": [{"directory": "/srv/a", "mode": "644", "key_mode": "0440"}]}
+    )
+    # as stored before modes were kept as text
+    old = load_spec(
+        {"targets": [{"directory": "/srv/b", "mode": 420, "key_mode": 416}]}
+    )
+
+    assert (spec.targets[0].mode, spec.targets[0].key_mode) == (0o644, 0o440)
+    stored = spec.stored()["targets"][0]
+    assert (stored["mode"], stored["key_mode"]) == ("0644", "0440")
+    assert load_spec(spec.stored()) == spec
+    assert (old.targets[0].mode, old.targets[0].key_mode) == (0o644, 0o640)
+    assert old.stored()["targets"][0]["mode"] == "0644"
+    assert old.public()["targets"][0]["key_mode"] == "0640"
+    # what the store holds is still held to the limits
+    with pytest.raises(ValueError, match="at most 0640 for a key file, not 0644"):
+        load_spec({"targets": [{"directory": "/srv/c", "key_mode": 420}]})
+    with pytest.raises(ValueError, match="read in decimal"):
+        DeploySpec.model_validate({"targets": [{"directory": "/srv/d", "mode": 420}]})
+
+
+def test_the_schema_takes_modes_as_text_only() -> None:
+    properties = DeploySpec.model_json_schema()["$defs"]["FileTarget"]["properties"]
+
+    for field in ("mode", "key_mode"):
+        assert properties[field]["anyOf"] == [
+            {"type": "string", "pattern": "^0?[0-7]{3}$"},
+            {"type": "null"},
+        ]
+
+
+@pytest.mark.parametrize("field", ["owner", "group"])
+@pytest.mark.parametrize(
+    ("value", "message"), [("", "at least 1 character"), ("a\0b", "cannot contain NUL")]
+)
+def test_owner_and_group_names_are_checked(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        FileTarget.model_validate({"directory": "/tmp/x", field: value})

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
+from certd.deploy.deployer import failure
 from certd.deploy.files import group_id, user_id, within
 from certd.deploy.models import DeploySpec, load_spec
 from certd.errors import (
@@ -215,8 +216,21 @@ class RenewalService(Service):
             raise ValidationError.single(
                 "id", f"{row.name!r} has no deploy targets or hooks; set them first"
             )
+        if not row.certificate or not row.privatekey:
+            raise ValidationError.single(
+                "id", f"{row.name!r} has no certificate and private key to deploy"
+            )
 
     @api_method(job=True, name="certificate.deploy", check="check_deploy")
     async def deploy(self, job: Job, id: int) -> dict[str, Any]:
-        """Write a certificate's files and run its hooks now."""
-        return await self.app.renewal.run_deploy(job, id, "manual")  # type: ignore[no-any-return]
+        """Write a certificate's files and run its hooks now.
+
+        The job fails when the deployment failed; certificate.get_deploy shows
+        each file and hook, and when it is tried again.
+        """
+        name = (await self._row(id)).name
+        state: dict[str, Any] = await self.app.renewal.run_deploy(job, id, "manual")
+        error = failure(name, state)
+        if error is not None:
+            raise error
+        return state

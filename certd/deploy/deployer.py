@@ -221,8 +221,7 @@ class Deployer:
             if current.certificate == row.certificate:
                 current.deploy_next_attempt_at = retry_at
             if failed:
-                errors = [files_error] if files_error else []
-                errors += [h.get("error") or _hook_error(h) for h in failed_hooks]
+                errors = deploy_errors(state)
                 event = self.daemon.events.stage(
                     session,
                     "certificate.deploy_failed",
@@ -255,6 +254,30 @@ class Deployer:
         self.daemon.events.deliver(event)
         self.daemon.metrics.deploys.labels("failed" if failed else "ok").inc()
         return state
+
+
+def deploy_errors(state: dict[str, Any]) -> list[str]:
+    """What went wrong in a deployment, from its deploy state; empty if nothing."""
+    errors = [state["files_error"]] if state.get("files_error") else []
+    errors += [
+        h.get("error") or _hook_error(h)
+        for h in state.get("hooks") or []
+        if h and not h.get("ok")
+    ]
+    return errors
+
+
+def failure(name: str, state: dict[str, Any]) -> DeployError | None:
+    """The error a deployment job ends with, or None if it succeeded."""
+    if state.get("ok"):
+        return None
+    errors = deploy_errors(state) or ["nothing was deployed"]
+    retry = state.get("next_attempt_at")
+    return DeployError(
+        name,
+        f"deployment failed: {'; '.join(errors)}"
+        + (f"; retrying at {retry}" if retry else ""),
+    )
 
 
 def _hook_error(record: dict[str, Any]) -> str:

@@ -12,7 +12,9 @@ import pytest
 from aiohttp import web
 
 from certd.client import RpcError
+from certd.store.models import Certificate
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.pki_api.conftest import issue, make_root
 from tests.renewal.factory import make_chain, store_certificate, wait_until
 
 
@@ -93,14 +95,14 @@ async def test_deploy_writes_files_runs_hook_and_raises_events(
             cid,
             {
                 "targets": [
-                    {"directory": str(live), "pkcs12_passphrase": "pw", "mode": 0o644}
+                    {"directory": str(live), "pkcs12_passphrase": "pw", "mode": "644"}
                 ],
                 "hooks": [_hook(script)],
             },
         )
         assert entry["deploy"]["targets"][0]["pkcs12_passphrase_set"] is True
         assert "pkcs12_passphrase" not in entry["deploy"]["targets"][0]
-        # modes read back as they are written, whether given as number or text
+        # modes read back as ls and chmod show them
         assert entry["deploy"]["targets"][0]["mode"] == "0644"
         assert entry["deploy"]["targets"][0]["key_mode"] is None
 
@@ -338,7 +340,9 @@ async def test_allowed_directories_hold_through_symbolic_links(tmp_path: Path) -
         # the link is pointed outside after it was accepted
         (root / "current").unlink()
         (root / "current").symlink_to(elsewhere)
-        later = await call_job(client, "certificate.deploy", cid)
+        with pytest.raises(RpcError) as failed:
+            await call_job(client, "certificate.deploy", cid)
+        later = (await _state(client, cid))["state"]
 
     assert [e["field"] for e in refused.value.data["errors"]] == [
         "deploy.targets.0.directory"
@@ -353,4 +357,180 @@ async def test_allowed_directories_hold_through_symbolic_links(tmp_path: Path) -
         f"{root / 'current'}: resolves to {elsewhere}, "
         "outside deploy.allowed_directories"
     )
+    assert failed.value.message == (
+        f"s: deployment failed: {root / 'current'}: resolves to {elsewhere}, "
+        "outside deploy.allowed_directories"
+    )
     assert list(elsewhere.iterdir()) == []
+
+
+async def test_a_deploy_job_whose_deployment_failed_fails(tmp_path: Path) -> None:
+    live = tmp_path / "missing" / "live"
+    async with running_daemon(make_config(tmp_path / "state")) as certd:
+        cid = await store_certificate(certd.daemon, "f", make_chain(["f.example.test"]))
+        async with certd.client() as client:
+            await client.call(
+                "certificate.set_deploy", cid, {"targets": [{"directory": str(live)}]}
+            )
+            with pytest.raises(RpcError) as failed:
+                await call_job(client, "certificate.deploy", cid)
+            jobs = await client.call(
+                "core.get_jobs", [["method", "=", "certificate.deploy"]]
+            )
+            entry = await _state(client, cid)
+
+    error = (
+        f"f: deployment failed: {live}: the parent directory "
+        f"{live.parent} does not exist; retrying at {entry['next_attempt_at']}"
+    )
+    assert failed.value.message == error
+    assert failed.value.data["type"] == "DeployError"
+    # set_deploy started one itself (retry), then ours (manual)
+    assert len(jobs) == 2
+    assert (jobs[-1]["state"], jobs[-1]["error"], jobs[-1]["result"]) == (
+        "FAILED",
+        error,
+        None,
+    )
+    assert entry["state"]["ok"] is False
+    assert entry["state"]["reason"] == "manual"
+    assert entry["state"]["files_error"] == (
+        f"{live}: the parent directory {live.parent} does not exist"
+    )
+    assert not live.parent.exists()
+
+
+async def test_a_deploy_job_with_a_failed_hook_fails(certd: RunningDaemon) -> None:
+    cid = await store_certificate(certd.daemon, "h", make_chain(["h.example.test"]))
+
+    async with certd.client() as client:
+        await client.call(
+            "certificate.set_deploy", cid, {"hooks": [_hook("raise SystemExit(3)")]}
+        )
+        with pytest.raises(RpcError) as failed:
+            await call_job(client, "certificate.deploy", cid)
+
+    assert failed.value.message.startswith(
+        f"h: deployment failed: {sys.executable} exited with status 3"
+    )
+
+
+async def test_a_renewal_whose_deployment_failed_still_succeeds(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "missing" / "live"
+    async with running_daemon(make_config(tmp_path / "state")) as certd:
+        async with certd.client() as client:
+            root = await make_root(client)
+            cert = await issue(client, root["id"])
+            await client.call(
+                "certificate.set_deploy",
+                cert["id"],
+                {"targets": [{"directory": str(live)}]},
+            )
+            result = await call_job(client, "certificate.renew", cert["id"])
+            after = await client.call("certificate.get_instance", cert["id"])
+            entry = await _state(client, cert["id"])
+            failures = await client.call(
+                "event.query",
+                [
+                    ["certificate_id", "=", cert["id"]],
+                    ["kind", "=", "certificate.deploy_failed"],
+                ],
+            )
+
+    # the new certificate is stored and in use: the renewal is not undone nor
+    # failed; its result, the deploy state and an event say the files were not
+    assert result["serial"] == after["serial"] != cert["serial"]
+    assert result["deployed"] is False
+    assert entry["state"]["ok"] is False
+    assert entry["state"]["reason"] == "renewed"
+    assert entry["state"]["serial"] == after["serial"]
+    assert entry["next_attempt_at"] is not None
+    assert failures[-1]["data"]["errors"] == [
+        f"{live}: the parent directory {live.parent} does not exist"
+    ]
+
+
+async def test_set_deploy_takes_modes_as_octal_text_only(
+    certd: RunningDaemon, tmp_path: Path
+) -> None:
+    cid = await store_certificate(certd.daemon, "m", make_chain(["m.example.test"]))
+    live = str(tmp_path / "live")
+
+    async with certd.client() as client:
+        with pytest.raises(RpcError) as number:
+            await client.call(
+                "certificate.set_deploy",
+                cid,
+                {"targets": [{"directory": live, "mode": 444, "key_mode": 416}]},
+            )
+        entry = await client.call("certificate.get_deploy", cid)
+
+    assert [(e["field"], e["message"]) for e in number.value.data["errors"]] == [
+        (
+            "deploy.targets.0.mode",
+            "give the mode as octal text like '0640', a string: the "
+            "number 444 is read in decimal, which is 0674 in octal",
+        ),
+        (
+            "deploy.targets.0.key_mode",
+            "give the mode as octal text like '0640', a string: the "
+            "number 416 is read in decimal, which is 0640 in octal",
+        ),
+    ]
+    assert entry["deploy"] == {"targets": [], "hooks": []}
+
+
+async def test_a_spec_stored_with_numeric_modes_still_deploys(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    async with running_daemon(make_config(tmp_path / "state")) as certd:
+        cid = await store_certificate(certd.daemon, "o", make_chain(["o.example.test"]))
+        async with certd.daemon.db.session() as session:
+            row = await session.get(Certificate, cid)
+            assert row is not None
+            # as a daemon stored it before modes were kept as text
+            row.deploy = {
+                "targets": [
+                    {
+                        "directory": str(live),
+                        "files": ["cert", "privkey"],
+                        "mode": 0o604,
+                        "key_mode": 0o440,
+                    }
+                ],
+                "hooks": [],
+            }
+        async with certd.client() as client:
+            entry = await client.call("certificate.get_deploy", cid)
+            state = await call_job(client, "certificate.deploy", cid)
+
+    target = entry["deploy"]["targets"][0]
+    assert (target["mode"], target["key_mode"]) == ("0604", "0440")
+    assert state["ok"] is True
+    assert (live / "cert.pem").stat().st_mode & 0o7777 == 0o604
+    assert (live / "privkey.pem").stat().st_mode & 0o7777 == 0o440
+
+
+@pytest.mark.parametrize("owner", ["²", "١٢", "x\0y"])
+async def test_set_deploy_refuses_owners_that_are_no_user(
+    certd: RunningDaemon, tmp_path: Path, owner: str
+) -> None:
+    cid = await store_certificate(certd.daemon, "u", make_chain(["u.example.test"]))
+
+    async with certd.client() as client:
+        with pytest.raises(RpcError) as error:
+            await client.call(
+                "certificate.set_deploy",
+                cid,
+                {"targets": [{"directory": str(tmp_path), "owner": owner}]},
+            )
+
+    [field_error] = error.value.data["errors"]
+    assert field_error["field"] == "deploy.targets.0.owner"
+    assert field_error["message"] in (
+        f"{owner}: no such user",
+        "a user or group name cannot contain NUL",
+    )

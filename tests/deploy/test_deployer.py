@@ -534,3 +534,31 @@ async def test_set_deploy_refuses_owners_that_are_no_user(
         f"{owner}: no such user",
         "a user or group name cannot contain NUL",
     )
+
+
+async def test_a_certificate_without_its_key_is_not_deployed(
+    certd: RunningDaemon, tmp_path: Path
+) -> None:
+    cid = await store_certificate(certd.daemon, "k", make_chain(["k.example.test"]))
+
+    async with certd.client() as client:
+        await client.call(
+            "certificate.set_deploy",
+            cid,
+            {"targets": [{"directory": str(tmp_path / "k"), "files": ["cert"]}]},
+        )
+        await wait_until(lambda: _ok_state(client, cid))
+        async with certd.daemon.db.session() as session:
+            row = await session.get(Certificate, cid)
+            assert row is not None
+            row.privatekey = None
+        with pytest.raises(RpcError) as refused:
+            await call_job(client, "certificate.deploy", cid)
+
+    assert refused.value.data["errors"] == [
+        {
+            "field": "id",
+            "message": "'k' has no certificate and private key to deploy",
+            "errno": 22,
+        }
+    ]

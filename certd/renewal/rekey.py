@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from certd.errors import PkiError
 from certd.pki.csr import load_csr
-from certd.pki.keys import PrivateKey, hash_algorithm, load_private_key
+from certd.pki.keys import PrivateKey, hash_algorithm, load_stored_private_key
 from certd.workers import Workers, generate_key
 
 # SKI and AKI describe a key and an issuer; a request names neither.
@@ -59,6 +59,6 @@ async def new_key_and_csr(
     workers: Workers, current_key_pem: str, csr_pem: str | None, certificate_pem: str
 ) -> tuple[str, str]:
     """A fresh key like the current one (generated off the event loop) and its CSR."""
-    options = key_options_like(load_private_key(current_key_pem))
+    options = key_options_like(load_stored_private_key(current_key_pem))
     key_pem, key = await workers.run(generate_key, options)
     return key_pem, renewal_csr(key, csr_pem, certificate_pem)

@@ -31,7 +31,7 @@ from certd.errors import (
     ValidationError,
 )
 from certd.pki.extensions import crl_url, serial_hex
-from certd.pki.keys import load_private_key, public_key_der
+from certd.pki.keys import load_stored_private_key, public_key_der
 from certd.renewal.checkpoints import checkpoint
 from certd.renewal.issuance import IssuedChain
 from certd.renewal.planning import (
@@ -289,7 +289,7 @@ class Renewer:
         if row.reuse_key:
             key_pem = row.privatekey
             csr_pem = row.csr or renewal_csr(
-                load_private_key(key_pem), None, row.certificate or ""
+                load_stored_private_key(key_pem), None, row.certificate or ""
             )
         else:
             key_pem, csr_pem = await new_key_and_csr(
@@ -511,7 +511,7 @@ class Renewer:
     ) -> str:
         """Replace the certificate and its key in one transaction; return the serial."""
         leaf = x509.load_pem_x509_certificate(issued.fullchain_pem.encode())
-        key = load_private_key(attempt.privatekey)
+        key = load_stored_private_key(attempt.privatekey)
         if public_key_der(leaf.public_key()) != public_key_der(key):  # type: ignore[arg-type]
             raise PkiError(
                 "the new certificate is not for the renewal's key; the current "

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certd.errors import PkiError
 from certd.pki.extensions import crl_distribution_points
-from certd.pki.keys import hash_algorithm, load_private_key
+from certd.pki.keys import hash_algorithm, load_stored_private_key
 from certd.pki.sign import CLOCK_SKEW, random_serial
 
 _REMADE = (x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier)
@@ -41,7 +41,7 @@ def resign(
     old = x509.load_pem_x509_certificate(certificate_pem.encode())
     csr = x509.load_pem_x509_csr(csr_pem.encode())
     ca = x509.load_pem_x509_certificate(ca_certificate_pem.encode())
-    ca_key = load_private_key(ca_key_pem)
+    ca_key = load_stored_private_key(ca_key_pem)
     if ca.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != ca_key.public_key().public_bytes(

@@ -49,6 +49,7 @@ from certd.api.pki_params import (
     given,
     parse_request,
     pick_profile,
+    readdress,
 )
 from certd.api.pki_store import (
     Signer,
@@ -70,10 +71,12 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
+from certd.pki.constraints import check_name_constraints
 from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
 from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
 from certd.pki.profiles import certificate_profiles, csr_profiles
+from certd.pki.sign import check_csr_names
 from certd.renewal.planning import renewal_kind
 from certd.store.models import (
     Certificate,
@@ -337,7 +340,13 @@ class CertificateService(CRUDService):
             )
         # A trial signature with a throwaway key applies every rule of the
         # library (lifetime within the CA's, SAN syntax) before a job starts.
-        sign_request(parsed, probe_key().public_key(), now, signer=signer)
+        trial = sign_request(parsed, probe_key().public_key(), now, signer=signer)
+        # The signature checked the signing CA's name constraints; those of
+        # the CAs above it bind the certificate as well.
+        try:
+            check_name_constraints(trial.subject, _san_of(trial), signer.chain[1:])
+        except ValidationError as exc:
+            raise readdress(exc, "data") from None
         return parsed, signer
 
     async def _plan_import(self, data: CertificateCreate) -> ImportPlan:
@@ -390,6 +399,8 @@ class CertificateService(CRUDService):
             errors.add("data.privatekey", "required: the CSR's private key")
         errors.check()
         csr = read_csr(data.CSR or "")
+        # Refused early, by the rules ca_sign_csr applies again when signing.
+        check_csr_names(csr, "data.CSR")
         key = read_key(secret(data.privatekey) or "", data.passphrase)
         match_csr_key(csr, key)
         return csr, key
@@ -889,6 +900,15 @@ class CertificateService(CRUDService):
             encrypted=bool(password) if format == "PKCS12" else False,
         )
         return result  # type: ignore[return-value]
+
+
+def _san_of(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        )
+    except x509.ExtensionNotFound:
+        return []
 
 
 def _chain_or_empty(pem: str) -> list[x509.Certificate]:

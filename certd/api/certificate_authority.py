@@ -43,7 +43,6 @@ from certd.api.pki_params import (
     merge_extensions,
     parse_request,
     pick_profile,
-    readdress,
 )
 from certd.api.pki_store import (
     CrlPublisher,
@@ -64,17 +63,19 @@ from certd.api.pki_store import (
 from certd.api.registry import api_method
 from certd.errors import (
     ConflictError,
+    FieldError,
     NotFoundError,
     PkiError,
     ValidationCollector,
     ValidationError,
 )
+from certd.pki.constraints import check_issuers_valid, check_path_lengths
 from certd.pki.crl import revocation_reason_choices
 from certd.pki.extensions import crl_paths
 from certd.pki.inspect import describe_certificate
 from certd.pki.keys import private_key_to_pem
 from certd.pki.profiles import ca_profiles, certificate_profiles
-from certd.pki.sign import sign_csr
+from certd.pki.sign import check_csr_names, sign_csr
 from certd.store.models import (
     Certificate,
     CertificateAuthority,
@@ -298,6 +299,13 @@ class CertificateAuthorityService(CRUDService):
             key_pem = private_key_to_pem(key)
         async with self.app.db.session() as session:
             parent = await find_issuer(session, chain[0])
+        try:
+            check_path_lengths(chain)
+            if parent is not None:
+                # Our CA and those above it, as stored, bound the new one too.
+                check_path_lengths([chain[0], *load_chain(parent.certificate)])
+        except PkiError as exc:
+            raise ValidationError.single("data.certificate", exc.message) from None
         return ImportPlan(chain, key_pem, parent.id if parent else None)
 
     @api_method(secret_params=("data.privatekey", "data.passphrase"))
@@ -556,6 +564,12 @@ class CertificateAuthorityService(CRUDService):
             raise ValidationError.single(
                 "data.csr_cert_id", f"the stored CSR cannot be read: {exc}"
             ) from None
+        # A CSR stored before import checked its names is refused here too.
+        check_csr_names(csr, "data.csr_cert_id")
+        try:
+            check_issuers_valid(signer.chain, now)
+        except PkiError as exc:
+            raise ValidationError.single("data.ca_id", exc.message) from None
 
         profiles = certificate_profiles()
         profile_name = data.profile or _default_leaf_profile(csr)
@@ -593,9 +607,10 @@ class CertificateAuthorityService(CRUDService):
                 parsed.key.digest_algorithm,
                 now,
                 crl_url=signer.crl_url,
+                ca_chain=signer.chain,
             )
         except ValidationError as exc:
-            raise readdress(exc, "data") from None
+            raise _csr_errors(exc) from None
         except PkiError as exc:
             raise ValidationError.single("data.csr_cert_id", exc.message) from None
 
@@ -681,6 +696,26 @@ def _counts(session: Session, column: Any) -> dict[int, int]:
         select(column, func.count()).where(column.is_not(None)).group_by(column)
     )
     return {key: value for key, value in rows}
+
+
+# Fields of the library's errors that stand for the CSR's names and subject.
+_CSR_FIELDS = ("san", "common", "email")
+
+
+def _csr_errors(exc: ValidationError) -> ValidationError:
+    # The subject and SANs come from the stored CSR: the CSR is at fault.
+    return ValidationError(
+        [
+            FieldError(
+                "data.csr_cert_id"
+                if e.field.split(".")[0] in _CSR_FIELDS
+                else f"data.{e.field}",
+                e.message,
+                e.errno,
+            )
+            for e in exc.errors
+        ]
+    )
 
 
 def _default_leaf_profile(csr: x509.CertificateSigningRequest) -> str:

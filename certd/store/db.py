@@ -151,6 +151,10 @@ class Database:
                 "max_overflow": 0,
                 "pool_timeout": 60,
             }
+        else:
+            # A server restart or an idle timeout closes pooled connections
+            # behind the pool's back: each is checked before it is handed out.
+            options = {"pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(lock_wait * 1000))

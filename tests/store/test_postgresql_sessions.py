@@ -129,3 +129,29 @@ async def test_a_session_inside_a_session_of_the_same_task_fails_at_once(
                 pass
     async with db.session() as session:
         assert (await session.scalars(select(Job.method))).all() == ["outer"]
+
+
+async def test_connections_the_server_closed_are_replaced(
+    db: Database, postgres: PostgresServer, pg_url: str
+) -> None:
+    # Both pooled connections are in use at once, so the pool keeps two.
+    async with db.session() as session:
+        session.add(Job(method="before", state="WAITING"))
+        await session.flush()
+        assert await db.read(lambda conn: conn.execute(COUNT).scalar_one()) == 0
+    admin = await postgres.connect()
+    try:
+        # What a server restart or an idle timeout does to them.
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            make_url(pg_url).database,
+        )
+    finally:
+        await admin.close()
+    assert ended == 2
+
+    async with db.session() as session:
+        session.add(Job(method="after", state="WAITING"))
+    assert await db.read(lambda conn: conn.execute(COUNT).scalar_one()) == 2
+    assert await db.ping() is True

@@ -281,19 +281,28 @@ class Connection:
             )
         return current
 
-    async def _stands(self, frame: _Frame) -> bool:
-        """Whether the key ``frame`` is for still stands (checked once a burst)."""
+    async def _refusal(self, frame: _Frame) -> dict[str, Any] | None:
+        """None if the key ``frame`` is for still stands, else the error to send.
+
+        One look-up covers a burst of frames.
+        """
         caller = frame.caller
         assert caller is not None and caller.key is not None
         if caller.key in self._revoked:
-            return False
+            return key_revoked()
         if self._verified.get(caller.key, 0) >= frame.seq:
-            return True
+            return None
         try:
             await self.current(caller)
-        except WireError:
-            return False
-        return True
+        except WireError as refused:
+            return refused.error
+        except Exception as exc:
+            # Unsure whether the key stands, the writer sends nothing of the
+            # login's, but keeps writing the rest.
+            if not isinstance(exc, CertdError):
+                log.exception("login_check_failed", connection=self.id)
+            return call_error(exc)
+        return None
 
     def end_login(self, caller: Caller) -> None:
         """Forget a revoked key; log out if the connection is logged in with it."""
@@ -479,17 +488,14 @@ class Connection:
                 await self.ws.close(code=item.code, message=item.reason.encode())
                 return
             text: str | None = item.text
-            if item.caller is not None and not await self._stands(item):
+            error = None if item.caller is None else await self._refusal(item)
+            if error is not None:
                 # Nothing reaches a client after its key is found revoked: an
                 # event is dropped, an answer becomes the refusal.
                 text = None
                 if item.request_id is not _NO_CALL:
                     text = ejson.dumps(
-                        {
-                            "jsonrpc": "2.0",
-                            "error": key_revoked(),
-                            "id": item.request_id,
-                        }
+                        {"jsonrpc": "2.0", "error": error, "id": item.request_id}
                     )
             try:
                 if text is not None:

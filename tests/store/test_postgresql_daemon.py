@@ -7,6 +7,7 @@ PostgreSQL cluster and checks what it stored with plain SQL through asyncpg.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -307,9 +308,13 @@ async def test_the_master_key_is_rotated_on_a_postgresql_store(
         f'[[events.webhooks]]\nurl = "{receiver.url}"\n'
     )
 
-    status = await asyncio.to_thread(
-        certd_main, ["rotate-master-key", "--config", str(config_path)]
-    )
+    umask = os.umask(0o077)  # certd's main sets it for the whole process
+    try:
+        status = await asyncio.to_thread(
+            certd_main, ["rotate-master-key", "--config", str(config_path)]
+        )
+    finally:
+        os.umask(umask)
 
     new_key = _master_key(config)
     assert status == 0

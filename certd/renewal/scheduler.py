@@ -27,6 +27,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import defer
 
 from certd.config import Config
+from certd.deploy.deployer import failure
 from certd.errors import ConflictError
 from certd.renewal.ari import AriClient
 from certd.renewal.planning import (
@@ -467,10 +468,18 @@ class RenewalEngine:
         return job
 
     async def run_deploy(self, job: Job, certificate_id: int, reason: str) -> Any:
+        """A deployment job's body: FAILED, naming what failed, unless it all went."""
         self.deploying[certificate_id] = job.id
         try:
             await job.set_progress(10, "writing files and running hooks")
-            return await self.daemon.deployer.deploy(certificate_id, reason=reason)
+            state = await self.daemon.deployer.deploy(certificate_id, reason=reason)
+            if not state.get("ok"):
+                async with self.daemon.db.session() as session:
+                    row = await session.get(Certificate, certificate_id)
+                error = failure(row.name if row else str(certificate_id), state)
+                if error is not None:
+                    raise error
+            return state
         finally:
             if self.deploying.get(certificate_id) == job.id:
                 del self.deploying[certificate_id]

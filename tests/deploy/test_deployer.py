@@ -377,6 +377,7 @@ async def test_a_deploy_job_whose_deployment_failed_fails(tmp_path: Path) -> Non
             jobs = await client.call(
                 "core.get_jobs", [["method", "=", "certificate.deploy"]]
             )
+            started_by_set = await client.call("core.job_wait", jobs[0]["id"], 30)
             entry = await _state(client, cid)
 
     error = (
@@ -391,6 +392,12 @@ async def test_a_deploy_job_whose_deployment_failed_fails(tmp_path: Path) -> Non
         "FAILED",
         error,
         None,
+    )
+    # the scheduler's own deploy jobs fail the same way
+    assert started_by_set["caller"] == "scheduler"
+    assert started_by_set["state"] == "FAILED"
+    assert started_by_set["error"].startswith(
+        f"f: deployment failed: {live}: the parent directory "
     )
     assert entry["state"]["ok"] is False
     assert entry["state"]["reason"] == "manual"

@@ -49,7 +49,6 @@ from certd.api.pki_params import (
     given,
     parse_request,
     pick_profile,
-    readdress,
 )
 from certd.api.pki_store import (
     Signer,
@@ -71,7 +70,6 @@ from certd.errors import (
     ValidationCollector,
     ValidationError,
 )
-from certd.pki.constraints import check_name_constraints
 from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
 from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
@@ -340,13 +338,7 @@ class CertificateService(CRUDService):
             )
         # A trial signature with a throwaway key applies every rule of the
         # library (lifetime within the CA's, SAN syntax) before a job starts.
-        trial = sign_request(parsed, probe_key().public_key(), now, signer=signer)
-        # The signature checked the signing CA's name constraints; those of
-        # the CAs above it bind the certificate as well.
-        try:
-            check_name_constraints(trial.subject, _san_of(trial), signer.chain[1:])
-        except ValidationError as exc:
-            raise readdress(exc, "data") from None
+        sign_request(parsed, probe_key().public_key(), now, signer=signer)
         return parsed, signer
 
     async def _plan_import(self, data: CertificateCreate) -> ImportPlan:
@@ -900,15 +892,6 @@ class CertificateService(CRUDService):
             encrypted=bool(password) if format == "PKCS12" else False,
         )
         return result  # type: ignore[return-value]
-
-
-def _san_of(cert: x509.Certificate) -> list[x509.GeneralName]:
-    try:
-        return list(
-            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        )
-    except x509.ExtensionNotFound:
-        return []
 
 
 def _chain_or_empty(pem: str) -> list[x509.Certificate]:

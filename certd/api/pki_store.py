@@ -401,6 +401,8 @@ def sign_request(
             lifetime_days=parsed.lifetime or 0,
             now=now,
             crl_url=signer.crl_url if signer is not None else None,
+            # the name constraints of every CA above bind it too
+            issuer_chain=signer.chain if signer is not None else (),
         )
     except ValidationError as exc:
         raise readdress(exc, "data") from None

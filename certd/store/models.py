@@ -97,6 +97,9 @@ class Job(Base):
     error_data: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
     # "apikey:" and a key's name of up to 120 characters, or another caller.
     caller: Mapped[str] = mapped_column(String(255), default="")
+    # The daemon that runs the job (its node id): daemons sharing a store
+    # each recover only their own jobs. Null on rows from before node ids.
+    node: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -250,6 +253,11 @@ class Certificate(Base):
     deploy_next_attempt_at: Mapped[datetime | None] = mapped_column(
         default=None, index=True
     )
+    # The daemon renewing the certificate, until when: daemons sharing a
+    # store take this lease before a renewal, so that one renews at a time.
+    # It outlives no daemon for long: one killed stops extending it.
+    renewing_node: Mapped[str | None] = mapped_column(String(64), default=None)
+    renewal_lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

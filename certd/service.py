@@ -7,6 +7,8 @@ import contextlib
 import fcntl
 import grp
 import os
+import re
+import secrets
 import signal
 import socket
 import ssl
@@ -66,6 +68,9 @@ CANCEL_WAIT = 0.5
 CANCEL_ROUNDS = 3
 # Held by the running daemon (its pid inside), beside the store in the state directory.
 DAEMON_LOCK_FILE = "daemon.lock"
+# This daemon's node id, made at its first start, in the state directory.
+NODE_ID_FILE = "node-id"
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _remove_socket(path: Path) -> None:
@@ -125,6 +130,42 @@ def _daemon_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def node_id(state_dir: Path) -> str:
+    """This daemon's id among the daemons sharing a store; made on first use.
+
+    Kept in the state directory, so it lasts across restarts (a daemon
+    recovers the jobs its earlier run left behind, and takes back its own
+    renewal leases) and differs between hosts, each with its own directory.
+    Random rather than the host name, which may change or repeat; the name
+    is only a prefix, for people reading job rows.
+
+    Raises:
+        CertdError: the file holds something that is not a node id.
+    """
+    path = state_dir / NODE_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        found = path.read_text(errors="replace").strip()
+        if found and not _NODE_ID.fullmatch(found):
+            raise CertdError(
+                f"{path} does not hold a node id (letters, digits, '.', '_' or "
+                "'-', at most 64): remove it to have a new one made"
+            )
+        if found:
+            return found
+    host = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:40] or "certd"
+    made = f"{host}-{secrets.token_hex(8)}"
+    # Called under the daemon lock: no other process writes it meanwhile.
+    partial = path.with_name(NODE_ID_FILE + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(made + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    log.info("node_id_created", node=made, path=str(path))
+    return made
+
+
 class Daemon:
     """Holds the store, the job manager, the API and the outbound HTTP session."""
 
@@ -133,6 +174,8 @@ class Daemon:
         self.db = Database(config.store.url())
         self.api_keys = ApiKeys(self.db)
         self.jobs = JobManager(self.db, config.server.max_running_jobs)
+        # Set at start from the state directory (node_id).
+        self.node: str | None = None
         self.registry = Registry()
         self.metrics = Metrics()
         self.events = EventBus(self)
@@ -196,6 +239,7 @@ class Daemon:
         # One daemon per state directory: a second would recover (abort) the
         # first one's running jobs and renew the same certificates.
         self._stack.enter_context(_daemon_lock(state_dir))
+        self.node = self.jobs.node = node_id(state_dir)
         # Shared with the certd commands, but never held during a key rotation.
         self._stack.enter_context(state_lock(state_dir, exclusive=False))
         await self.db.migrate()

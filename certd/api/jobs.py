@@ -2,7 +2,8 @@
 
 Every job is a row in the store from the moment it is submitted, so the job
 list survives restarts as history. A job still marked running when the daemon
-starts was cut short by a crash and is marked aborted.
+starts was cut short by a crash and is marked aborted. Daemons sharing one
+store each write their node id on the jobs they run and recover only those.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.api.codes import code_for
@@ -201,8 +202,12 @@ JobListener = Callable[[Job], None]
 class JobManager:
     """Runs jobs as tasks and keeps their records in the store."""
 
-    def __init__(self, db: Database, max_running: int = 16) -> None:
+    def __init__(
+        self, db: Database, max_running: int = 16, node: str | None = None
+    ) -> None:
+        """``node``: this daemon's id among those sharing the store (set at start)."""
         self.db = db
+        self.node = node
         self.running: dict[int, Job] = {}
         self.listeners: list[JobListener] = []
         # Jobs beyond this many wait their turn (state WAITING) instead of
@@ -224,11 +229,19 @@ class JobManager:
                 log.exception("job_listener_failed", job_id=job.id)
 
     async def recover(self) -> int:
-        """Mark jobs left running by a previous process as aborted."""
+        """Mark jobs left running by a previous process of this node as aborted.
+
+        Jobs of other nodes are theirs to recover: another daemon sharing the
+        store may be running them now. Rows without a node (written before
+        nodes were recorded) are recovered by whichever daemon starts.
+        """
+        mine = JobRow.node.is_(None)
+        if self.node is not None:
+            mine = or_(mine, JobRow.node == self.node)
         async with self.db.session() as session:
             result = await session.execute(
                 update(JobRow)
-                .where(JobRow.state.in_([JobState.WAITING, JobState.RUNNING]))
+                .where(JobRow.state.in_([JobState.WAITING, JobState.RUNNING]), mine)
                 .values(
                     state=JobState.ABORTED,
                     error="interrupted: the daemon stopped while the job ran",
@@ -264,6 +277,7 @@ class JobManager:
                 arguments=arguments,
                 state=JobState.WAITING,
                 caller=caller,
+                node=self.node,
             )
             session.add(row)
             await session.flush()

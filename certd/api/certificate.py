@@ -30,8 +30,8 @@ from certd.api.pki_import import (
     match_certificate_key,
     match_csr_key,
     read_chain,
+    read_checked_key,
     read_csr,
-    read_key,
     secret,
 )
 from certd.api.pki_models import (
@@ -72,7 +72,7 @@ from certd.errors import (
 )
 from certd.pki.csr import create_csr, load_csr
 from certd.pki.export import to_pkcs12
-from certd.pki.keys import PrivateKey, load_private_key, private_key_to_pem
+from certd.pki.keys import PrivateKey, load_stored_private_key, private_key_to_pem
 from certd.pki.profiles import certificate_profiles, csr_profiles
 from certd.pki.sign import check_csr_names
 from certd.renewal.planning import renewal_kind
@@ -300,7 +300,7 @@ class CertificateService(CRUDService):
         elif data.create_type == "CERTIFICATE_CREATE_CSR":
             self._csr_options(data)
         elif data.create_type == "CERTIFICATE_CREATE_IMPORTED_CSR":
-            self._read_imported_csr(data)
+            await self._read_imported_csr(data)
         elif data.create_type == "CERTIFICATE_CREATE_ACME":
             self._check_acme_against(data, *acme_rows)
 
@@ -366,10 +366,14 @@ class CertificateService(CRUDService):
             # The key of a CSR of ours, as the import form's "CSR exists on
             # this system" offers.
             csr_row = await self._csr_row(data.csr_id)
-            key = read_key(csr_row.privatekey or "", None, "data.csr_id")
+            key = await read_checked_key(
+                self.app.workers, csr_row.privatekey or "", None, "data.csr_id"
+            )
             match_certificate_key(chain[0], key, "data.csr_id")
         else:
-            key = read_key(secret(data.privatekey) or "", data.passphrase)
+            key = await read_checked_key(
+                self.app.workers, secret(data.privatekey) or "", data.passphrase
+            )
             match_certificate_key(chain[0], key)
 
         async with self.app.db.session() as session:
@@ -381,7 +385,7 @@ class CertificateService(CRUDService):
             csr_row,
         )
 
-    def _read_imported_csr(
+    async def _read_imported_csr(
         self, data: CertificateCreate
     ) -> tuple[x509.CertificateSigningRequest, PrivateKey]:
         errors = ValidationCollector()
@@ -393,7 +397,9 @@ class CertificateService(CRUDService):
         csr = read_csr(data.CSR or "")
         # Refused early, by the rules ca_sign_csr applies again when signing.
         check_csr_names(csr, "data.CSR")
-        key = read_key(secret(data.privatekey) or "", data.passphrase)
+        key = await read_checked_key(
+            self.app.workers, secret(data.privatekey) or "", data.passphrase
+        )
         match_csr_key(csr, key)
         return csr, key
 
@@ -604,7 +610,7 @@ class CertificateService(CRUDService):
         )
 
     async def _create_imported_csr(self, job: Job, data: CertificateCreate) -> int:
-        csr, key = self._read_imported_csr(data)
+        csr, key = await self._read_imported_csr(data)
         await job.set_progress(50, "storing the imported CSR")
         return await self._insert(
             Certificate(
@@ -859,7 +865,7 @@ class CertificateService(CRUDService):
             )
         try:
             certs = load_chain(row.certificate)
-            key = load_private_key(row.privatekey)
+            key = load_stored_private_key(row.privatekey)
         except PkiError as exc:
             raise ValidationError.single(
                 "id", f"{row.name!r} cannot be exported: {exc.message}"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from certd.api.certificate import CertificateEntry
 from certd.api.crud import CRUDService
-from certd.api.pki_import import match_certificate_key, read_chain, read_key
+from certd.api.pki_import import match_certificate_key, read_chain, read_checked_key
 from certd.api.pki_models import (
     CA_CREATE_TYPE_LABELS,
     HOLD,
@@ -294,7 +294,9 @@ class CertificateAuthorityService(CRUDService):
             )
         key_pem = None
         if data.privatekey is not None:
-            key = read_key(data.privatekey.get_secret_value(), data.passphrase)
+            key = await read_checked_key(
+                self.app.workers, data.privatekey.get_secret_value(), data.passphrase
+            )
             match_certificate_key(chain[0], key)
             key_pem = private_key_to_pem(key)
         async with self.app.db.session() as session:

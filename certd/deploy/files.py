@@ -31,7 +31,7 @@ from certd.deploy.models import (
     FileTarget,
 )
 from certd.errors import DeployError, PkiError
-from certd.pki.keys import load_private_key
+from certd.pki.keys import load_stored_private_key
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Material:
             )
             return pkcs12.serialize_key_and_certificates(
                 self.name.encode(),
-                load_private_key(self.key_pem),  # type: ignore[arg-type]
+                load_stored_private_key(self.key_pem),  # type: ignore[arg-type]
                 self.certificates[0],
                 list(self.certificates[1:]) or None,
                 encryption,

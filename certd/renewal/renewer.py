@@ -7,13 +7,22 @@ itself changes only once, in the transaction that installs the new chain and
 key. So after a crash at any point the certificate in use is intact, and the
 next run of the renewal resumes the open attempt: an order the CA already
 issued is fetched, never ordered again.
+
+Daemons sharing one store take a lease on the certificate row before they
+renew it (``renewing_node``, ``renewal_lease_until``) and extend it while the
+renewal runs, so that only one of them renews a certificate at a time. A
+lease rather than a PostgreSQL advisory lock: it needs no connection held
+out of the pool for minutes, and one left by a daemon killed outright ends
+by itself after LEASE_SECONDS (at once for that daemon's next start).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from certd.errors import (
     AcmeError,
     CertdError,
+    ConflictError,
     NotFoundError,
     PkiError,
     ValidationError,
@@ -60,6 +70,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 OPEN_STATES = ("running", "finalizing")
+# How long a renewal lease holds unless its daemon extends it, which it does
+# every third of this while the renewal runs: the longest a daemon killed
+# mid-renewal keeps the others from renewing the certificate.
+LEASE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,44 @@ class CannotSign(PkiError):
     """
 
 
+class RenewingElsewhere(ConflictError):
+    """Another daemon sharing the store holds the certificate's renewal lease."""
+
+    def __init__(self, name: str, node: str) -> None:
+        super().__init__(
+            f"a renewal of {name} is already running: it is being renewed by "
+            f"another daemon (node {node}); wait for it",
+            retryable=True,
+        )
+        self.node = node
+
+
+def leased_elsewhere(node: str | None, now: Any) -> Any:
+    """SQL: the certificate's renewal lease is held, unexpired, by another node."""
+    if node is None:
+        return Certificate.renewing_node.is_not(None) & (
+            Certificate.renewal_lease_until > now
+        )
+    return (
+        Certificate.renewing_node.is_not(None)
+        & (Certificate.renewing_node != node)
+        & (Certificate.renewal_lease_until > now)
+    )
+
+
+def _skipped(row: Certificate) -> dict[str, Any]:
+    """The result of a renewal found not to be needed here (renewed or renewing)."""
+    leaf = leaf_dates(row)
+    return {
+        "id": row.id,
+        "name": row.name,
+        "serial": leaf.serial if leaf else "",
+        "resumed": False,
+        "deployed": None,
+        "skipped": True,
+    }
+
+
 class Renewer:
     """Renews certificates; one renewal per certificate at a time."""
 
@@ -119,6 +171,18 @@ class Renewer:
                 renewal failed; the failure is recorded on the certificate.
         """
         async with self._locks[certificate_id]:
+            holder = await self._take_lease(certificate_id)
+            if holder is not None:
+                return await self._renewing_elsewhere(certificate_id, holder, trigger)
+            try:
+                return await self._renew_leased(job, certificate_id, trigger)
+            finally:
+                await asyncio.shield(self._release_lease(certificate_id))
+
+    async def _renew_leased(
+        self, job: Job, certificate_id: int, trigger: str
+    ) -> dict[str, Any]:
+        async with self._extending_lease(certificate_id):
             async with self.daemon.db.session() as session:
                 row = await session.get(Certificate, certificate_id)
                 if row is None:
@@ -143,18 +207,145 @@ class Renewer:
                     log.info(
                         "renewal_no_longer_due", next_attempt_at=row.next_attempt_at
                     )
-                    leaf = leaf_dates(row)
-                    return {
-                        "id": row.id,
-                        "name": row.name,
-                        "serial": leaf.serial if leaf else "",
-                        "resumed": False,
-                        "deployed": None,
-                        "skipped": True,
-                    }
+                    return _skipped(row)
                 return await self._renew(job, row, kind, trigger)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
+
+    # --- the lease among daemons sharing the store ------------------------------
+
+    async def _take_lease(self, certificate_id: int) -> str | None:
+        """Take or extend this daemon's renewal lease; None, or the node holding it.
+
+        One conditional UPDATE: of daemons trying at once, PostgreSQL lets
+        one through and makes the others wait for its commit, then finds
+        their condition false. A lease this node holds is taken back (a
+        renewal its earlier run left open), one expired is taken over.
+        """
+        node = self.daemon.node
+        if node is None:
+            return None  # not started as a daemon: nothing shares the store
+        taken = or_(
+            Certificate.renewing_node.is_(None),
+            Certificate.renewing_node == node,
+            Certificate.renewal_lease_until.is_(None),
+        )
+        # Tried again only when the holder let go between the two statements.
+        for _ in range(3):
+            now = utcnow()
+            async with self.daemon.db.session() as session:
+                result = await session.execute(
+                    update(Certificate)
+                    .where(
+                        Certificate.id == certificate_id,
+                        or_(taken, Certificate.renewal_lease_until <= now),
+                    )
+                    .values(**self._lease_values(node, now))
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    return None
+                found = (
+                    await session.execute(
+                        select(Certificate.id, Certificate.renewing_node).where(
+                            Certificate.id == certificate_id
+                        )
+                    )
+                ).one_or_none()
+            if found is None:
+                return None  # no such certificate: renewing it says so
+            if found.renewing_node is not None:
+                return str(found.renewing_node)
+        return "unknown"
+
+    @staticmethod
+    def _lease_values(node: str | None, now: Any) -> dict[str, Any]:
+        return {
+            "renewing_node": node,
+            "renewal_lease_until": now + timedelta(seconds=LEASE_SECONDS)
+            if node is not None
+            else None,
+            # the lease is no change to the certificate
+            "updated_at": Certificate.updated_at,
+        }
+
+    async def _release_lease(self, certificate_id: int) -> None:
+        node = self.daemon.node
+        if node is None:
+            return
+        try:
+            async with self.daemon.db.session() as session:
+                await session.execute(
+                    update(Certificate)
+                    .where(
+                        Certificate.id == certificate_id,
+                        Certificate.renewing_node == node,
+                    )
+                    .values(**self._lease_values(None, None))
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception as exc:
+            # It expires by itself, and this node takes it back at once.
+            log.warning(
+                "renewal_lease_kept",
+                certificate_id=certificate_id,
+                error=str(exc) or type(exc).__name__,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _extending_lease(self, certificate_id: int) -> AsyncIterator[None]:
+        """Extend this daemon's lease now and then while the body runs."""
+        node = self.daemon.node
+        if node is None:
+            yield
+            return
+
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(LEASE_SECONDS / 3)
+                try:
+                    async with self.daemon.db.session() as session:
+                        result = await session.execute(
+                            update(Certificate)
+                            .where(
+                                Certificate.id == certificate_id,
+                                Certificate.renewing_node == node,
+                            )
+                            .values(**self._lease_values(node, utcnow()))
+                            .execution_options(synchronize_session=False)
+                        )
+                    if getattr(result, "rowcount", 0) != 1:
+                        # Installing checks the lease again and gives up.
+                        log.warning("renewal_lease_lost", certificate_id=certificate_id)
+                        return
+                except Exception as exc:
+                    log.warning(
+                        "renewal_lease_not_extended",
+                        certificate_id=certificate_id,
+                        error=str(exc) or type(exc).__name__,
+                    )
+
+        task = asyncio.create_task(extend(), name=f"renewal-lease-{certificate_id}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _renewing_elsewhere(
+        self, certificate_id: int, holder: str, trigger: str
+    ) -> dict[str, Any]:
+        """A renewal another daemon holds the lease for: refused if asked, else skipped."""
+        async with self.daemon.db.session() as session:
+            row = await session.get(Certificate, certificate_id)
+        if row is None:
+            raise NotFoundError("certificate", certificate_id)
+        if trigger == "manual":
+            raise RenewingElsewhere(row.name, holder)
+        # not a failure: the other daemon renews it, and plans it when done
+        log.info("renewal_skipped_elsewhere", certificate=row.name, node=holder)
+        return _skipped(row)
 
     async def _replan(self, certificate_id: int, close_attempts: str | None) -> None:
         """Plan a certificate again with its CA looked up, and raise what that stages.
@@ -224,6 +415,8 @@ class Renewer:
         except CannotSign as exc:
             await self._replan(row.id, exc.message)
             raise
+        except RenewingElsewhere:
+            raise  # no failure of this certificate: another daemon renews it
         except Exception as exc:
             message = (
                 exc.message
@@ -520,10 +713,19 @@ class Renewer:
         serial = serial_hex(leaf.serial_number)
         now = utcnow()
         async with self.daemon.db.session() as session:
-            cert = await session.get(Certificate, row.id)
+            # Locked on PostgreSQL until the commit: a daemon sharing the
+            # store that plans or takes over the row meanwhile waits for this.
+            cert = await session.get(Certificate, row.id, with_for_update=True)
             stored = await session.get(RenewalAttempt, attempt.id)
             if cert is None or stored is None:
                 raise NotFoundError("certificate", row.id)
+            node = self.daemon.node
+            if node is not None and cert.renewing_node not in (None, node):
+                # Our lease ran out (the store was out of reach for minutes)
+                # and another daemon took it over: it renews, from this
+                # attempt if it is still open; installing here too would
+                # replace the certificate twice.
+                raise RenewingElsewhere(cert.name, cert.renewing_node)
             signers = await load_signers(session, [cert.signedby_id])
             # Checked again in the transaction that installs: a CA revoked or
             # put on hold since it signed must not see its certificate land.

@@ -50,7 +50,7 @@ from certd.renewal.planning import (
     signing_authorities,
 )
 from certd.renewal.policy import PolicySettings, plan, renewal_window
-from certd.renewal.renewer import OPEN_STATES, Renewer
+from certd.renewal.renewer import OPEN_STATES, Renewer, leased_elsewhere
 from certd.store.models import (
     Certificate,
     CertificateAuthority,
@@ -500,7 +500,12 @@ class RenewalEngine:
             ids = (
                 await session.scalars(
                     select(RenewalAttempt.certificate_id)
-                    .where(RenewalAttempt.state.in_(OPEN_STATES))
+                    .join(Certificate, Certificate.id == RenewalAttempt.certificate_id)
+                    .where(
+                        RenewalAttempt.state.in_(OPEN_STATES),
+                        # another daemon sharing the store is renewing it now
+                        ~leased_elsewhere(self.daemon.node, utcnow()),
+                    )
                     .distinct()
                 )
             ).all()
@@ -550,6 +555,10 @@ class RenewalEngine:
                     .where(
                         Certificate.next_attempt_at <= now,
                         Certificate.revoked.is_(False),
+                        # Renewed by another daemon sharing the store. Two
+                        # ticks racing both get here: the lease lets one
+                        # renew and the other skip (Renewer.renew).
+                        ~leased_elsewhere(self.daemon.node, now),
                     )
                     .order_by(Certificate.next_attempt_at)
                     .limit(self.config.renewal.max_concurrent + len(self.active))
@@ -820,6 +829,11 @@ class RenewalEngine:
                         .where(*where)
                         .options(*_WITHOUT_SECRETS)
                         .order_by(Certificate.id)
+                        # On PostgreSQL, where daemons may share the store: a
+                        # renewal another one installs meanwhile waits for
+                        # this batch, or is read by it; a plan made from the
+                        # old certificate never lands over the new one's.
+                        .with_for_update(of=Certificate)
                     )
                 ).all()
                 signers = await load_signers(session, {r.signedby_id for r in rows})

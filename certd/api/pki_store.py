@@ -254,21 +254,34 @@ def crl_is_stale(crl_pem: str | None, now: dt.datetime) -> bool:
 
 
 class CrlPublisher:
-    """Builds and stores each CA's CRL; one at a time, so numbers never repeat."""
+    """Builds and stores each CA's CRL; one at a time, so numbers never repeat.
+
+    One at a time in this daemon by its lock, and among daemons sharing a
+    PostgreSQL store by a lock on the CA's row, held from reading the last
+    CRL number until the next one is committed.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.lock = asyncio.Lock()
 
-    async def publish(self, ca_id: int, now: dt.datetime | None = None) -> bool:
+    async def publish(
+        self, ca_id: int, now: dt.datetime | None = None, *, if_stale: bool = False
+    ) -> bool:
         """Sign a new CRL for ``ca_id`` with the next CRL number.
 
-        Returns False when the CA cannot sign one (no key, no cRLSign).
+        With ``if_stale``, only if the stored CRL is still stale once the row
+        is locked (another daemon may have just republished it). Returns
+        False when no CRL was signed (no key, no cRLSign, not stale).
         """
         now = now or utcnow()
         async with self.lock, self.db.session() as session:
-            row = await session.get(CertificateAuthority, ca_id)
+            # FOR UPDATE on PostgreSQL: a daemon sharing the store that
+            # publishes at the same moment waits here, then reads our number.
+            row = await session.get(CertificateAuthority, ca_id, with_for_update=True)
             if row is None or not row.privatekey:
+                return False
+            if if_stale and not crl_is_stale(row.crl, now):
                 return False
             revocations = (
                 await session.scalars(
@@ -326,7 +339,9 @@ class CrlPublisher:
             ).all()
         count = 0
         for ca_id, crl_pem in rows:
-            if crl_is_stale(crl_pem, now) and await self.publish(ca_id, now):
+            if crl_is_stale(crl_pem, now) and await self.publish(
+                ca_id, now, if_stale=True
+            ):
                 count += 1
         return count
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from certd.api.codes import code_for
 from certd.errors import CertdError, JobAbortedError, NotFoundError, ValidationError
@@ -235,7 +236,7 @@ class JobManager:
         store may be running them now. Rows without a node (written before
         nodes were recorded) are recovered by whichever daemon starts.
         """
-        mine = JobRow.node.is_(None)
+        mine: ColumnElement[bool] = JobRow.node.is_(None)
         if self.node is not None:
             mine = or_(mine, JobRow.node == self.node)
         async with self.db.session() as session:

@@ -545,7 +545,13 @@ class EventBus:
         claim_until = now + timedelta(seconds=hook.timeout + _CLAIM_MARGIN)
         result = await session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(due.scalar_subquery()))
+            .where(
+                WebhookDelivery.id.in_(due.scalar_subquery()),
+                # Asked again of the row as it is when updated: on PostgreSQL
+                # a daemon sharing the store may have claimed it since the
+                # subquery read it, and this UPDATE waited for its commit.
+                WebhookDelivery.next_attempt_at <= now,
+            )
             .values(next_attempt_at=claim_until)
             .returning(
                 WebhookDelivery.id, WebhookDelivery.event_id, WebhookDelivery.attempts

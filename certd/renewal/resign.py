@@ -13,7 +13,8 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certd.errors import PkiError
+from certd.errors import PkiError, ValidationError
+from certd.pki.constraints import check_issuers_valid, check_name_constraints
 from certd.pki.extensions import crl_distribution_points
 from certd.pki.keys import hash_algorithm, load_stored_private_key
 from certd.pki.sign import CLOCK_SKEW, random_serial
@@ -36,11 +37,14 @@ def resign(
     named; without, an old cRLDistributionPoints is kept as it was.
 
     Raises:
-        PkiError: the CA has expired or its key does not match its certificate.
+        PkiError: the CA has expired, is not valid yet, forbids a name of the
+            certificate, or its key does not match its certificate.
     """
     old = x509.load_pem_x509_certificate(certificate_pem.encode())
     csr = x509.load_pem_x509_csr(csr_pem.encode())
-    ca = x509.load_pem_x509_certificate(ca_certificate_pem.encode())
+    # the CA's row holds its chain, the CA first
+    issuers = x509.load_pem_x509_certificates(ca_certificate_pem.encode())
+    ca = issuers[0]
     ca_key = load_stored_private_key(ca_key_pem)
     if ca.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -49,8 +53,17 @@ def resign(
     ):
         raise PkiError("the CA's private key does not match its certificate")
 
+    check_issuers_valid(issuers, now)
+    try:
+        # A certificate signed before certd checked name constraints (or
+        # imported with a CA) may name what the CAs forbid: not again.
+        check_name_constraints(old.subject, _san(old), issuers)
+    except ValidationError as exc:
+        raise PkiError(f"the CA's name constraints forbid it: {exc.message}") from None
+
     lifetime = old.not_valid_after_utc - old.not_valid_before_utc
-    not_before = now.replace(microsecond=0) - CLOCK_SKEW
+    # Backdated for clocks a little behind, but never to before the CA.
+    not_before = max(now.replace(microsecond=0) - CLOCK_SKEW, ca.not_valid_before_utc)
     not_after = min(not_before + lifetime, ca.not_valid_after_utc)
     if not_after <= now:
         raise PkiError(f"the CA {ca.subject.rfc4514_string()} has expired")
@@ -89,3 +102,11 @@ def resign(
     pem = serialization.Encoding.PEM
     issuers = x509.load_pem_x509_certificates(certificate_pem.encode())[1:] or [ca]
     return b"".join(c.public_bytes(pem) for c in [leaf, *issuers]).decode("ascii")
+
+
+def _san(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value)

@@ -583,6 +583,11 @@ class RenewalEngine:
                 break
             if certificate_id not in self.active:
                 await self.submit_renewal(certificate_id, "schedule")
+        # A deployment writes this host's files and runs its hooks, so every
+        # daemon sharing the store deploying a certificate is right, not a
+        # race: each does its own host. But the owed mark is one per
+        # certificate, and the first daemon to deploy settles it for all
+        # (see the gaps in certd.store).
         for certificate_id in owed:
             if certificate_id not in self.active | self.deploying:
                 await self.submit_deploy(certificate_id, "retry")

@@ -5,11 +5,28 @@ extra) works as well: tests/store runs the migrations, a new store and a
 daemon's API work on a real PostgreSQL 15. SQLite's shortcuts (the plain
 sqlite3 reader, ``read_now``) are not used there; reads run on the pool.
 
-Not there yet for several daemons sharing one PostgreSQL store: each marks
-every unfinished job as interrupted when it starts (certd.api.jobs.recover),
-even those another daemon is running; each schedules renewals, deployments
-and CRLs on its own; two may claim the same webhook delivery at once. They
-also need one master key (store.master_key_file), which rotate-master-key
-replaces only where it runs. Creating and migrating the store is safe: one
+Several daemons may share one PostgreSQL store, each with its own state
+directory (its node id, certd.service.node_id, is kept there) and one master
+key file. Each recovers only its own unfinished jobs (certd.api.jobs.recover);
+a certificate is renewed by one of them at a time, under a lease on its row
+that ends by itself if the daemon dies (certd.renewal.renewer); a webhook
+delivery is claimed by one; CRLs are published under a lock on the CA's row,
+so their numbers never repeat. Creating and migrating the store is safe: one
 daemon does it under an advisory lock while the others wait.
+
+Not there yet for them:
+
+- Deployments: the deploy spec, ``deploy_state`` and ``deploy_next_attempt_at``
+  are one per certificate, not per host. The daemon that renews deploys to
+  its own host's files and settles the deployment; the others never write
+  the new certificate to theirs, unless their tick sees the deployment owed
+  before it is settled (then they write the same paths on their host, which
+  is harmless). Hosts need a deploy state of their own (by node id).
+- Webhooks: a daemon drops the deliveries to hooks it has no config for, so
+  every daemon must have the same ``events.webhooks``.
+- Jobs of a daemon that never comes back stay WAITING or RUNNING: nothing
+  tells a node that is gone from one that is busy.
+- Leases and webhook claims compare times of the daemons' clocks: hosts
+  must keep them in step (NTP; minutes apart would let two daemons renew).
+- rotate-master-key replaces store.master_key_file only where it runs.
 """

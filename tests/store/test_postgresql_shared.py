@@ -7,6 +7,7 @@ one master key file, as hosts sharing an inventory run them.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from typing import Any, TypeVar
 import pytest
 from cryptography import x509
 
+from certd.api.pki_store import CrlPublisher
 from certd.client import RpcError
 from certd.config import WebhookConfig
 from certd.renewal.checkpoints import HOLD_ENV, RELEASE_ENV
+from certd.service import Daemon
 from certd.store.models import utcnow
 from tests.daemon import RunningDaemon, make_config, running_daemon
 from tests.pki_api.conftest import issue, make_root
@@ -291,7 +294,7 @@ async def test_a_lease_left_by_a_dead_daemon_is_taken_over_once_it_expires(
 async def test_a_webhook_delivery_is_claimed_by_one_daemon(shared: Shared) -> None:
     # Both daemons have dropped what no hook of theirs posts before this.
     for daemon in (shared.one.daemon, shared.two.daemon):
-        await wait_until(lambda d=daemon: d.events._checked_hooks is not None)
+        await wait_until(functools.partial(_hooks_checked, daemon))
     digest = "ab" * 32
     hook = WebhookConfig(url="http://127.0.0.1:9/hook")
     event = await shared.rows(
@@ -328,6 +331,10 @@ async def test_a_webhook_delivery_is_claimed_by_one_daemon(shared: Shared) -> No
     assert claims[0][0][1] == event[0][0]
 
 
+def _hooks_checked(daemon: Daemon) -> bool:
+    return daemon.events._checked_hooks is not None
+
+
 async def _waiting(shared: Shared) -> bool:
     return await shared.lock_waiters() > 0
 
@@ -348,8 +355,8 @@ async def test_crl_numbers_do_not_repeat_when_two_daemons_publish_at_once(
         await blocker.execute(
             "SELECT id FROM certificate_authority WHERE id = $1 FOR UPDATE", root["id"]
         )
-        publishers = [
-            d.services["certificateauthority"].crls
+        publishers: list[CrlPublisher] = [
+            d.services["certificateauthority"].crls  # type: ignore[attr-defined]
             for d in (shared.one.daemon, shared.two.daemon)
         ]
         both = [

@@ -67,11 +67,11 @@ def refused(daemon: FuzzDaemon, body: bytes, **kwargs: Any) -> tuple[int, int]:
         (b"\xef\xbb\xbf" + json.dumps(PING).encode(), -32700),
         (
             b'{"jsonrpc": "2.0", "method": "certificate.get_instance", "params": [1e999], "id": 1}',
-            -32602,
+            -32700,
         ),
         (
             b'{"jsonrpc": "2.0", "method": "certificate.get_instance", "params": [NaN], "id": 1}',
-            -32602,
+            -32700,
         ),
         (
             b'{"jsonrpc": "2.0", "method": "certificate.get_instance", "params": [9223372036854775808], "id": 1}',

@@ -7,12 +7,14 @@ PostgreSQL cluster and checks what it stored with plain SQL through asyncpg.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from cryptography import x509
 
@@ -309,12 +311,20 @@ async def test_the_master_key_is_rotated_on_a_postgresql_store(
     )
 
     umask = os.umask(0o077)  # certd's main sets it for the whole process
+    # It configures logging for the whole process as well: a level filter
+    # left in structlog would hide debug events from later tests' captures.
+    logging_config = structlog.get_config()
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
     try:
         status = await asyncio.to_thread(
             certd_main, ["rotate-master-key", "--config", str(config_path)]
         )
     finally:
         os.umask(umask)
+        structlog.configure(**logging_config)
+        root_logger.handlers[:] = handlers
+        root_logger.setLevel(level)
 
     new_key = _master_key(config)
     assert status == 0

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from certd.errors import CertdError
+from certd.errors import CertdError, ValidationError
 from certd.store.crypto import install_keyring
 
 if TYPE_CHECKING:
@@ -127,6 +128,29 @@ def _upgrade(connection: Connection) -> None:
             )
 
 
+# The async driver of each database certd is tested on, for a URL without one.
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def _check_async_driver(url: str) -> None:
+    """Refuse a URL that names no async driver, saying which one to name.
+
+    Raises:
+        ValidationError: at ``store.database_url``.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # create_async_engine says what is wrong with it
+    name = parsed.drivername
+    wanted = _ASYNC_DRIVERS.get("postgresql" if name == "postgres" else name)
+    if wanted is not None:
+        shown = parsed.set(drivername=wanted).render_as_string(hide_password=True)
+        raise ValidationError.single(
+            "store.database_url", f"name the async driver: {shown}"
+        )
+
+
 class Database:
     """Owns the engine and hands out sessions."""
 
@@ -155,7 +179,19 @@ class Database:
             # A server restart or an idle timeout closes pooled connections
             # behind the pool's back: each is checked before it is handed out.
             options = {"pool_pre_ping": True}
-        self.engine: AsyncEngine = create_async_engine(url, **options)
+        _check_async_driver(url)
+        try:
+            self.engine: AsyncEngine = create_async_engine(url, **options)
+        except ImportError as exc:
+            raise ValidationError.single(
+                "store.database_url",
+                f"its database driver {exc.name!r} is not installed (for "
+                "PostgreSQL: install certd with its postgresql extra, asyncpg)",
+            ) from None
+        except ArgumentError as exc:
+            raise ValidationError.single(
+                "store.database_url", f"not a database URL SQLAlchemy knows: {exc}"
+            ) from None
         if self.engine.dialect.name == "sqlite":
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(lock_wait * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)
@@ -203,6 +239,15 @@ class Database:
         """
         url = self.engine.url.render_as_string(hide_password=True)
         head = schema_head()
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, TimeoutError, DBAPIError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise ValidationError.single(
+                "store.database_url",
+                f"cannot open the store at {url}: {reason or type(reason).__name__}",
+            ) from None
         async with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # Daemons sharing one store may start together: one creates or

@@ -185,8 +185,8 @@ class Database:
         except ImportError as exc:
             raise ValidationError.single(
                 "store.database_url",
-                f"its database driver {exc.name!r} is not installed (for "
-                "PostgreSQL: install certd with its postgresql extra, asyncpg)",
+                f"its database driver {exc.name!r} is not installed (certd "
+                "comes with sqlite+aiosqlite and postgresql+asyncpg)",
             ) from None
         except ArgumentError as exc:
             raise ValidationError.single(

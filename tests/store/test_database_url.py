@@ -24,8 +24,8 @@ from tests.daemon import make_config
         ),
         (
             "mysql+aiomysql://certd:s3cret@127.0.0.1/certd",
-            "its database driver 'aiomysql' is not installed (for PostgreSQL: "
-            "install certd with its postgresql extra, asyncpg)",
+            "its database driver 'aiomysql' is not installed (certd comes with "
+            "sqlite+aiosqlite and postgresql+asyncpg)",
         ),
         (
             "postgresql+nosuchdriver://127.0.0.1/certd",

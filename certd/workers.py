@@ -5,8 +5,9 @@ threads keep the event loop answering while an RSA-4096 key is made; the pool
 bounds how many such keys are made at once. Only plain data crosses over:
 options in, PEM out (and the key object, so that callers need not load the
 PEM again: for RSA that re-checks the key, about 0.25 s for RSA-4096, which on
-the event loop would stall every other call). The same check of an imported
-RSA key runs here too; OpenSSL holds no interpreter lock while it tests primes.
+the event loop would stall every other call). That check itself holds the
+interpreter lock, so an imported key is checked in a child process instead
+(certd.pki.keycheck).
 """
 
 from __future__ import annotations
@@ -44,13 +45,6 @@ def generate_key(options: dict[str, Any]) -> tuple[str, PrivateKey]:
 
     key = generate_private_key(KeyOptions.model_validate(options))
     return private_key_to_pem(key), key
-
-
-def validate_key(key: PrivateKey) -> PrivateKey:
-    """Run the consistency check of an imported key (seconds for RSA-8192)."""
-    from certd.pki.keys import validate_private_key
-
-    return validate_private_key(key)
 
 
 def _lower_priority() -> None:

@@ -366,14 +366,10 @@ class CertificateService(CRUDService):
             # The key of a CSR of ours, as the import form's "CSR exists on
             # this system" offers.
             csr_row = await self._csr_row(data.csr_id)
-            key = await read_checked_key(
-                self.app.workers, csr_row.privatekey or "", None, "data.csr_id"
-            )
+            key = await read_checked_key(csr_row.privatekey or "", None, "data.csr_id")
             match_certificate_key(chain[0], key, "data.csr_id")
         else:
-            key = await read_checked_key(
-                self.app.workers, secret(data.privatekey) or "", data.passphrase
-            )
+            key = await read_checked_key(secret(data.privatekey) or "", data.passphrase)
             match_certificate_key(chain[0], key)
 
         async with self.app.db.session() as session:
@@ -397,9 +393,7 @@ class CertificateService(CRUDService):
         csr = read_csr(data.CSR or "")
         # Refused early, by the rules ca_sign_csr applies again when signing.
         check_csr_names(csr, "data.CSR")
-        key = await read_checked_key(
-            self.app.workers, secret(data.privatekey) or "", data.passphrase
-        )
+        key = await read_checked_key(secret(data.privatekey) or "", data.passphrase)
         match_csr_key(csr, key)
         return csr, key
 

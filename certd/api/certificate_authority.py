@@ -295,7 +295,7 @@ class CertificateAuthorityService(CRUDService):
         key_pem = None
         if data.privatekey is not None:
             key = await read_checked_key(
-                self.app.workers, data.privatekey.get_secret_value(), data.passphrase
+                data.privatekey.get_secret_value(), data.passphrase
             )
             match_certificate_key(chain[0], key)
             key_pem = private_key_to_pem(key)

@@ -10,16 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from certd.errors import PkiError, ValidationError
 from certd.pki.csr import csr_matches_key, load_csr
 from certd.pki.importing import check_key_matches, import_chain
-from certd.pki.keys import PrivateKey, load_private_key, read_private_key
-from certd.workers import validate_key
+from certd.pki.keycheck import IN_PROCESS_BITS, check_rsa_key_apart
+from certd.pki.keys import (
+    PrivateKey,
+    load_private_key,
+    read_private_key,
+    validate_private_key,
+)
 
 if TYPE_CHECKING:
-    from certd.workers import Workers
+    pass
 
 
 def secret(value: SecretStr | None) -> str | None:
@@ -59,15 +65,16 @@ def read_key(
 
 
 async def read_checked_key(
-    workers: Workers,
     pem: str,
     passphrase: SecretStr | None,
     field: str = "data.privatekey",
 ) -> PrivateKey:
-    """A pasted private key as :func:`read_key` gives it, checked on a worker.
+    """A pasted private key as :func:`read_key` gives it, the event loop running on.
 
     Reading and the size bound are cheap and come first, so an oversized or
-    unreadable key is refused before any worker time is spent on it.
+    unreadable key is refused before anything costly. An RSA key above 2048
+    bits is checked in a child process (:mod:`certd.pki.keycheck`): the check
+    holds the interpreter lock, for seconds at 8192 bits.
 
     Raises:
         ValidationError: at ``data.passphrase`` when it is missing or wrong,
@@ -75,7 +82,10 @@ async def read_checked_key(
     """
     try:
         key = read_private_key(pem, secret(passphrase))
-        return await workers.run(validate_key, key)
+        if isinstance(key, rsa.RSAPrivateKey) and key.key_size > IN_PROCESS_BITS:
+            await check_rsa_key_apart(key)
+            return key
+        return validate_private_key(key)
     except PkiError as exc:
         raise _key_error(exc, field) from None
 

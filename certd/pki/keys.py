@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from certd.errors import PkiError
 from certd.pki.der import check_key_encryption_cost
+from certd.pki.keycheck import INCONSISTENT
 from certd.pki.models import DEFAULT_DIGEST, Digest, KeyOptions
 from certd.pki.pem import missing_pem_reason, pem_blocks
 
@@ -143,9 +144,10 @@ def load_stored_private_key(data: str | bytes) -> PrivateKey:
 def validate_private_key(key: PrivateKey) -> PrivateKey:
     """Check that an RSA key's primes, exponents and CRT values belong together.
 
-    CPU-heavy for large RSA keys (seconds for RSA-8192): run it on a worker
-    from the event loop. EC keys are checked on reading already; Ed25519 keys
-    have nothing to check.
+    CPU-heavy for large RSA keys (seconds for RSA-8192) and holding the
+    interpreter lock throughout: from the event loop, check large keys with
+    :func:`certd.pki.keycheck.check_rsa_key_apart`. EC keys are checked on
+    reading already; Ed25519 keys have nothing to check.
 
     Raises:
         PkiError: the RSA key is inconsistent.
@@ -160,10 +162,7 @@ def validate_private_key(key: PrivateKey) -> PrivateKey:
     try:
         checked = serialization.load_der_private_key(der, password=None)
     except ValueError:
-        raise PkiError(
-            "the RSA private key is inconsistent: its primes, exponents and "
-            "CRT values do not belong together"
-        ) from None
+        raise PkiError(INCONSISTENT) from None
     return check_private_key(checked)
 
 

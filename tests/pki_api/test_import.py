@@ -17,6 +17,7 @@ from certd.api.pki_import import read_checked_key
 from certd.client import Client
 from certd.errors import ValidationError
 from certd.pki.export import to_pkcs12
+from certd.pki.keycheck import INCONSISTENT
 from certd.pki.keys import (
     PrivateKey,
     load_private_key,
@@ -24,7 +25,6 @@ from certd.pki.keys import (
     public_key_der,
 )
 from certd.store.models import CertificateAuthority
-from certd.workers import Workers
 from tests.daemon import RunningDaemon, call_job
 from tests.pki.conftest import (
     Issued,
@@ -610,34 +610,27 @@ async def test_an_imported_rsa_4096_ca_signs_with_its_stored_key_unchecked(
     assert revoked is not None
 
 
-async def test_read_checked_key_checks_on_a_worker_after_the_cheap_refusals(
-    make_key: MakeKey,
-) -> None:
-    key = make_key("RSA")
-    assert isinstance(key, rsa.RSAPrivateKey)
-    workers = Workers(threads=1)
-    try:
-        with pytest.raises(ValidationError) as big:
-            await read_checked_key(workers, oversized_rsa_pem(16384), None)
-        assert big.value.errors[0].field == "data.privatekey"
-        assert "at most 8192 are accepted" in big.value.message
-        # Refused on reading: no worker was started for it.
-        assert workers._pool is None
+async def test_read_checked_key_refuses_before_it_checks(make_key: MakeKey) -> None:
+    key = make_key("RSA", key_length=3072)
+    small = make_key("RSA")
+    assert isinstance(key, rsa.RSAPrivateKey) and isinstance(small, rsa.RSAPrivateKey)
 
+    with pytest.raises(ValidationError) as big:
+        await read_checked_key(oversized_rsa_pem(16384), None)
+    assert big.value.errors[0].field == "data.privatekey"
+    assert "at most 8192 are accepted" in big.value.message
+
+    # checked in a child process (3072 bits), and in the daemon (2048)
+    for bad in (broken_crt(key), broken_crt(small)):
         with pytest.raises(ValidationError) as broken:
-            await read_checked_key(
-                workers, private_key_to_pem(broken_crt(key)), None, "data.csr_id"
-            )
-        assert broken.value.errors[0].field == "data.csr_id"
-        assert "the RSA private key is inconsistent" in broken.value.message
+            await read_checked_key(private_key_to_pem(bad), None, "data.csr_id")
+        assert [(e.field, e.message) for e in broken.value.errors] == [
+            ("data.csr_id", INCONSISTENT)
+        ]
 
-        with pytest.raises(ValidationError) as locked:
-            await read_checked_key(workers, private_key_to_pem(key, "pw"), None)
-        assert locked.value.errors[0].field == "data.passphrase"
+    with pytest.raises(ValidationError) as locked:
+        await read_checked_key(private_key_to_pem(key, "pw"), None)
+    assert locked.value.errors[0].field == "data.passphrase"
 
-        sound = await read_checked_key(
-            workers, private_key_to_pem(key, "pw"), SecretStr("pw")
-        )
-        assert public_key_der(sound) == public_key_der(key)
-    finally:
-        workers.close()
+    sound = await read_checked_key(private_key_to_pem(key, "pw"), SecretStr("pw"))
+    assert public_key_der(sound) == public_key_der(key)

@@ -12,10 +12,13 @@ import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
+from certd.deploy.deployer import next_attempt, node_summary
 from certd.deploy.files import group_id, user_id, within
 from certd.deploy.models import DeploySpec, load_spec
 from certd.errors import (
@@ -25,7 +28,7 @@ from certd.errors import (
     ValidationError,
 )
 from certd.renewal.planning import load_signers, renewal_refusal
-from certd.store.models import Certificate, utcnow
+from certd.store.models import Certificate, Deployment, utcnow
 
 
 class Span(BaseModel):
@@ -68,25 +71,54 @@ class RenewResult(BaseModel):
     skipped: bool = False
 
 
+class NodeDeploy(BaseModel):
+    """How one daemon sharing the store last deployed a certificate onto its host."""
+
+    ok: bool | None
+    serial: str | None
+    reason: str | None
+    deployed_at: str | None
+    attempts: int | None
+    errors: list[str]
+    owed: bool
+    next_attempt_at: str | None
+
+
 class DeployEntry(BaseModel):
-    """A certificate's deploy targets and hooks (secrets hidden) and the last outcome."""
+    """A certificate's deploy targets and hooks (secrets hidden) and the last outcome.
+
+    ``state`` and ``next_attempt_at`` are this daemon's (this host's);
+    ``nodes`` has every daemon sharing the store that deployed it, by node id.
+    """
 
     id: int
     name: str
     deploy: dict[str, Any]
     state: dict[str, Any]
     next_attempt_at: str | None
+    nodes: dict[str, NodeDeploy]
 
 
-def _deploy_entry(row: Certificate) -> dict[str, Any]:
+async def _deploy_entry(
+    session: AsyncSession, row: Certificate, node: str
+) -> dict[str, Any]:
+    found = (
+        await session.scalars(
+            select(Deployment)
+            .where(Deployment.certificate_id == row.id)
+            .order_by(Deployment.node)
+        )
+    ).all()
+    requested, now = row.deploy_next_attempt_at, utcnow()
+    mine = next((d for d in found if d.node == node), None)
+    due = next_attempt(requested, mine)
     return {
         "id": row.id,
         "name": row.name,
         "deploy": load_spec(row.deploy).public(),
-        "state": row.deploy_state or {},
-        "next_attempt_at": row.deploy_next_attempt_at.isoformat()
-        if row.deploy_next_attempt_at
-        else None,
+        "state": dict(mine.state or {}) if mine else {},
+        "next_attempt_at": due.isoformat() if due else None,
+        "nodes": {d.node: node_summary(requested, d, now) for d in found},
     }
 
 
@@ -143,8 +175,13 @@ class RenewalService(Service):
 
     @api_method(readonly=True, name="certificate.get_deploy")
     async def get_deploy(self, id: int) -> DeployEntry:
-        """A certificate's file targets and hooks, and how the last deployment went."""
-        return _deploy_entry(await self._row(id))  # type: ignore[return-value]
+        """A certificate's file targets and hooks, and how its deployments went."""
+        async with self.app.db.session() as session:
+            row = await session.get(Certificate, id)
+            if row is None:
+                raise NotFoundError("certificate", id)
+            entry = await _deploy_entry(session, row, self.app.deployer.node)
+        return entry  # type: ignore[return-value]
 
     def _check_allowed(self, spec: DeploySpec, errors: ValidationCollector) -> None:
         """Hold targets and hooks to what the host's administrator allowed."""
@@ -197,10 +234,12 @@ class RenewalService(Service):
                     "id", f"{row.name!r} is a CSR; only certificates are deployed"
                 )
             row.deploy = spec.stored()
+            # asked of every host sharing the store, each deploying onto its own
             row.deploy_next_attempt_at = (
                 utcnow() if not spec.empty and row.certificate else None
             )
-            entry = _deploy_entry(row)
+            await session.flush()
+            entry = await _deploy_entry(session, row, self.app.deployer.node)
             owed = row.deploy_next_attempt_at is not None
         if self.app.renewal.running:
             self.app.renewal.wake()
@@ -224,8 +263,9 @@ class RenewalService(Service):
     async def deploy(self, job: Job, id: int) -> dict[str, Any]:
         """Write a certificate's files and run its hooks now.
 
-        The job fails when the deployment failed; certificate.get_deploy shows
-        each file and hook, and when it is tried again.
+        Onto this daemon's host only: each daemon sharing a store deploys onto
+        its own. The job fails when the deployment failed; certificate.get_deploy
+        shows each file and hook, and when it is tried again.
         """
         await self._row(id)
         return await self.app.renewal.run_deploy(job, id, "manual")  # type: ignore[no-any-return]

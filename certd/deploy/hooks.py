@@ -75,11 +75,17 @@ def hook_environment(
     fingerprint: str,
     domains: list[str],
     files: dict[str, str],
+    node: str,
 ) -> dict[str, str]:
-    """The whole environment of a hook: a safe PATH and the ``CERTD_*`` names."""
+    """The whole environment of a hook: a safe PATH and the ``CERTD_*`` names.
+
+    ``node`` is the deploying daemon's node id: hosts sharing a store each
+    run the hook, and a script kept on shared storage can tell them apart.
+    """
     env = {
         "PATH": SAFE_PATH,
         "LANG": "C.UTF-8",
+        "CERTD_NODE": node,
         "CERTD_CERT_ID": str(certificate_id),
         "CERTD_CERT_NAME": name,
         "CERTD_REASON": reason,

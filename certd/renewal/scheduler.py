@@ -27,7 +27,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import defer
 
 from certd.config import Config
-from certd.deploy.deployer import failure
+from certd.deploy.deployer import failure, owed_here
 from certd.errors import ConflictError
 from certd.renewal.ari import AriClient
 from certd.renewal.planning import (
@@ -240,6 +240,7 @@ class RenewalEngine:
         """Resume interrupted renewals, then start the loop if renewal is enabled."""
         assert self.daemon.http is not None
         self.ari = AriClient(self.daemon.http)
+        await self.daemon.deployer.adopt()
         await self.resume_interrupted()
         if self.config.renewal.enabled:
             self._start_scheduler()
@@ -565,14 +566,7 @@ class RenewalEngine:
                 )
             ).all()
             owed = (
-                await session.scalars(
-                    select(Certificate.id).where(
-                        and_(
-                            Certificate.deploy_next_attempt_at.is_not(None),
-                            Certificate.deploy_next_attempt_at <= now,
-                        )
-                    )
-                )
+                await session.scalars(owed_here(self.daemon.deployer.node, now))
             ).all()
 
         for certificate_id in list(self.active):
@@ -583,11 +577,9 @@ class RenewalEngine:
                 break
             if certificate_id not in self.active:
                 await self.submit_renewal(certificate_id, "schedule")
-        # A deployment writes this host's files and runs its hooks, so every
-        # daemon sharing the store deploying a certificate is right, not a
-        # race: each does its own host. But the owed mark is one per
-        # certificate, and the first daemon to deploy settles it for all
-        # (see the gaps in certd.store).
+        # A deployment writes this host's files and runs its hooks: every
+        # daemon sharing the store deploys each certificate onto its own
+        # host, owed and retried by its own deployment row (by node id).
         for certificate_id in owed:
             if certificate_id not in self.active | self.deploying:
                 await self.submit_deploy(certificate_id, "retry")

@@ -241,15 +241,20 @@ class Certificate(Base):
     ari_window_start: Mapped[datetime | None] = mapped_column(default=None)
     ari_window_end: Mapped[datetime | None] = mapped_column(default=None)
     ari_next_fetch_at: Mapped[datetime | None] = mapped_column(default=None)
-    # File targets and hooks (certd.deploy.models.DeployConfig) and how the
-    # last deployment went; deploy_next_attempt_at is set while one is owed.
-    # Encrypted: a target's PKCS#12 passphrase is kept in it.
+    # File targets and hooks (certd.deploy.models.DeployConfig), the same on
+    # every host. Encrypted: a target's PKCS#12 passphrase is kept in it.
     deploy: Mapped[dict[str, Any]] = mapped_column(
         EncryptedJSON("certificate", "deploy"), default=dict, server_default="{}"
     )
+    # How the last deployment went, from before deployments were per host:
+    # moved into the starting daemon's Deployment row and emptied
+    # (certd.deploy.deployer.Deployer.adopt); nothing reads it otherwise.
     deploy_state: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, server_default="{}"
     )
+    # When a deployment was last asked of every host (the certificate was
+    # stored or renewed, or its spec set); null while the spec is empty. A
+    # host whose Deployment row answered another request owes one.
     deploy_next_attempt_at: Mapped[datetime | None] = mapped_column(
         default=None, index=True
     )
@@ -259,6 +264,29 @@ class Certificate(Base):
     renewing_node: Mapped[str | None] = mapped_column(String(64), default=None)
     renewal_lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Deployment(Base):
+    """How one daemon (node) last deployed one certificate onto its own host.
+
+    The spec is the certificate's; the files and hooks are each host's own,
+    so each daemon sharing the store keeps its outcome and retries here.
+    """
+
+    __tablename__ = "deployment"
+
+    certificate_id: Mapped[int] = mapped_column(
+        ForeignKey("certificate.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The certificate's deploy_next_attempt_at that this node's last
+    # deployment answered: when it differs, the node owes a deployment.
+    requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    # As certificate.get_deploy shows it: files, hooks, ok, attempts, serial.
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set while a failed deployment is to be retried.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy import delete
 
 from certd.client import RpcError
-from certd.store.models import Certificate
+from certd.store.models import Certificate, Deployment
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki_api.conftest import issue, make_root
 from tests.renewal.factory import make_chain, store_certificate, wait_until
@@ -569,3 +570,43 @@ async def test_a_certificate_without_its_key_is_not_deployed(
             "errno": 22,
         }
     ]
+
+
+async def test_a_deploy_state_kept_per_certificate_becomes_this_hosts(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path / "state")
+    runs = tmp_path / "runs"
+    script = f"open({str(runs)!r}, 'a').write('x')"
+    async with running_daemon(config) as certd:
+        cid = await store_certificate(certd.daemon, "v", make_chain(["v.example.test"]))
+        async with certd.client() as client:
+            await client.call("certificate.set_deploy", cid, {"hooks": [_hook(script)]})
+            deployed = await wait_until(lambda: _ok_state(client, cid))
+        node = certd.daemon.node
+        # As a daemon from before deployments per host left the store.
+        async with certd.daemon.db.session() as session:
+            row = await session.get(Certificate, cid)
+            assert row is not None
+            row.deploy_state, row.deploy_next_attempt_at = deployed, None
+            await session.execute(delete(Deployment))
+
+    async with running_daemon(config) as certd:
+        async with certd.client() as client:
+            entry = await _state(client, cid)
+        again = await certd.daemon.deployer.adopt()
+        async with certd.daemon.db.session() as session:
+            row = await session.get(Certificate, cid)
+            mine = await session.get(Deployment, (cid, node))
+    assert row is not None and mine is not None
+
+    assert certd.daemon.node == node
+    assert entry["state"] == deployed
+    assert entry["next_attempt_at"] is None
+    assert list(entry["nodes"]) == [node]
+    assert again == 0
+    assert row.deploy_state == {}
+    # asked again of every host, and answered here already
+    assert row.deploy_next_attempt_at is not None
+    assert mine.requested_at == row.deploy_next_attempt_at
+    assert runs.read_text() == "x"  # this host was not deployed again

@@ -20,6 +20,7 @@ ENV = hook_environment(
     fingerprint="ab" * 32,
     domains=["www.example.test", "example.test"],
     files={"fullchain": "/srv/tls/fullchain.pem", "privkey": "/srv/tls/privkey.pem"},
+    node="host-a-0123456789abcdef",
 )
 
 
@@ -27,6 +28,7 @@ def test_hook_environment_is_complete_and_closed() -> None:
     assert ENV == {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
+        "CERTD_NODE": "host-a-0123456789abcdef",
         "CERTD_CERT_ID": "7",
         "CERTD_CERT_NAME": "www",
         "CERTD_REASON": "renewed",

@@ -59,10 +59,15 @@ class Shared:
 
 
 async def _start_two(
-    stack: AsyncExitStack, tmp_path: Path, postgres: PostgresServer, database: str
+    stack: AsyncExitStack,
+    tmp_path: Path,
+    postgres: PostgresServer,
+    database: str,
+    **sections: dict[str, Any],
 ) -> Shared:
+    """Both daemons, with ``sections`` added to the config of each."""
     url = postgres.url(database)
-    first = make_config(tmp_path / "one", store={"database_url": url})
+    first = make_config(tmp_path / "one", store={"database_url": url}, **sections)
     one = await stack.enter_async_context(running_daemon(first))
     # The second daemon gets the first one's master key as a configured file.
     key_file = tmp_path / "master.key"
@@ -71,6 +76,7 @@ async def _start_two(
     second = make_config(
         tmp_path / "two",
         store={"database_url": url, "master_key_file": str(key_file)},
+        **sections,
     )
     two = await stack.enter_async_context(running_daemon(second))
     return Shared(one, two, postgres, database)

@@ -11,17 +11,17 @@ key file. Each recovers only its own unfinished jobs (certd.api.jobs.recover);
 a certificate is renewed by one of them at a time, under a lease on its row
 that ends by itself if the daemon dies (certd.renewal.renewer); a webhook
 delivery is claimed by one; CRLs are published under a lock on the CA's row,
-so their numbers never repeat. Creating and migrating the store is safe: one
-daemon does it under an advisory lock while the others wait.
+so their numbers never repeat. Each daemon deploys every certificate with a
+deploy spec onto its own host and keeps the outcome and retries in its own
+``deployment`` row (certd.deploy.deployer). Creating and migrating the store
+is safe: one daemon does it under an advisory lock while the others wait.
 
 Not there yet for them:
 
-- Deployments: the deploy spec, ``deploy_state`` and ``deploy_next_attempt_at``
-  are one per certificate, not per host. The daemon that renews deploys to
-  its own host's files and settles the deployment; the others never write
-  the new certificate to theirs, unless their tick sees the deployment owed
-  before it is settled (then they write the same paths on their host, which
-  is harmless). Hosts need a deploy state of their own (by node id).
+- Deployments: a daemon with ``renewal.enabled = false`` runs no scheduler,
+  so it deploys a certificate renewed elsewhere only when asked
+  (certificate.deploy); the rows of a node gone for good stay, shown by
+  certificate.get_deploy.
 - Webhooks: a daemon drops the deliveries to hooks it has no config for, so
   every daemon must have the same ``events.webhooks``.
 - Jobs of a daemon that never comes back stay WAITING or RUNNING: nothing

@@ -9,7 +9,11 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from certd.errors import PkiError, ValidationError
-from certd.pki.constraints import check_issuers_valid, check_name_constraints
+from certd.pki.constraints import (
+    check_issuers_valid,
+    check_name_constraints,
+    check_path_lengths,
+)
 from certd.pki.extensions import (
     build_extensions,
     crl_distribution_points,
@@ -135,7 +139,12 @@ def build_certificate(
         ext, critical = crl_distribution_points(crl_url)
         builder = builder.add_extension(ext, critical=critical)
 
-    return builder.sign(issuer_key, hash_algorithm(digest, issuer_key))
+    cert = builder.sign(issuer_key, hash_algorithm(digest, issuer_key))
+    if issuer_cert is not None and extensions.is_ca:
+        # A path length above the issuer (an imported intermediate's root,
+        # say) limits a new CA as much as the issuer's own does.
+        check_path_lengths([cert, *issuers])
+    return cert
 
 
 def sign_csr(

@@ -411,6 +411,33 @@ def test_path_length_counts_every_ca_below(make_key: MakeKey) -> None:
         check_path_lengths([two.cert, one.cert, root.cert])
 
 
+def test_a_new_ca_is_held_to_the_path_length_of_every_ca_above(
+    make_key: MakeKey,
+) -> None:
+    root = constrained_ca(make_key, name="Root", path_length=1)
+    one = constrained_ca(make_key, parent=root, name="One")  # names no limit
+
+    def new_ca(extensions: Any) -> x509.Certificate:
+        return build_certificate(
+            subject_key_public=make_key("EC", fresh=True).public_key(),
+            subject=cn("Two"),
+            san=[],
+            extensions=extensions,
+            issuer_cert=one.cert,
+            issuer_key=one.key,
+            digest="SHA256",
+            lifetime_days=30,
+            now=NOW,
+            issuer_chain=[one.cert, root.cert],
+        )
+
+    with pytest.raises(PkiError, match="'CN=Root' has path length 1"):
+        new_ca(CA_EXTENSIONS)
+    # a leaf below One is fine: path lengths count CAs only
+    leaf = new_ca(LEAF_EXTENSIONS)
+    assert leaf.issuer == one.cert.subject
+
+
 def test_an_issuer_that_is_no_ca_breaks_the_chain(make_ca: MakeCa) -> None:
     root = make_ca("Root")
     leaf = build_certificate(

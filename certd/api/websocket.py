@@ -86,13 +86,18 @@ HEARTBEAT_SECONDS = 30.0
 _NO_CALL = object()
 
 
-def key_revoked() -> dict[str, Any]:
-    """The error for a call on a login whose API key has been revoked."""
-    return refusal(
-        ENOTAUTHENTICATED,
-        "Not authenticated: the API key this connection logged in with has been "
-        "revoked",
+def key_revoked(withheld: bool = False) -> dict[str, Any]:
+    """The error for a call on a login whose API key has been revoked.
+
+    ``withheld``: the call ran (it was made before the revocation) and only
+    its answer is kept back, which the client must not read as "nothing done".
+    """
+    reason = (
+        "Not authenticated: the API key this connection logged in with has been revoked"
     )
+    if withheld:
+        reason += "; the call was made before, and may have taken effect"
+    return refusal(ENOTAUTHENTICATED, reason)
 
 
 class ClientOptions(BaseModel):
@@ -494,6 +499,8 @@ class Connection:
                 # event is dropped, an answer becomes the refusal.
                 text = None
                 if item.request_id is not _NO_CALL:
+                    if error == key_revoked():
+                        error = key_revoked(withheld=True)
                     text = ejson.dumps(
                         {"jsonrpc": "2.0", "error": error, "id": item.request_id}
                     )

@@ -40,6 +40,15 @@ REVOKED = {
         "extra": None,
     },
 }
+# The answer to a call made before the revocation, withheld after it.
+WITHHELD = {
+    **REVOKED,
+    "data": {
+        **REVOKED["data"],  # type: ignore[dict-item]
+        "reason": REVOKED["data"]["reason"]  # type: ignore[index]
+        + "; the call was made before, and may have taken effect",
+    },
+}
 # The answer to every call after that: the connection is logged out.
 NOT_AUTHENTICATED = {
     "code": -32001,
@@ -221,7 +230,7 @@ async def test_a_job_started_before_the_revocation_answers_with_the_refusal(
 
         with pytest.raises(CallFailed) as caught:
             await answer
-        assert caught.value.error == REVOKED
+        assert caught.value.error == WITHHELD
         assert [u for u in updates(client, seen) if u["id"] == job_id] == []
         assert unsubscribed(client) == [
             {"collection": "core.get_jobs", "error": NOT_AUTHENTICATED["data"]}

@@ -225,6 +225,11 @@ class AuthSession(Service):
             # The key does not exist: refused as a wrong proof is, whatever
             # the proof, and logged for what it is.
             reason = f"no active key {key_id} named {name!r}"
+        if caller is not None and server_final is not None:
+            # The key may have been revoked since the first message.
+            caller = await self.app.server.daemon.api_keys.current(caller)
+            if caller is None:
+                reason = f"key {key_id} named {name!r} was revoked"
         if caller is None or server_final is None:
             return self._refused("SCRAM", reason)
         await self.app.server.daemon.api_keys.mark_used(key_id)

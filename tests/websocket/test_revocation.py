@@ -251,6 +251,33 @@ async def test_daemon_revocation_ends_a_scram_login(
         assert await refusal(client, "auth.me") == REVOKED
 
 
+async def test_a_key_revoked_between_the_scram_messages_does_not_log_in(
+    certd: RunningDaemon, key: Key
+) -> None:
+    scram = ScramClient("ci", key.id, key.secret)
+    async with connect(ws_url(certd)) as client:
+        first = await client.call(
+            "auth.login_ex",
+            {
+                "mechanism": "SCRAM",
+                "scram_type": "CLIENT_FIRST_MESSAGE",
+                "rfc_str": scram.first(),
+            },
+        )
+        assert first["scram_type"] == "SERVER_FIRST_RESPONSE"
+        await certd.daemon.api_keys.revoke("ci")
+        final = await client.call(
+            "auth.login_ex",
+            {
+                "mechanism": "SCRAM",
+                "scram_type": "CLIENT_FINAL_MESSAGE",
+                "rfc_str": scram.final(first["rfc_str"]),
+            },
+        )
+        assert final == {"response_type": "AUTH_ERR"}
+        assert await refusal(client, "auth.me") == NOT_AUTHENTICATED
+
+
 async def test_a_key_made_read_only_makes_the_login_read_only(
     certd: RunningDaemon, key: Key
 ) -> None:

@@ -66,8 +66,10 @@ async def _call(args: argparse.Namespace) -> Any:
     from certd.client import Client
 
     params = _parse_params(args.params)
-    api_key = args.api_key or os.environ.get("CERTD_API_KEY")
+    # A key read from a file or a here-document may end with a newline.
+    api_key = (args.api_key or os.environ.get("CERTD_API_KEY") or "").strip()
     if args.url:
+        _check_url(args.url)
         if not api_key:
             # Over HTTP every call needs a key; over the socket the user id does.
             raise ValidationError.single(
@@ -99,6 +101,25 @@ async def _call(args: argparse.Namespace) -> Any:
                 if sys.stderr.isatty():
                     sys.stderr.write("\n")
         return result
+
+
+def _check_url(url: str) -> None:
+    """Refuse a --url the client could only fail on, with a traceback."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValidationError.single("--url", f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError.single(
+            "--url", "give the daemon's address as http://HOST:PORT or https://..."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError.single(
+            "--url", "carries a user name or password; give the API key instead"
+        )
 
 
 def cmd_call(args: argparse.Namespace) -> int:

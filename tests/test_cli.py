@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,27 @@ def test_apikey_create_then_call_over_http(running) -> None:  # type: ignore[no-
         "certd: --api-key: a call over --url needs an API key: give --api-key or "
         "set CERTD_API_KEY (certd apikey create NAME makes one)\n"
     )
+    for url, told in (
+        (f"127.0.0.1:{port}", "give the daemon's address as http://HOST:PORT"),
+        (f"http://user:pw@127.0.0.1:{port}", "carries a user name or password"),
+        (f"http://127.0.0.1:{port}x", "not a URL"),
+    ):
+        odd = certd(running.config_path, "call", "--url", url, "--api-key", key, "x")
+        assert (odd.returncode, odd.stderr.startswith(f"certd: --url: {told}")) == (
+            2,
+            True,
+        ), odd.stderr
+    # a key read from a file keeps its newline
+    url_ok = f"http://127.0.0.1:{port}"
+    newline = subprocess.run(
+        [sys.executable, "-m", "certd", "call", "--url", url_ok, "core.ping"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "CERTD_API_KEY": key + "\n"},
+    )
+    assert json.loads(newline.stdout) == "pong", newline.stderr
     listed = certd(running.config_path, "apikey", "list")
     assert key not in listed.stdout
     assert "cli-user" in listed.stdout

@@ -63,7 +63,7 @@ async def _start_two(
     tmp_path: Path,
     postgres: PostgresServer,
     database: str,
-    **sections: dict[str, Any],
+    **sections: Any,
 ) -> Shared:
     """Both daemons, with ``sections`` added to the config of each."""
     url = postgres.url(database)

@@ -132,7 +132,8 @@ def _resolver_address(item: str) -> tuple[str, int]:
         host, closed, rest = item[1:].partition("]")
         if not closed or (rest and not rest.startswith(":")):
             host = item  # refused below
-        port = rest[1:] or "53"
+        if rest:
+            port = rest[1:]
     elif item.count(":") == 1:
         host, port = item.split(":")
     try:
@@ -143,6 +144,8 @@ def _resolver_address(item: str) -> tuple[str, int]:
         ) from None
     if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"{item!r}: the port must be a number from 1 to 65535")
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"{item!r}: not the address of one server")
     return str(address), int(port)
 
 
@@ -221,6 +224,11 @@ class PkiConfig(_Section):
             raise ValueError("must have no query (?) or fragment (#)")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not carry a user name or password")
+        if parts.port == 0:
+            raise ValueError("port 0 is not a port to reach")
+        if any(seg in (".", "..") for seg in parts.path.split("/")):
+            # Every certificate would carry it; clients resolve it differently.
+            raise ValueError("must have no '.' or '..' path segments")
         if not value.isascii() or any(c.isspace() for c in value):
             # A URI in a certificate is an IA5String (RFC 5280 4.2.1.6).
             raise ValueError(

@@ -93,6 +93,9 @@ def test_a_misspelt_key_is_told_the_closest_one(tmp_path: Path) -> None:
         ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
         ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
         ("127.0.0.1:abc", "the port must be a number from 1 to 65535"),
+        ("[::1]:", "the port must be a number from 1 to 65535"),
+        ("0.0.0.0", "not the address of one server"),
+        ("[ff02::1]:53", "not the address of one server"),
     ],
 )
 def test_a_resolver_must_be_an_address_and_a_port(

@@ -667,7 +667,9 @@ class CertificateAuthorityService(CRUDService):
     async def serve_crl_by_id(self, request: web.Request) -> web.StreamResponse:
         """``GET /crl/by-id/<id>.crl`` (DER) or ``.pem``; no authentication."""
         ca_id, _, suffix = request.match_info["filename"].rpartition(".")
-        if not (ca_id.isascii() and ca_id.isdigit()) or len(ca_id) > 18:
+        # One URL per CRL: ASCII digits without leading zeros ("02" is not 2).
+        digits = ca_id.isascii() and ca_id.isdigit() and len(ca_id) <= 18
+        if not digits or ca_id != str(int(ca_id)):
             raise web.HTTPNotFound(text="no such CRL\n")
         return await self._serve_crl(CertificateAuthority.id == int(ca_id), suffix)
 

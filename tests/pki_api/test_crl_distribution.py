@@ -204,6 +204,9 @@ async def test_a_renamed_ca_keeps_the_crl_its_certificates_name(
                 unknown_status = unknown.status
             async with session.get(published.url + "/crl/by-id/x1.crl") as bad:
                 bad_status = bad.status
+            zero = published.url + f"/crl/by-id/0{root['id']}.crl"
+            async with session.get(zero) as padded:
+                padded_status = padded.status
 
     assert crl_uris(leaf) == [published.url + root["crl_url"]]
     assert renamed["crl_url"] == root["crl_url"] == f"/crl/by-id/{root['id']}.crl"
@@ -211,6 +214,7 @@ async def test_a_renamed_ca_keeps_the_crl_its_certificates_name(
     assert [r.serial_number for r in crl] == [int(leaf["serial"], 16)]
     assert named_in_leaf == by_new_name
     assert (old_status, unknown_status, bad_status) == (404, 404, 404)
+    assert padded_status == 404  # one URL per CRL
 
 
 async def test_signed_csrs_and_renewals_name_the_crl(
@@ -343,6 +347,8 @@ async def _refused_crl_requests(client: Client) -> None:
         ("http://pki.example.lan/a%zz/", "'%' at position 25 is not allowed"),
         ("http://pki.example.lan/<crl>", "'<' at position 24 is not allowed"),
         ("http://pki.example.lan/a|b", "'|' at position 25 is not allowed"),
+        ("http://pki.example.lan:0/", "port 0"),
+        ("http://pki.example.lan/pki/../x", "no '.' or '..' path segments"),
     ],
 )
 def test_a_bad_base_url_is_refused(tmp_path: Path, value: str, told: str) -> None:

@@ -1,7 +1,7 @@
 """Persistence: SQLAlchemy 2 async models, the engine, and start-up migrations.
 
-SQLite (aiosqlite) is the default. PostgreSQL (asyncpg, the ``postgresql``
-extra) works as well: tests/store runs the migrations, a new store and a
+SQLite (aiosqlite) is the default. PostgreSQL (asyncpg, a dependency of
+certd) works as well: tests/store runs the migrations, a new store and a
 daemon's API work on a real PostgreSQL 15. SQLite's shortcuts (the plain
 sqlite3 reader, ``read_now``) are not used there; reads run on the pool.
 

@@ -66,7 +66,13 @@ def strict_loads(text: str, **hooks: Any) -> Any:
         ValueError: the text is not JSON.
         RecursionError: the text nests too deep for the parser.
     """
+    if not hooks:
+        return _STRICT.decode(text)
     return json.loads(text, parse_constant=_not_json, parse_float=_finite, **hooks)
+
+
+# Built once: json.loads builds a decoder on every call that passes hooks.
+_STRICT = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def loads(text: str) -> Any:

@@ -28,6 +28,7 @@ from certd.errors import (
     ValidationError,
 )
 from certd.renewal.planning import load_signers, renewal_refusal
+from certd.renewal.renewer import RenewingElsewhere
 from certd.store.models import Certificate, Deployment, utcnow
 
 
@@ -151,6 +152,11 @@ class RenewalService(Service):
         so that of many calls at once only one is accepted.
         """
         row = await self._renewable_row(id)
+        holder, lease = row.renewing_node, row.renewal_lease_until
+        if holder not in (None, self.app.node) and lease and lease > utcnow():
+            # another daemon sharing the store renews it now: the job would
+            # only find that out
+            raise RenewingElsewhere(row.name, str(holder))
         self.app.renewal.accept(id, row.name)
 
     @api_method(job=True, name="certificate.renew", check="check_renew")

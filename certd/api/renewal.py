@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +60,9 @@ class PlanEntry(BaseModel):
     ari_window: Span | None
     reuse_key: bool
     job_id: int | None
+    renewing_node: str | None = Field(
+        description="The daemon sharing the store that is renewing it now"
+    )
 
 
 class RenewResult(BaseModel):

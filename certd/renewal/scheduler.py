@@ -141,6 +141,8 @@ _PLAN_COLUMNS = (
     Certificate.ari_window_end,
     Certificate.renew_days,
     Certificate.reuse_key,
+    Certificate.renewing_node,
+    Certificate.renewal_lease_until,
 )
 # How long stop() lets a running tick or scan reach its next batch.
 STOP_GRACE_SECONDS = 5.0
@@ -1020,6 +1022,10 @@ def _plan_entry(
         else None,
         "reuse_key": row.reuse_key,
         "job_id": None,
+        # the daemon sharing the store that renews it now, if any
+        "renewing_node": row.renewing_node
+        if row.renewal_lease_until and row.renewal_lease_until > now
+        else None,
     }
     if entry["renewable"] and leaf is not None:
         facts = facts_for(row, leaf)

@@ -182,6 +182,9 @@ async def test_a_daemon_starting_leaves_the_other_ones_renewal_and_jobs_alone(
         async with two.client() as other:
             with pytest.raises(RpcError) as refused:
                 await other.call("certificate.renew", leaf["id"])
+            planned = await other.call(
+                "certificate.renewal_plan", [["id", "=", leaf["id"]]], {"get": True}
+            )
         await _sql(
             postgres,
             database,
@@ -215,6 +218,7 @@ async def test_a_daemon_starting_leaves_the_other_ones_renewal_and_jobs_alone(
     assert (states["old.job"], states["own.job"]) == ("ABORTED", "ABORTED")
     assert states["third.job"] == "RUNNING"
     assert renewing == [(node_one,)]
+    assert planned["renewing_node"] == node_one
     assert "being renewed by another daemon" in refused.value.args[0]
     assert f"(node {node_one})" in refused.value.args[0]
     assert refused.value.data["type"] == "RenewingElsewhere"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from certd.client import Client, RpcError
+from certd.renewal import renewer
 from certd.renewal.checkpoints import HOLD_ENV, RELEASE_ENV
+from certd.store.models import Certificate, utcnow
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki_api.conftest import make_intermediate, make_root
 from tests.renewal.factory import wait_until
@@ -125,3 +129,72 @@ async def test_renewal_aborted_before_it_started_releases_the_certificate(
     assert "a renewal of second" in refused.value.message
     assert (aborted["state"], aborted["time_started"]) == ("ABORTED", None)
     assert result["serial"] != second["serial"]
+
+
+async def _lease(certd: RunningDaemon, cid: int) -> tuple[Any, Any]:
+    async with certd.daemon.db.session() as session:
+        row = await session.get(Certificate, cid)
+        assert row is not None
+        return row.renewing_node, row.renewal_lease_until
+
+
+async def test_a_running_renewal_extends_its_lease_and_ends_it(
+    certd: RunningDaemon, release: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # extended every third of the lease: every 0.4 s here
+    monkeypatch.setattr(renewer, "LEASE_SECONDS", 1.2)
+    async with certd.client() as client:
+        root = await make_root(client, lifetime=3650)
+        cert = await _leaf(client, root["id"], "leased")
+        job_id = await client.call("certificate.renew", cert["id"])
+        await wait_until(lambda: _held(client, job_id))
+        node, first = await _lease(certd, cert["id"])
+
+        async def extended() -> Any:
+            holder, until = await _lease(certd, cert["id"])
+            return until if holder == node and until > first else None
+
+        later = await wait_until(extended, timeout=10)
+        release.touch()
+        result = await client.wait_job(job_id)
+
+    assert node == certd.daemon.node
+    assert later > first
+    assert result["serial"] != cert["serial"]
+    assert await _lease(certd, cert["id"]) == (None, None)
+
+
+async def test_a_renewal_whose_lease_went_to_another_daemon_installs_nothing(
+    certd: RunningDaemon, release: Path
+) -> None:
+    async with certd.client() as client:
+        root = await make_root(client, lifetime=3650)
+        cert = await _leaf(client, root["id"], "taken")
+        job_id = await client.call("certificate.renew", cert["id"])
+        await wait_until(lambda: _held(client, job_id))
+        # as if this daemon had stalled past its lease and another took it
+        async with certd.daemon.db.session() as session:
+            await session.execute(
+                update(Certificate)
+                .where(Certificate.id == cert["id"])
+                .values(
+                    renewing_node="elsewhere-0123456789abcdef",
+                    renewal_lease_until=utcnow() + timedelta(minutes=5),
+                )
+            )
+        release.touch()
+        job = await client.call("core.job_wait", job_id, 60)
+        after = await client.call("certificate.get_instance", cert["id"])
+
+    assert after["serial"] == cert["serial"]  # nothing installed
+    assert after["renewal"]["failure_count"] == 0
+    # the manual renewal learns it lost the race, and counts no failure
+    assert (job["state"], job["error"]) == (
+        "FAILED",
+        "a renewal of taken is already running: it is being renewed by another "
+        "daemon (node elsewhere-0123456789abcdef); wait for it",
+    )
+    assert await _lease(certd, cert["id"]) == (
+        "elsewhere-0123456789abcdef",
+        pytest.approx(utcnow() + timedelta(minutes=5), abs=timedelta(minutes=1)),
+    )

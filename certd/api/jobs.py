@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from certd.api.codes import code_for
-from certd.errors import CertdError, JobAbortedError, NotFoundError, ValidationError
+from certd.errors import (
+    CertdError,
+    ConflictError,
+    JobAbortedError,
+    NotFoundError,
+    ValidationError,
+)
 from certd.store.db import Database
 from certd.store.models import Job as JobRow
 from certd.store.models import utcnow
@@ -40,6 +46,10 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.ABORTED})
+UNFINISHED = frozenset({JobState.WAITING, JobState.RUNNING})
+# Waits between reads of a job's row that another daemon runs (doubling).
+ROW_POLL_FIRST = 0.1
+ROW_POLL_MAX = 2.0
 
 
 def error_details(exc: BaseException) -> dict[str, Any]:
@@ -426,7 +436,7 @@ class JobManager:
         """The job's entry once it finishes, or as it stands when ``timeout`` passes."""
         job = self.running.get(job_id)
         if job is None:
-            return await self.entry(job_id)
+            return await self._watch_row(job_id, timeout, until_changed=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.done.wait(), timeout)
         return job.entry()
@@ -435,16 +445,47 @@ class JobManager:
         """Return as soon as the job reports progress or finishes, or at ``timeout``."""
         job = self.running.get(job_id)
         if job is None:
-            return await self.entry(job_id)
+            return await self._watch_row(job_id, timeout, until_changed=True)
         async with job.changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(job.changed.wait(), timeout)
         return job.entry()
 
+    async def _watch_row(
+        self, job_id: int, timeout: float | None, *, until_changed: bool
+    ) -> dict[str, Any]:
+        """Follow a job this daemon does not run through its stored row.
+
+        Another daemon sharing the store runs it (or ran it): its row shows
+        progress as that daemon saves it, so it is read again now and then
+        until it ends (or changes, with ``until_changed``) or ``timeout``
+        passes. A finished job is answered at once.
+        """
+        first = entry = await self.entry(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = ROW_POLL_FIRST
+        while entry["state"] in UNFINISHED:
+            if until_changed and entry != first:
+                break
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            await asyncio.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, ROW_POLL_MAX)
+            entry = await self.entry(job_id)
+        return entry
+
     async def abort(self, job_id: int) -> None:
         job = self.running.get(job_id)
         if job is None:
-            await self.entry(job_id)  # raises NotFoundError for unknown ids
+            entry = await self.entry(job_id)  # NotFoundError for unknown ids
+            if entry["state"] in UNFINISHED:
+                # it runs in another daemon sharing the store (or one gone)
+                raise ConflictError(
+                    f"job {job_id} does not run in this daemon: abort it in the "
+                    "daemon that runs it"
+                )
             return
         job.error = "aborted by request"
         await self._cancel(job)

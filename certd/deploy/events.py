@@ -30,7 +30,7 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -86,6 +86,9 @@ _STORE_RETRY = 5.0
 _CLAIM_MARGIN = 10.0
 # The longest wait between two attempts, however many retries a hook allows.
 _MAX_DELAY = 86400.0
+# How long deliveries to a hook this daemon has no config for are left to the
+# other daemons sharing the store (see _drop_unconfigured).
+_FOREIGN_HOOK_GRACE = timedelta(days=1)
 
 
 def hook_digest(url: str, key: bytes) -> str:
@@ -303,8 +306,10 @@ class EventBus:
         # (by its digest).
         self._posting: dict[int, asyncio.Task[None]] = {}
         self._busy: Counter[str] = Counter()
-        # The hooks rows were last checked against (see _drop_unconfigured).
+        # The hooks rows were last checked against (see _drop_unconfigured),
+        # and when.
         self._checked_hooks: frozenset[str] | None = None
+        self._pruned_at = datetime.min.replace(tzinfo=UTC)
 
     def stage(
         self,
@@ -458,11 +463,15 @@ class EventBus:
         now = utcnow()
         digests = frozenset(hooks)
         claimed: list[tuple[str, int, int, int]] = []
+        shared = self.daemon.db.engine.dialect.name != "sqlite"
         async with self.daemon.db.session() as session:
-            if self._checked_hooks != digests:
+            if self._checked_hooks != digests or (
+                shared and now - self._pruned_at > _FOREIGN_HOOK_GRACE / 24
+            ):
                 # Before the drop, which would take rows of an earlier release.
                 await self._rename_plain(session, hooks)
-                await self._drop_unconfigured(session, digests)
+                await self._drop_unconfigured(session, digests, now, shared)
+                self._pruned_at = now
             for digest, hook in hooks.items():
                 free = _PER_HOOK - self._busy[digest]
                 if free > 0:
@@ -506,13 +515,29 @@ class EventBus:
             log.info("webhook_deliveries_rekeyed", count=renamed)
 
     async def _drop_unconfigured(
-        self, session: AsyncSession, digests: frozenset[str]
+        self,
+        session: AsyncSession,
+        digests: frozenset[str],
+        now: datetime,
+        shared: bool,
     ) -> None:
+        """Delete the deliveries to hooks this daemon has no config for.
+
+        In a store several daemons share (PostgreSQL), another one may still
+        have the hook (a config rolled out host by host): its deliveries are
+        left to it for a day, and dropped only if none has taken them by then.
+        """
+        unknown = delete(WebhookDelivery).where(
+            WebhookDelivery.hook.not_in(list(digests))
+        )
+        if shared:
+            unknown = unknown.where(
+                WebhookDelivery.created_at < now - _FOREIGN_HOOK_GRACE
+            )
         dropped = await session.execute(
-            delete(WebhookDelivery)
-            .where(WebhookDelivery.hook.not_in(list(digests)))
-            .returning(WebhookDelivery.hook, WebhookDelivery.event_id)
-            .execution_options(synchronize_session=False)
+            unknown.returning(
+                WebhookDelivery.hook, WebhookDelivery.event_id
+            ).execution_options(synchronize_session=False)
         )
         for digest, event_id in dropped.all():
             # Its URL is no longer known: the digest's start, as its label had.

@@ -392,3 +392,23 @@ class ChallengeRecord(Base):
     order_url: Mapped[str | None] = mapped_column(String(500), default=None)
     job_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    """A daemon using the store: who it is, where, under which key, last seen when.
+
+    Daemons sharing a store check these rows at start (a copied state
+    directory, a different master key) and before a key rotation.
+    """
+
+    __tablename__ = "node"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    # certd.store.crypto.key_id of the daemon's master key, never the key.
+    master_key_id: Mapped[str] = mapped_column(String(32))
+    # Random per process: tells a second process with the same node id apart.
+    instance: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Null once the daemon stopped cleanly; refreshed by its heartbeat.
+    seen_at: Mapped[datetime | None] = mapped_column(default=None)

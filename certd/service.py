@@ -38,6 +38,7 @@ from certd.renewal.issuance import Issuer
 from certd.renewal.scheduler import RenewalEngine
 from certd.store.db import Database
 from certd.store.masterkey import state_lock, unlock_store
+from certd.store.nodes import NodePresence, presence_lock
 from certd.systemd import Notifier
 from certd.tls import ServerTLS
 from certd.workers import Workers
@@ -58,6 +59,7 @@ STOP_STEPS: dict[str, float] = {
     "listeners": 8.0,  # aiohttp waits 5 s for the requests under way
     "events": 8.0,
     "http": 3.0,
+    "presence": 2.0,
     "store": 5.0,
 }
 MIN_STEP = 1.0
@@ -176,6 +178,8 @@ class Daemon:
         self.jobs = JobManager(self.db, config.server.max_running_jobs)
         # Set at start from the state directory (node_id).
         self.node: str | None = None
+        # This daemon's row among those using the store, set at start.
+        self.presence: NodePresence | None = None
         self.registry = Registry()
         self.metrics = Metrics()
         self.events = EventBus(self)
@@ -244,7 +248,19 @@ class Daemon:
         self._stack.enter_context(state_lock(state_dir, exclusive=False))
         await self.db.migrate()
         self._stack.push_async_callback(self._stop_step, "store", self.db.close)
-        await unlock_store(self.db, state_dir, self.config.store.master_key_file)
+        self.presence = NodePresence(self.db, self.node, state_dir / NODE_ID_FILE)
+        # One daemon at a time: two starting together each see the other's row.
+        # Before its jobs are recovered: a second process with this node id,
+        # or with another master key, is refused before it changes anything.
+        async with presence_lock(self.db):
+            keyring = await unlock_store(
+                self.db, state_dir, self.config.store.master_key_file
+            )
+            await self.presence.join(keyring.key_id)
+            self._stack.push_async_callback(
+                self._stop_step, "presence", self.presence.leave
+            )
+        self.presence.start_heartbeat()
         await self.jobs.recover()
         self.http = self._open_http()
         self._stack.callback(self.workers.close)

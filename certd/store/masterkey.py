@@ -45,6 +45,7 @@ from certd.store.crypto import (
 )
 from certd.store.db import Database
 from certd.store.models import Base
+from certd.store.nodes import presence_lock, refuse_while_present
 
 log = structlog.get_logger(__name__)
 
@@ -329,9 +330,23 @@ async def rotate_master_key(
     Returns (old key id, new key id, number of values re-encrypted).
 
     Raises:
-        SecretStoreError: the current key does not open the store, or the new
-            key cannot be read or written.
+        SecretStoreError: the current key does not open the store, the new
+            key cannot be read or written, or a daemon sharing the store runs.
     """
+    # Under the lock daemons join the store with: none starts meanwhile
+    # (one waiting finds the store under the new key and is refused).
+    async with presence_lock(db):
+        await refuse_while_present(db)
+        return await _rotate(db, state_dir, key_file, new_key_file, rekey)
+
+
+async def _rotate(
+    db: Database,
+    state_dir: Path,
+    key_file: Path | None,
+    new_key_file: Path | None,
+    rekey: Rekey | None,
+) -> tuple[str, str, int]:
     source = find_key_source(state_dir, key_file)
     old = await unlock_store(db, state_dir, key_file)
     if new_key_file is None and not source.writable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 
 from certd.errors import CertdError
 from certd.service import Daemon
+from certd.store.crypto import key_id
+from certd.store.masterkey import parse_key
+from certd.store.nodes import host_name
 from tests.daemon import make_config, running_daemon
 
 
@@ -54,3 +58,34 @@ async def test_a_node_id_file_with_something_else_stops_the_start(
     assert config.server.unix_socket is not None
     assert not config.server.unix_socket.exists()
     assert (state / "node-id").read_text() == "not a node id; rm -rf /\n"
+
+
+def _node_rows(state: Path) -> list[tuple[str, ...]]:
+    with sqlite3.connect(state / "certd.db") as conn:
+        return conn.execute(
+            "SELECT node, host, master_key_id, instance, seen_at IS NULL FROM node"
+        ).fetchall()
+
+
+async def test_on_sqlite_the_node_row_is_written_and_marked_stopped(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    config = make_config(state)
+    async with running_daemon(config) as first:
+        running = _node_rows(state)
+        presence = first.daemon.presence
+        # One daemon per SQLite store: nothing beats there.
+        beating = presence is not None and presence._heartbeat is not None
+    stopped = _node_rows(state)
+    async with running_daemon(config) as again:
+        restarted = _node_rows(state)
+    key = parse_key((state / "master.key").read_bytes(), state / "master.key")
+
+    assert presence is not None
+    row = (first.daemon.node, host_name(), key_id(key), presence.instance)
+    assert running == [(*row, 0)]
+    assert not beating
+    assert stopped == [(*row, 1)]
+    assert again.daemon.presence is not None
+    assert restarted == [(*row[:3], again.daemon.presence.instance, 0)]

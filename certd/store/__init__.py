@@ -15,6 +15,10 @@ so their numbers never repeat. Each daemon deploys every certificate with a
 deploy spec onto its own host and keeps the outcome and retries in its own
 ``deployment`` row (certd.deploy.deployer). Creating and migrating the store
 is safe: one daemon does it under an advisory lock while the others wait.
+Each keeps a ``node`` row with its master key's id and a heartbeat
+(certd.store.nodes): a second process with the same node id (a copied state
+directory) or with another master key is refused at start, and
+rotate-master-key while any daemon has been seen within a few heartbeats.
 
 Not there yet for them:
 
@@ -24,8 +28,11 @@ Not there yet for them:
   certificate.get_deploy.
 - Webhooks: a daemon drops the deliveries to hooks it has no config for, so
   every daemon must have the same ``events.webhooks``.
-- Jobs of a daemon that never comes back stay WAITING or RUNNING: nothing
-  tells a node that is gone from one that is busy.
+- Jobs of a daemon that never comes back stay WAITING or RUNNING: its
+  node row shows it gone, but no other daemon takes its jobs over.
+- A daemon whose heartbeat stalls for longer than the window (a suspended
+  VM) may find its row taken over by a copy; it logs node_presence_lost and
+  goes on running.
 - Leases and webhook claims compare times of the daemons' clocks: hosts
   must keep them in step (NTP; minutes apart would let two daemons renew).
 - rotate-master-key replaces store.master_key_file only where it runs.

@@ -375,7 +375,7 @@ class Daemon:
                 ) from None
             os.chown(path, -1, gid)
         os.chmod(path, server.socket_mode)
-        log.info("unix_listening", path=str(path), mode=oct(server.socket_mode))
+        log.info("unix_listening", path=str(path), mode=f"{server.socket_mode:04o}")
 
     def _open_http(self) -> aiohttp.ClientSession:
         """The outbound HTTP session (ACME, renewal information), closed at stop."""

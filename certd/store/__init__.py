@@ -26,10 +26,11 @@ Not there yet for them:
   so it deploys a certificate renewed elsewhere only when asked
   (certificate.deploy); the rows of a node gone for good stay, shown by
   certificate.get_deploy.
-- Webhooks: a daemon drops the deliveries to hooks it has no config for, so
-  every daemon must have the same ``events.webhooks``.
-- Jobs of a daemon that never comes back stay WAITING or RUNNING: its
-  node row shows it gone, but no other daemon takes its jobs over.
+- Webhooks: deliveries to a hook a daemon has no config for are left a day
+  to the daemons that have it, then dropped: give every daemon the same
+  ``events.webhooks``.
+- Jobs of a daemon that stopped being seen are ended (ABORTED) by the
+  others (certd.store.nodes), not taken over: what they did is not redone.
 - A daemon whose heartbeat stalls for longer than the window (a suspended
   VM) may find its row taken over by a copy; it logs node_presence_lost and
   goes on running.

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from certd.errors import CertdError, ConflictError, SecretStoreError
 from certd.store.db import MIGRATION_LOCK, Database
-from certd.store.models import Node, utcnow
+from certd.store.models import Job, Node, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +228,43 @@ class NodePresence:
                     hint="another certd runs with this node id; stop one",
                 )
             lost = done.rowcount == 0  # type: ignore[attr-defined]
+            try:
+                await self.abort_orphaned_jobs()
+            except (SQLAlchemyError, OSError, CertdError) as exc:
+                log.warning("orphaned_jobs_not_aborted", error=str(exc))
+
+    async def abort_orphaned_jobs(self) -> int:
+        """Mark ABORTED the unfinished jobs of daemons no longer seen; count them.
+
+        A daemon killed for good (a host gone) leaves its WAITING and RUNNING
+        rows behind, and every other daemon's core.job_wait would follow them
+        for ever. Each running daemon ends them once their node has missed
+        MISSED_BEATS heartbeats (a stopped daemon ended its own).
+        """
+        since = utcnow() - timedelta(seconds=HEARTBEAT_SECONDS * MISSED_BEATS)
+        present = select(Node.node).where(Node.seen_at >= since)
+        async with self.db.session() as session:
+            done = await session.execute(
+                update(Job)
+                .where(
+                    Job.state.in_(("WAITING", "RUNNING")),
+                    Job.node.is_not(None),
+                    Job.node != self.node,
+                    Job.node.not_in(present),
+                )
+                .values(
+                    state="ABORTED",
+                    error="interrupted: its daemon (node "
+                    + Job.node
+                    + ") is no longer running",
+                    finished_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        count: int = done.rowcount  # type: ignore[attr-defined]
+        if count:
+            log.warning("orphaned_jobs_aborted", count=count)
+        return count
 
     async def leave(self) -> None:
         """Stop the heartbeat and mark the row stopped, so a restart is not refused."""

@@ -320,3 +320,59 @@ async def test_of_two_daemons_with_other_keys_starting_together_one_starts(
     assert [type(o) for o in refused] == [SecretStoreError]
     own = key_id(_master_key(started[0].config))
     assert rows == [(started[0].node, own)]
+
+
+async def test_the_jobs_of_a_daemon_gone_for_good_are_ended_by_the_others(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nodes, "HEARTBEAT_SECONDS", 0.05)
+    async with running_daemon(store.config("one")) as one:
+        gate = asyncio.Event()
+
+        async def blocked(job: Any) -> None:
+            await gate.wait()
+
+        own = await one.daemon.jobs.submit("test.blocked", [], blocked)
+        await store.rows(
+            "INSERT INTO node (node, host, master_key_id, instance, started_at, "
+            "seen_at) VALUES ('gone-1', 'h', 'k', 'i', $1, $1), "
+            "('alive-1', 'h', 'k', 'i', $1, $2)",
+            utcnow() - timedelta(hours=1),
+            utcnow() + timedelta(hours=1),  # seen (its clock a little ahead)
+        )
+        await store.rows(
+            "INSERT INTO job (method, arguments, state, progress_percent, "
+            "progress_description, caller, node, created_at) VALUES "
+            "('certificate.renew', '[]', 'RUNNING', 50, '', 'scheduler', $1, $2)",
+            "gone-1",
+            utcnow(),
+        )
+        await store.rows(
+            "INSERT INTO job (method, arguments, state, progress_percent, "
+            "progress_description, caller, node, created_at) VALUES "
+            "('certificate.renew', '[]', 'RUNNING', 50, '', 'scheduler', $1, $2)",
+            "alive-1",
+            utcnow(),
+        )
+        for _ in range(200):
+            ended = await store.rows(
+                "SELECT node, state, error FROM job WHERE node = 'gone-1'"
+            )
+            if ended[0][1] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+        others = await store.rows(
+            "SELECT node, state FROM job WHERE node <> 'gone-1' ORDER BY id"
+        )
+        gate.set()
+        await one.daemon.jobs.wait(own.id, 10)
+
+    assert ended == [
+        (
+            "gone-1",
+            "ABORTED",
+            "interrupted: its daemon (node gone-1) is no longer running",
+        )
+    ]
+    # its own job (its row not yet caught up) and a seen daemon's are left
+    assert others == [(one.daemon.node, "WAITING"), ("alive-1", "RUNNING")]

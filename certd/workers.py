@@ -1,4 +1,4 @@
-"""CPU-heavy work (key generation, checking imported keys) off the event loop.
+"""CPU-heavy work (key generation) off the event loop.
 
 OpenSSL's key generation runs without the interpreter lock held, so worker
 threads keep the event loop answering while an RSA-4096 key is made; the pool

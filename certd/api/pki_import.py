@@ -7,8 +7,6 @@ request field a user has to fix, so nothing is stored from a bad import.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
@@ -19,13 +17,9 @@ from certd.pki.importing import check_key_matches, import_chain
 from certd.pki.keycheck import IN_PROCESS_BITS, check_rsa_key_apart
 from certd.pki.keys import (
     PrivateKey,
-    load_private_key,
     read_private_key,
     validate_private_key,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def secret(value: SecretStr | None) -> str | None:
@@ -46,32 +40,14 @@ def read_chain(pem: str, field: str = "data.certificate") -> list[x509.Certifica
         raise ValidationError.single(field, exc.message) from None
 
 
-def read_key(
-    pem: str, passphrase: SecretStr | None, field: str = "data.privatekey"
-) -> PrivateKey:
-    """A pasted private key, decrypted with ``passphrase`` and fully checked.
-
-    The RSA check runs on the calling thread, seconds for RSA-8192: from the
-    event loop prefer :func:`read_checked_key`.
-
-    Raises:
-        ValidationError: at ``data.passphrase`` when it is missing or wrong,
-            otherwise at ``field``.
-    """
-    try:
-        return load_private_key(pem, secret(passphrase))
-    except PkiError as exc:
-        raise _key_error(exc, field) from None
-
-
 async def read_checked_key(
     pem: str,
     passphrase: SecretStr | None,
     field: str = "data.privatekey",
 ) -> PrivateKey:
-    """A pasted private key as :func:`read_key` gives it, the event loop running on.
+    """A pasted private key, decrypted with ``passphrase`` and fully checked.
 
-    Reading and the size bound are cheap and come first, so an oversized or
+    The event loop runs on meanwhile. Reading and the size bound are cheap and come first, so an oversized or
     unreadable key is refused before anything costly. An RSA key above 2048
     bits is checked in a child process (:mod:`certd.pki.keycheck`): the check
     holds the interpreter lock, for seconds at 8192 bits.

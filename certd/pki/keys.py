@@ -4,8 +4,9 @@ Loading an RSA key the usual way runs OpenSSL's RSA_check_key, which tests
 both primes for primality: about 0.3 s for RSA-4096, 4 s for RSA-8192 and
 over 30 s for RSA-16384. Keys are therefore read without that check
 (:func:`read_private_key`), checked once where they come in
-(:func:`validate_private_key`, on a worker thread when called from the event
-loop), and loaded unchecked from certd's own store
+(:func:`validate_private_key`; from the event loop, large RSA keys in a
+child process, see certd.pki.keycheck), and loaded unchecked from certd's
+own store
 (:func:`load_stored_private_key`).
 """
 
@@ -97,8 +98,8 @@ def public_key_to_pem(key: PublicKey) -> str:
 def load_private_key(data: str | bytes, passphrase: str | None = None) -> PrivateKey:
     """Load and fully check one PEM private key that comes from outside certd.
 
-    Runs RSA_check_key on the calling thread: from the event loop use
-    :func:`read_private_key` and then :func:`validate_private_key` on a worker.
+    Runs RSA_check_key on the calling thread, holding the interpreter lock:
+    from the event loop use certd.api.pki_import.read_checked_key.
 
     Raises:
         PkiError: as :func:`read_private_key` and :func:`validate_private_key`.

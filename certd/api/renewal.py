@@ -28,7 +28,7 @@ from certd.errors import (
     ValidationError,
 )
 from certd.renewal.planning import load_signers, renewal_refusal
-from certd.renewal.renewer import RenewingElsewhere
+from certd.renewal.renewer import RenewingElsewhere, lease_holder
 from certd.store.models import Certificate, Deployment, utcnow
 
 
@@ -155,8 +155,8 @@ class RenewalService(Service):
         so that of many calls at once only one is accepted.
         """
         row = await self._renewable_row(id)
-        holder, lease = row.renewing_node, row.renewal_lease_until
-        if holder not in (None, self.app.node) and lease and lease > utcnow():
+        holder = lease_holder(row, utcnow())
+        if holder not in (None, self.app.node):
             # another daemon sharing the store renews it now: the job would
             # only find that out
             raise RenewingElsewhere(row.name, str(holder))

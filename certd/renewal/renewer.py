@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -120,6 +120,12 @@ class RenewingElsewhere(ConflictError):
             retryable=True,
         )
         self.node = node
+
+
+def lease_holder(row: Any, now: datetime) -> str | None:
+    """The node whose unexpired renewal lease ``row`` (a certificate) carries."""
+    lease = row.renewal_lease_until
+    return row.renewing_node if lease is not None and lease > now else None
 
 
 def leased_elsewhere(node: str | None, now: Any) -> Any:

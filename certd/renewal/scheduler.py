@@ -50,7 +50,7 @@ from certd.renewal.planning import (
     signing_authorities,
 )
 from certd.renewal.policy import PolicySettings, plan, renewal_window
-from certd.renewal.renewer import OPEN_STATES, Renewer, leased_elsewhere
+from certd.renewal.renewer import OPEN_STATES, Renewer, lease_holder, leased_elsewhere
 from certd.store.models import (
     Certificate,
     CertificateAuthority,
@@ -1023,9 +1023,7 @@ def _plan_entry(
         "reuse_key": row.reuse_key,
         "job_id": None,
         # the daemon sharing the store that renews it now, if any
-        "renewing_node": row.renewing_node
-        if row.renewal_lease_until and row.renewal_lease_until > now
-        else None,
+        "renewing_node": lease_holder(row, now),
     }
     if entry["renewable"] and leaf is not None:
         facts = facts_for(row, leaf)

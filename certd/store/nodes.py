@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import select, text, update
@@ -77,12 +78,18 @@ async def presence_lock(db: Database) -> AsyncIterator[None]:
         yield
 
 
+def _seen_lately() -> Any:
+    """SQL: the node row was refreshed within MISSED_BEATS heartbeats."""
+    return Node.seen_at >= utcnow() - timedelta(
+        seconds=HEARTBEAT_SECONDS * MISSED_BEATS
+    )
+
+
 async def present_nodes(db: Database) -> list[Node]:
-    """Rows of the daemons seen within MISSED_BEATS heartbeats, oldest node first."""
-    since = utcnow() - timedelta(seconds=HEARTBEAT_SECONDS * MISSED_BEATS)
+    """Rows of the daemons seen within MISSED_BEATS heartbeats, in node order."""
     async with db.session() as session:
         found = await session.scalars(
-            select(Node).where(Node.seen_at >= since).order_by(Node.node)
+            select(Node).where(_seen_lately()).order_by(Node.node)
         )
         return list(found)
 
@@ -241,8 +248,7 @@ class NodePresence:
         for ever. Each running daemon ends them once their node has missed
         MISSED_BEATS heartbeats (a stopped daemon ended its own).
         """
-        since = utcnow() - timedelta(seconds=HEARTBEAT_SECONDS * MISSED_BEATS)
-        present = select(Node.node).where(Node.seen_at >= since)
+        present = select(Node.node).where(_seen_lately())
         async with self.db.session() as session:
             done = await session.execute(
                 update(Job)

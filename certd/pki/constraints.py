@@ -174,10 +174,34 @@ def _matches(
         # A URI without a host cannot be shown to be within a subtree.
         return host is not None and _host_matches(host, str(base.value))
     if isinstance(name, x509.DirectoryName):
-        rdns = list(name.value.rdns)
-        prefix = list(base.value.rdns)
+        # RFC 5280 7.1: RDN by RDN from the top, the subtree's RDNs a prefix.
+        rdns = [_comparable_rdn(rdn) for rdn in name.value.rdns]
+        prefix = [_comparable_rdn(rdn) for rdn in base.value.rdns]
         return rdns[: len(prefix)] == prefix
     return False
+
+
+def _comparable_rdn(
+    rdn: x509.RelativeDistinguishedName,
+) -> frozenset[tuple[str, str | bytes]]:
+    # A multi-valued RDN is a set: its attributes match in any order.
+    return frozenset(
+        (attribute.oid.dotted_string, _prepared(attribute.value)) for attribute in rdn
+    )
+
+
+def _prepared(value: str | bytes) -> str | bytes:
+    """An attribute value as caseIgnoreMatch compares it (RFC 5280 7.1).
+
+    Full RFC 4518 preparation is approximated: values are case folded, and
+    insignificant space is handled by stripping leading and trailing white
+    space and collapsing each inner run to one space. Its NFKC normalisation
+    and mapping of other characters are left out. A value that is no string
+    (a BIT STRING is bytes) compares exactly, as do attribute types.
+    """
+    if isinstance(value, bytes):
+        return value
+    return " ".join(value.casefold().split())
 
 
 def _dns_matches(name: str, base: str, *, excluding: bool) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from certd.errors import PkiError, ValidationError
@@ -347,6 +348,272 @@ def test_openssl_agrees_with_the_constraint_check(
     assert ": OK" in openssl.run("verify", "-attime", at, "-CAfile", ca_pem, good_pem)
     with pytest.raises(AssertionError, match="permitted subtree violation"):
         openssl.run("verify", "-attime", at, "-CAfile", ca_pem, evil_pem)
+
+
+# --- directoryName constraints ----------------------------------------------------
+
+EXAMPLE_ORG = x509.DirectoryName(
+    x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Org")])
+)
+
+
+def org_name(*values: str | x509.NameAttribute, common: str = "leaf") -> x509.Name:
+    """A subject of organizationName RDNs (or other attributes) then a common name."""
+    attributes = [
+        v if isinstance(v, x509.NameAttribute) else org_attribute(v) for v in values
+    ]
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def org_attribute(value: str) -> x509.NameAttribute:
+    return x509.NameAttribute(NameOID.ORGANIZATION_NAME, value)
+
+
+def raw_cert(
+    subject: x509.Name, issuer: Issued, key: PrivateKey, *, ca: bool = False
+) -> x509.Certificate:
+    """A certificate built around certd's checks, for a relying party to judge."""
+    return (
+        x509.CertificateBuilder(
+            issuer_name=issuer.cert.subject,
+            subject_name=subject,
+            public_key=key.public_key(),  # type: ignore[arg-type]
+            serial_number=x509.random_serial_number(),
+            not_valid_before=NOW,
+            not_valid_after=NOW + dt.timedelta(days=1),
+        )
+        .add_extension(x509.BasicConstraints(ca, None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer.key.public_key()  # type: ignore[arg-type]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(issuer.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def openssl_accepts(
+    openssl: OpenSSL, root: Issued, chain: Sequence[x509.Certificate]
+) -> bool:
+    """Whether ``openssl verify`` accepts ``chain`` (leaf first) under ``root``."""
+    root_pem = openssl.write("root.pem", root.cert.public_bytes(Encoding.PEM))
+    args = ["-attime", str(int(NOW.timestamp()) + 3600), "-CAfile", str(root_pem)]
+    if len(chain) > 1:
+        untrusted = b"".join(c.public_bytes(Encoding.PEM) for c in chain[1:])
+        args += ["-untrusted", str(openssl.write("untrusted.pem", untrusted))]
+    leaf = openssl.write("leaf.pem", chain[0].public_bytes(Encoding.PEM))
+    try:
+        openssl.run("verify", *args, leaf)
+    except AssertionError as exc:
+        assert "subtree violation" in str(exc), exc
+        return False
+    return True
+
+
+def certd_accepts(subject: x509.Name, issuers: Sequence[x509.Certificate]) -> bool:
+    try:
+        check_name_constraints(subject, [], issuers)
+    except ValidationError as exc:
+        assert [e.field for e in exc.errors] == ["common"] * len(exc.errors)
+        return False
+    return True
+
+
+# The subject's attributes before its common name; whether it lies within the
+# subtree O=Example Org.
+DIRECTORY_CASES: list[tuple[tuple[str | x509.NameAttribute, ...], bool]] = [
+    (("Example Org",), True),
+    (("example  org",), True),
+    (("  EXAMPLE\tORG ",), True),
+    (
+        (
+            x509.NameAttribute(
+                NameOID.ORGANIZATION_NAME, "EXAMPLE ORG", _ASN1Type.PrintableString
+            ),
+        ),
+        True,
+    ),
+    (("example org", "Unit"), True),
+    (("Other",), False),
+    (("ExampleOrg",), False),
+    (("Example Organisation",), False),
+    ((x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Example Org"),), False),
+    ((x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"), "Example Org"), False),
+]
+
+
+@pytest.mark.parametrize(("values", "within"), DIRECTORY_CASES)
+def test_a_directory_subtree_matches_as_rfc_5280_and_openssl_do(
+    make_key: MakeKey,
+    openssl: OpenSSL,
+    values: tuple[str | x509.NameAttribute, ...],
+    within: bool,
+) -> None:
+    permitting = constrained_ca(make_key, permitted=[EXAMPLE_ORG])
+    excluding = constrained_ca(make_key, excluded=[EXAMPLE_ORG], name="Excluding")
+    subject = org_name(*values)
+    key = make_key("EC")
+
+    verdicts = {
+        "permitted": (
+            certd_accepts(subject, [permitting.cert]),
+            openssl_accepts(openssl, permitting, [raw_cert(subject, permitting, key)]),
+        ),
+        "excluded": (
+            certd_accepts(subject, [excluding.cert]),
+            openssl_accepts(openssl, excluding, [raw_cert(subject, excluding, key)]),
+        ),
+    }
+
+    assert verdicts == {
+        "permitted": (within, within),
+        "excluded": (not within, not within),
+    }
+
+
+def test_a_leaf_and_an_intermediate_sign_within_a_subtree_in_another_case(
+    make_key: MakeKey, openssl: OpenSSL
+) -> None:
+    root = constrained_ca(make_key, permitted=[EXAMPLE_ORG], name="Root")
+
+    def new_ca(organization: str) -> Issued:
+        key = make_key("EC", fresh=True)
+        cert = build_certificate(
+            subject_key_public=key.public_key(),
+            subject=org_name(organization, common="Inter"),
+            san=[],
+            extensions=CA_EXTENSIONS,
+            issuer_cert=root.cert,
+            issuer_key=root.key,
+            digest="SHA256",
+            lifetime_days=30,
+            now=NOW,
+        )
+        return Issued(cert, key)
+
+    inter = new_ca("example  org")
+    leaf = build_certificate(
+        subject_key_public=make_key("EC").public_key(),
+        subject=org_name("EXAMPLE ORG"),
+        san=["a.example"],
+        extensions=LEAF_EXTENSIONS,
+        issuer_cert=inter.cert,
+        issuer_key=inter.key,
+        digest="SHA256",
+        lifetime_days=1,
+        now=NOW,
+        issuer_chain=[inter.cert, root.cert],
+    )
+    with pytest.raises(ValidationError) as caught:
+        new_ca("Other")
+
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        (
+            "common",
+            "'DirName:CN=Inter,O=Other' is outside the permitted subtrees "
+            "(DirName:O=Example Org) of certificate authority 'CN=Root' "
+            "(RFC 5280 4.2.1.10)",
+        )
+    ]
+    assert openssl_accepts(openssl, root, [leaf, inter.cert])
+    # The intermediate certd refused, built anyway, is refused by openssl too.
+    other = raw_cert(org_name("Other", common="Inter"), root, inter.key, ca=True)
+    below_other = raw_cert(org_name("Example Org"), Issued(other, inter.key), inter.key)
+    assert not openssl_accepts(openssl, root, [below_other, other])
+
+
+def test_an_excluded_directory_subtree_binds_an_intermediate_too(
+    make_key: MakeKey,
+) -> None:
+    root = constrained_ca(make_key, excluded=[EXAMPLE_ORG], name="Root")
+
+    def new_ca(organization: str) -> x509.Certificate:
+        return build_certificate(
+            subject_key_public=make_key("EC", fresh=True).public_key(),
+            subject=org_name(organization, common="Inter"),
+            san=[],
+            extensions=CA_EXTENSIONS,
+            issuer_cert=root.cert,
+            issuer_key=root.key,
+            digest="SHA256",
+            lifetime_days=30,
+            now=NOW,
+        )
+
+    allowed = new_ca("Other")
+    with pytest.raises(ValidationError) as caught:
+        new_ca(" example   ORG")
+
+    assert allowed.subject == org_name("Other", common="Inter")
+    assert caught.value.errors[0].message == (
+        "'DirName:CN=Inter,O=\\\\ example   ORG' falls within the excluded subtree "
+        "DirName:O=Example Org of certificate authority 'CN=Root' (RFC 5280 4.2.1.10)"
+    )
+
+
+def test_openssl_folds_ascii_letters_only_where_certd_folds_all(
+    make_key: MakeKey, openssl: OpenSSL
+) -> None:
+    cafe = x509.DirectoryName(x509.Name([org_attribute("Café Org")]))
+    ca = constrained_ca(make_key, permitted=[cafe])
+    subject = org_name("CAFÉ ORG")
+    ascii_only = org_name("CAFé ORG")
+    key = make_key("EC")
+
+    # caseIgnoreMatch folds É to é (RFC 4518 2.2); OpenSSL 3.0 lowers ASCII
+    # letters only, so its relying parties refuse what certd signed here.
+    assert certd_accepts(subject, [ca.cert])
+    assert not openssl_accepts(openssl, ca, [raw_cert(subject, ca, key)])
+    assert certd_accepts(ascii_only, [ca.cert])
+    assert openssl_accepts(openssl, ca, [raw_cert(ascii_only, ca, key)])
+
+
+def test_a_bit_string_attribute_and_a_multi_valued_rdn_compare_exactly(
+    make_key: MakeKey,
+) -> None:
+    unique = x509.NameAttribute(
+        NameOID.X500_UNIQUE_IDENTIFIER, b"\x00\xab", _ASN1Type.BitString
+    )
+    ca = constrained_ca(
+        make_key,
+        permitted=[
+            x509.DirectoryName(
+                x509.Name(
+                    [
+                        x509.RelativeDistinguishedName(
+                            [org_attribute("Example Org"), unique]
+                        )
+                    ]
+                )
+            )
+        ],
+    )
+
+    def subject(*rdn: x509.NameAttribute) -> x509.Name:
+        return x509.Name(
+            [
+                x509.RelativeDistinguishedName(rdn),
+                x509.RelativeDistinguishedName([org_attribute("Unit")]),
+            ]
+        )
+
+    swapped = subject(unique, org_attribute("EXAMPLE ORG"))
+    other_bits = subject(
+        org_attribute("Example Org"),
+        x509.NameAttribute(
+            NameOID.X500_UNIQUE_IDENTIFIER, b"\x00\xac", _ASN1Type.BitString
+        ),
+    )
+    fewer = subject(org_attribute("Example Org"))
+
+    assert certd_accepts(swapped, [ca.cert])
+    assert not certd_accepts(other_bits, [ca.cert])
+    assert not certd_accepts(fewer, [ca.cert])
 
 
 # --- validity and path length ---------------------------------------------------

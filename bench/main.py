@@ -131,16 +131,21 @@ def _os_release() -> str:
     return platform.platform()
 
 
-def versions() -> dict[str, str]:
-    """Versions of certd and of every tool on the bed."""
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+def checkout() -> str:
+    """The commit certd runs from, with ``-dirty`` when files differ from it."""
+    described = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
+    return described or "no git"
+
+
+def versions() -> dict[str, str]:
+    """Versions of certd and of every tool on the bed."""
     return {
-        "certd": f"{__version__} ({commit or 'no git'})",
+        "certd": f"{__version__} ({checkout()})",
         "certbot": version("certbot"),
         "python3-certbot-dns-rfc2136": version("python3-certbot-dns-rfc2136"),
         "python3-acme": version("python3-acme"),
@@ -825,6 +830,10 @@ async def _main(options: Options, args: argparse.Namespace, work: Path) -> int:
 
     def save(bench: Bench) -> None:
         # Written after every group, so a run cut short keeps what it measured.
+        # Each daemon imports certd from the checkout when it starts: a tree
+        # edited meanwhile means some figures measured other code.
+        if checkout() not in tools["certd"] and "changed" not in tools["certd"]:
+            tools["certd"] += ", the checkout changed during the run"
         result = _result(options, bench, started, load_before, tools)
         result["created_at"] = created
         _write(result, options, args)

@@ -57,8 +57,10 @@ class ServerConfig(_Section):
     max_batch_size: int = Field(default=100, ge=1)
     # Jobs beyond this many wait (state WAITING) until one ends.
     max_running_jobs: int = Field(default=16, ge=1)
-    # Failed authentications per remote address: a token bucket of this many
-    # attempts that regains one every auth_failure_refill_seconds.
+    # Failed authentications per API key and remote address: a token bucket of
+    # this many attempts that regains one every auth_failure_refill_seconds.
+    # Each address also has one bucket for all keys, ADDRESS_FACTOR times this
+    # in burst and rate (certd/api/ratelimit.py).
     auth_failure_burst: int = Field(default=10, ge=1)
     auth_failure_refill_seconds: float = Field(default=60.0, gt=0)
     # The name of a certificate in the store to serve HTTPS with; empty: HTTP.

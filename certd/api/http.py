@@ -21,7 +21,14 @@ from certd.api.codes import (
 )
 from certd.api.dispatch import CallContext
 from certd.api.ejson import INT64_REASON, has_oversized_integer
-from certd.api.ratelimit import TOO_MANY_FAILURES, retry_after_header
+from certd.api.ratelimit import (
+    TOO_MANY_FAILURES,
+    UNPARSEABLE,
+    Refusal,
+    refusal_message,
+    retry_after_header,
+    token_key,
+)
 from certd.api.websocket import add_routes as add_websocket_routes
 
 if TYPE_CHECKING:
@@ -42,6 +49,15 @@ def _transport_socket(request: web.Request) -> socket.socket | None:
     return transport.get_extra_info("socket") if transport else None
 
 
+def _bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None for anything else."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
 async def _caller(
     daemon: Daemon, request: web.Request
 ) -> tuple[Caller | None, str, bool]:
@@ -51,17 +67,16 @@ async def _caller(
         caller = unix_caller(sock, daemon.config.server.socket_group)
         if caller is not None:
             return caller, "unix", False
-    header = request.headers.get("Authorization", "")
-    if not header:
+    if not request.headers.get("Authorization", ""):
         return (
             None,
             "unix" if sock is not None and sock.family == socket.AF_UNIX else "http",
             False,
         )
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = _bearer_token(request)
+    if token is None:
         return None, "http", True
-    caller = await daemon.api_keys.verify(token.strip())
+    caller = await daemon.api_keys.verify(token)
     return caller, "http", caller is None
 
 
@@ -77,19 +92,17 @@ def _remote_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _too_many(address: str, wait: float) -> web.Response:
-    seconds = retry_after_header(wait)
+def _too_many(address: str, refusal: Refusal) -> web.Response:
     return web.Response(
         status=429,
         text=_error_body(
             TOO_MANY_FAILURES,
-            f"Too many failed authentication attempts from {address}; "
-            f"try again in {seconds} s",
+            refusal_message(address, refusal),
             "RateLimited",
             errno.EAGAIN,
         ),
         content_type="application/json",
-        headers={"Retry-After": seconds},
+        headers={"Retry-After": retry_after_header(refusal.wait)},
     )
 
 
@@ -107,11 +120,13 @@ async def rpc(request: web.Request) -> web.StreamResponse:
         )
     limiter = daemon.auth_limiter
     address = _remote_address(request)
+    token = _bearer_token(request)
+    key = UNPARSEABLE if token is None else token_key(token)
     if "Authorization" in request.headers:
         # Refused before the key is looked at: a guesser learns nothing here.
-        wait = limiter.retry_after(address, time.monotonic())
-        if wait > 0:
-            return _too_many(address, wait)
+        refused = limiter.refusal(address, key, time.monotonic())
+        if refused is not None:
+            return _too_many(address, refused)
     try:
         # JSON is UTF-8 whatever the Content-Type says (RFC 8259 §8.1).
         body = raw.decode("utf-8")
@@ -127,12 +142,17 @@ async def rpc(request: web.Request) -> web.StreamResponse:
         )
     caller, transport, bad_credentials = await _caller(daemon, request)
     if bad_credentials:
-        log.warning("authentication_failed", remote=address, transport=transport)
-        if limiter.failed(address, time.monotonic()):
+        log.warning(
+            "authentication_failed", remote=address, transport=transport, key_ref=key
+        )
+        refused = limiter.failed(address, key, time.monotonic())
+        if refused is not None:
             log.warning(
                 "authentication_rate_limited",
                 remote=address,
-                retry_after=limiter.retry_after(address, time.monotonic()),
+                key_ref=key,
+                bucket=refused.bucket,
+                retry_after=refused.wait,
             )
         return web.Response(
             status=401,
@@ -145,6 +165,8 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="certd"'},
         )
+    if caller is not None and caller.key is not None:
+        limiter.succeeded(address, key, time.monotonic())
     if has_oversized_integer(body):
         return web.Response(
             text=_error_body(

@@ -19,9 +19,14 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from certd.api.auth import Caller
-from certd.api.ratelimit import retry_after_header
+from certd.api.ratelimit import UNPARSEABLE, refusal_message, row_key, token_key
 from certd.api.registry import Service, api_method
-from certd.api.scram import ServerExchange, StandInVerifiers, parse_client_first
+from certd.api.scram import (
+    ClientFirst,
+    ServerExchange,
+    StandInVerifiers,
+    parse_client_first,
+)
 from certd.api.ws_shapes import WireError, refusal
 from certd.errors import AuthenticationError
 
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MECHANISMS = ["API_KEY_PLAIN", "SCRAM"]
-# Addresses whose last logged refusal is remembered, at most.
+# Buckets whose last logged refusal is remembered, at most.
 MAX_REFUSALS_TRACKED = 10_000
 AUTH_ERR = {"response_type": "AUTH_ERR"}
 # One per process: unknown users get the same salt on every connection.
@@ -71,9 +76,9 @@ def _user_info(caller: Caller) -> dict[str, Any]:
 
 
 class RefusalLog:
-    """Says when a rate-limited address's refusals are worth a log line again.
+    """Says when the refusals by one empty bucket are worth a log line again.
 
-    A refused guesser may keep sending; one line per address per refill period
+    A refused guesser may keep sending; one line per bucket per refill period
     says what is going on without letting it fill the log.
     """
 
@@ -81,13 +86,13 @@ class RefusalLog:
         self.max_tracked = max_tracked
         self._logged: OrderedDict[str, float] = OrderedDict()
 
-    def due(self, address: str, now: float, period: float) -> bool:
-        """True, and remembered, when ``address`` was not logged in ``period``."""
-        last = self._logged.get(address)
+    def due(self, bucket: str, now: float, period: float) -> bool:
+        """True, and remembered, when ``bucket`` was not logged in ``period``."""
+        last = self._logged.get(bucket)
         if last is not None and now - last < period:
             return False
-        self._logged[address] = now
-        self._logged.move_to_end(address)
+        self._logged[bucket] = now
+        self._logged.move_to_end(bucket)
         while len(self._logged) > self.max_tracked:
             self._logged.popitem(last=False)
         return True
@@ -105,7 +110,7 @@ class AuthSession(Service):
         # user that does not exist) and the key's id and name.
         self._scram: tuple[ServerExchange, Caller | None, int, str] | None = None
 
-    def _refused(self, mechanism: str, reason: str) -> dict[str, Any]:
+    def _refused(self, mechanism: str, reason: str, key: str) -> dict[str, Any]:
         address = self.app.remote
         log.warning(
             "authentication_failed",
@@ -113,37 +118,45 @@ class AuthSession(Service):
             reason=reason,
             remote=address,
             connection=self.app.id,
+            key_ref=key,
         )
         limiter = self.app.server.daemon.auth_limiter
-        if limiter.failed(address, time.monotonic()):
+        refused = limiter.failed(address, key, time.monotonic())
+        if refused is not None:
             log.warning(
                 "authentication_rate_limited",
                 remote=address,
-                retry_after=limiter.retry_after(address, time.monotonic()),
+                key_ref=key,
+                bucket=refused.bucket,
+                retry_after=refused.wait,
             )
         return AUTH_ERR
 
-    def _check_rate(self) -> None:
+    def _logged_in(self, caller: Caller, mechanism: str, key: str) -> None:
+        self.app.server.daemon.auth_limiter.succeeded(
+            self.app.remote, key, time.monotonic()
+        )
+        self.app.login(caller, mechanism)
+
+    def _check_rate(self, key: str) -> None:
         # Refused before the key is looked at, as over HTTP.
         address = self.app.remote
         limiter = self.app.server.daemon.auth_limiter
         now = time.monotonic()
-        wait = limiter.retry_after(address, now)
-        if wait > 0:
-            if self.app.server.refusals.due(address, now, limiter.refill_seconds):
-                log.warning(
-                    "authentication_refused_rate_limited",
-                    remote=address,
-                    connection=self.app.id,
-                    retry_after=round(wait, 1),
-                )
-            raise WireError(
-                refusal(
-                    errno.EAGAIN,
-                    f"Too many failed authentication attempts from {address}; "
-                    f"try again in {retry_after_header(wait)} s",
-                )
+        refused = limiter.refusal(address, key, now)
+        if refused is None:
+            return
+        bucket = address if refused.bucket == "address" else f"{address} {key}"
+        if self.app.server.refusals.due(bucket, now, limiter.refill_seconds):
+            log.warning(
+                "authentication_refused_rate_limited",
+                remote=address,
+                connection=self.app.id,
+                key_ref=key,
+                bucket=refused.bucket,
+                retry_after=round(refused.wait, 1),
             )
+        raise WireError(refusal(errno.EAGAIN, refusal_message(address, refused)))
 
     @api_method(anonymous=True, readonly=True)
     async def mechanism_choices(self) -> list[str]:
@@ -153,11 +166,22 @@ class AuthSession(Service):
     @api_method(anonymous=True, readonly=True)
     async def login_ex(self, data: LoginEx) -> dict[str, Any]:
         """Log this connection in; ``response_type`` says how it went."""
-        self._check_rate()
         if isinstance(data, ApiKeyPlain):
-            return await self._plain(data)
+            key = token_key(data.api_key.get_secret_value())
+            self._check_rate(key)
+            return await self._plain(data, key)
         if data.scram_type == "CLIENT_FIRST_MESSAGE":
-            return await self._scram_first(data.rfc_str)
+            try:
+                first = parse_client_first(data.rfc_str)
+                name, key_id = first.api_key()
+            except AuthenticationError as exc:
+                self._check_rate(UNPARSEABLE)
+                self._scram = None
+                return self._refused("SCRAM", exc.message, UNPARSEABLE)
+            self._check_rate(row_key(key_id))
+            return await self._scram_first(first, name, key_id)
+        pending = self._scram
+        self._check_rate(UNPARSEABLE if pending is None else row_key(pending[2]))
         return await self._scram_final(data.rfc_str)
 
     @api_method(anonymous=True, readonly=True)
@@ -174,12 +198,14 @@ class AuthSession(Service):
         assert caller is not None  # the dispatcher refuses anonymous callers
         return {**_user_info(caller), "caller": caller.name}
 
-    async def _plain(self, data: ApiKeyPlain) -> dict[str, Any]:
+    async def _plain(self, data: ApiKeyPlain, key: str) -> dict[str, Any]:
         api_keys = self.app.server.daemon.api_keys
         caller = await api_keys.login(data.username, data.api_key.get_secret_value())
         if caller is None:
-            return self._refused("API_KEY_PLAIN", "unknown, revoked or foreign key")
-        self.app.login(caller, "API_KEY_PLAIN")
+            return self._refused(
+                "API_KEY_PLAIN", "unknown, revoked or foreign key", key
+            )
+        self._logged_in(caller, "API_KEY_PLAIN", key)
         return {
             "response_type": "SUCCESS",
             "user_info": _user_info(caller),
@@ -187,13 +213,10 @@ class AuthSession(Service):
             "reconnect_token": None,
         }
 
-    async def _scram_first(self, message: str) -> dict[str, Any]:
+    async def _scram_first(
+        self, first: ClientFirst, name: str, key_id: int
+    ) -> dict[str, Any]:
         self._scram = None
-        try:
-            first = parse_client_first(message)
-            name, key_id = first.api_key()
-        except AuthenticationError as exc:
-            return self._refused("SCRAM", exc.message)
         api_keys = self.app.server.daemon.api_keys
         found = await api_keys.scram_verifier(name, key_id)
         # An unknown user is answered like a known one and refused, and
@@ -202,7 +225,7 @@ class AuthSession(Service):
         try:
             exchange = ServerExchange(first, verifier, self.app.channel_binding)
         except AuthenticationError as exc:
-            return self._refused("SCRAM", exc.message)
+            return self._refused("SCRAM", exc.message, row_key(key_id))
         self._scram = (exchange, caller, key_id, name)
         return {
             "response_type": "SCRAM_RESPONSE",
@@ -214,7 +237,9 @@ class AuthSession(Service):
     async def _scram_final(self, message: str) -> dict[str, Any]:
         pending, self._scram = self._scram, None
         if pending is None:
-            return self._refused("SCRAM", "client-final-message without a first")
+            return self._refused(
+                "SCRAM", "client-final-message without a first", UNPARSEABLE
+            )
         exchange, caller, key_id, name = pending
         server_final: str | None = None
         try:
@@ -231,9 +256,9 @@ class AuthSession(Service):
             if caller is None:
                 reason = f"key {key_id} named {name!r} was revoked"
         if caller is None or server_final is None:
-            return self._refused("SCRAM", reason)
+            return self._refused("SCRAM", reason, row_key(key_id))
         await self.app.server.daemon.api_keys.mark_used(key_id)
-        self.app.login(caller, "SCRAM")
+        self._logged_in(caller, "SCRAM", row_key(key_id))
         return {
             "response_type": "SCRAM_RESPONSE",
             "scram_type": "SERVER_FINAL_RESPONSE",

@@ -38,19 +38,22 @@ from tests.testbed import NamedServer, PebbleServer, start_named, start_pebble
 
 # The libraries the daemon is built on, as it imports them at start
 # (pydantic loads its model machinery lazily, and SQLAlchemy its SQLite dialect).
-LIBRARIES = (
-    "sqlalchemy.ext.asyncio",
-    "sqlalchemy.orm",
-    "sqlalchemy.dialects.sqlite.aiosqlite",
-    "aiosqlite",
-    "aiohttp.web",
-    "cryptography.x509",
-    "pydantic.main",
-    "jsonrpcserver",
-    "apscheduler.schedulers.asyncio",
-    "structlog",
-    "prometheus_client",
-)
+LIBRARY_GROUPS = {
+    "SQLAlchemy (asyncio ORM, SQLite)": (
+        "sqlalchemy.ext.asyncio",
+        "sqlalchemy.orm",
+        "sqlalchemy.dialects.sqlite.aiosqlite",
+        "aiosqlite",
+    ),
+    "aiohttp": ("aiohttp.web",),
+    "cryptography": ("cryptography.x509",),
+    "pydantic": ("pydantic.main",),
+    "jsonrpcserver": ("jsonrpcserver",),
+    "APScheduler": ("apscheduler.schedulers.asyncio",),
+    "structlog": ("structlog",),
+    "prometheus_client": ("prometheus_client",),
+}
+LIBRARIES = tuple(name for group in LIBRARY_GROUPS.values() for name in group)
 _RSS_AFTER_IMPORTS = """
 import importlib, sys
 for name in sys.argv[1:]:
@@ -60,16 +63,41 @@ with open("/proc/self/status") as status:
 """
 
 
-def libraries_rss() -> float:
+def libraries_rss(leave_out: tuple[str, ...] = ()) -> float:
     """Resident MB of a Python that has imported LIBRARIES and nothing of certd."""
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_AFTER_IMPORTS, *LIBRARIES],
+        [
+            sys.executable,
+            "-c",
+            _RSS_AFTER_IMPORTS,
+            *(name for name in LIBRARIES if name not in leave_out),
+        ],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     )
     return round(int(out.stdout.strip()) / 1024, 1)
+
+
+def library_shares(runs: int) -> dict[str, Any]:
+    """What each library adds on its own: all of them, less all but that one.
+
+    Libraries share what they import (typing, asyncio, ssl...), so a share is
+    what leaving that one library out would save the daemon, not what a
+    Python importing it alone would hold.
+    """
+    every = [libraries_rss() for _ in range(runs)]
+    shares: dict[str, Any] = {
+        "for reference: the libraries alone, imported": figure(every, "MB")
+    }
+    floor = min(every)
+    for label, group in LIBRARY_GROUPS.items():
+        without = [libraries_rss(group) for _ in range(runs)]
+        shares[f"for reference: {label}'s own share"] = figure(
+            [round(floor - value, 1) for value in without], "MB"
+        )
+    return shares
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -629,9 +657,6 @@ class Bench:
                 8,
                 {
                     "idle, empty store": idle,
-                    "for reference: the libraries alone, imported": figure(
-                        [libraries_rss() for _ in range(min(self.o.runs, 3))], "MB"
-                    ),
                     f"{count} certificates, after start": figure(
                         [memory_started["rss_mb"]], "MB"
                     ),
@@ -640,6 +665,7 @@ class Bench:
                         "MB",
                         peak=figure([memory_after["peak_rss_mb"]], "MB"),
                     ),
+                    **library_shares(min(self.o.runs, 3)),
                 },
                 certificates=count,
             )

@@ -10,12 +10,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from certd.client import Client
 from certd.pki.keys import PrivateKey, private_key_to_pem
 from certd.store.models import Certificate
 from tests.daemon import RunningDaemon, call_job
-from tests.pki.conftest import cn
+from tests.pki.conftest import OpenSSL, cn
 from tests.pki_api.conftest import expect_error, fields, issue, leaf_of, snapshot
 
 BAD_SANS: list[x509.GeneralName] = [
@@ -53,6 +54,7 @@ def ca_pem(
     issuer: tuple[x509.Certificate, PrivateKey] | None = None,
     path_length: int | None = None,
     permitted: list[x509.GeneralName] | None = None,
+    excluded: list[x509.GeneralName] | None = None,
     starts_in: dt.timedelta = -dt.timedelta(days=1),
 ) -> x509.Certificate:
     """A CA certificate built with cryptography, with what certd cannot make."""
@@ -85,9 +87,9 @@ def ca_pem(
             critical=False,
         )
     )
-    if permitted is not None:
+    if permitted is not None or excluded is not None:
         builder = builder.add_extension(
-            x509.NameConstraints(permitted, None), critical=True
+            x509.NameConstraints(permitted, excluded), critical=True
         )
     signer = issuer[1] if issuer else key
     return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
@@ -251,6 +253,100 @@ async def test_name_constraints_bind_signing_and_internal_certificates(
     assert leaf_of(fine).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     ).value.get_values_for_type(x509.DNSName) == ["api.good.test"]
+
+
+EXAMPLE_ORG = x509.DirectoryName(
+    x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Org")])
+)
+
+
+async def test_a_directory_subtree_matches_an_organization_in_another_case(
+    client: Client, openssl: OpenSSL
+) -> None:
+    root_key = new_key()
+    root_cert = ca_pem(root_key, "Org Root", permitted=[EXAMPLE_ORG])
+    root = await import_ca(client, "org-root", pem(root_cert), root_key)
+    intermediate = {
+        "create_type": "CA_CREATE_INTERMEDIATE",
+        "signedby": root["id"],
+        "common": "Inter",
+    }
+
+    inter = await client.call(
+        "certificateauthority.create",
+        {**intermediate, "name": "inter", "organization": "example  org"},
+    )
+    leaf = await issue(client, inter["id"], organization="EXAMPLE ORG", common="Leaf")
+    before = await snapshot(client)
+    refused_ca = await expect_error(
+        client,
+        "certificateauthority.create",
+        {**intermediate, "name": "other", "organization": "Other"},
+    )
+    refused_leaf = await expect_error(
+        client,
+        "certificate.create",
+        {
+            "name": "other-leaf",
+            "create_type": "CERTIFICATE_CREATE_INTERNAL",
+            "signedby": inter["id"],
+            "profile": "HTTPS ECC Certificate",
+            "san": ["a.example"],
+            "organization": "Other",
+            "common": "Leaf",
+        },
+    )
+
+    assert (inter["organization"], leaf["organization"]) == (
+        "example  org",
+        "EXAMPLE ORG",
+    )
+    for error in (refused_ca, refused_leaf):
+        assert fields(error) == ["data.common"]
+        assert error.data["errors"][0]["message"].endswith(
+            "O=Other' is outside the permitted subtrees (DirName:O=Example Org) "
+            "of certificate authority 'CN=Org Root' (RFC 5280 4.2.1.10)"
+        )
+    assert await snapshot(client) == before
+    ok = openssl.run(
+        "verify",
+        "-CAfile", openssl.write("root.pem", root["certificate"]),
+        "-untrusted", openssl.write("inter.pem", inter["chain_list"][0]),
+        openssl.write("leaf.pem", leaf["chain_list"][0]),
+    )  # fmt: skip
+    assert ok.endswith(": OK\n")
+
+
+async def test_an_excluded_directory_subtree_refuses_it_in_any_case(
+    client: Client,
+) -> None:
+    root_key = new_key()
+    root_cert = ca_pem(root_key, "Org Root", excluded=[EXAMPLE_ORG])
+    root = await import_ca(client, "org-root", pem(root_cert), root_key)
+
+    allowed = await issue(client, root["id"], organization="Other", common="Leaf")
+    before = await snapshot(client)
+    refused = await expect_error(
+        client,
+        "certificate.create",
+        {
+            "name": "refused",
+            "create_type": "CERTIFICATE_CREATE_INTERNAL",
+            "signedby": root["id"],
+            "profile": "HTTPS ECC Certificate",
+            "san": ["a.example"],
+            "organization": " example   ORG",
+            "common": "Leaf",
+        },
+    )
+
+    assert allowed["organization"] == "Other"
+    assert fields(refused) == ["data.common"]
+    assert (
+        "falls within the excluded subtree DirName:O=Example Org"
+        in (refused.data["errors"][0]["message"])
+    )
+    assert await snapshot(client) == before
 
 
 async def test_a_ca_not_valid_yet_signs_nothing(

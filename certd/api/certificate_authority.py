@@ -72,7 +72,7 @@ from certd.errors import (
 from certd.pki.constraints import check_issuers_valid, check_path_lengths
 from certd.pki.crl import revocation_reason_choices
 from certd.pki.extensions import crl_paths
-from certd.pki.inspect import describe_certificate
+from certd.pki.inspect import FIELDS, describe_certificate
 from certd.pki.keys import private_key_to_pem
 from certd.pki.profiles import ca_profiles, certificate_profiles
 from certd.pki.sign import check_csr_names, sign_csr
@@ -93,6 +93,34 @@ DEFAULT_PROFILES = {
 }
 # How often stale CRLs are looked for; they are republished at half-time.
 CRL_CHECK_SECONDS = 3600
+# Every top-level field of an entry: the certificate's description and what
+# _entry adds. CAEntry takes extra fields, so without this a misspelt filter
+# over no CA would match nothing instead of being refused.
+CA_ENTRY_FIELDS = frozenset(
+    {
+        *FIELDS,
+        "id",
+        "name",
+        "cert_type",
+        "create_type",
+        "certificate",
+        "has_privatekey",
+        "signedby",
+        "issuer",
+        "add_to_trusted_store",
+        "revoked",
+        "revoked_at",
+        "revoked_reason",
+        "signed_certificates",
+        "signed_authorities",
+        "revoked_certificates",
+        "crl",
+        "crl_number",
+        "crl_url",
+        "crl_pem_url",
+        "created_at",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +144,7 @@ class CertificateAuthorityService(CRUDService):
     namespace = "certificateauthority"
     kind = "certificate authority"
     Entry = CAEntry
+    entry_fields = CA_ENTRY_FIELDS
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)

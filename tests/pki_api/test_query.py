@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certd.api.certificate_authority import CA_ENTRY_FIELDS
 from certd.api.core import JobEntry
 from certd.api.filters import entry_fields
 from certd.api.renewal import PlanEntry
@@ -17,6 +20,7 @@ from tests.pki_api.conftest import (
     expect_error,
     fields,
     issue,
+    make_intermediate,
     make_root,
     snapshot,
 )
@@ -277,8 +281,7 @@ async def test_a_misspelt_field_is_refused_before_anything_exists(
     unknown = (["filters.0.0"], "no field named 'nmae'")
     assert answers == {
         "certificate.query": misspelt,
-        # a CA's fields are not declared: with no CA there is nothing to check
-        "certificateauthority.query": [],
+        "certificateauthority.query": misspelt,
         "acme.registration.query": unknown,
         "acme.dns.authenticator.query": misspelt,
         "event.query": unknown,
@@ -339,6 +342,7 @@ async def test_every_field_of_an_entry_is_one_its_namespace_declares(
 
     assert undeclared == {
         "certificate": set(),
+        "certificateauthority": set(),
         "acme.registration": set(),
         "acme.dns.authenticator": set(),
         "event": set(),
@@ -346,3 +350,91 @@ async def test_every_field_of_an_entry_is_one_its_namespace_declares(
         "jobs": set(),
     }
     assert plan and jobs
+
+
+async def test_a_ca_query_over_no_ca_refuses_unknown_fields_as_certificates_do(
+    client: Client,
+) -> None:
+    filters = [["extension.BasicConstraints.ca", "=", True]]
+    order_by = {"order_by": ["-crl_numbr"]}
+    select = {"select": ["name", "signed_certs"]}
+    known = [
+        ["extensions.BasicConstraints.ca", "=", True],
+        ["revoked_certificates", "!=", []],
+        ["subject_name_hash", "!=", None],
+    ]
+
+    refused = [
+        await expect_error(client, "certificateauthority.query", filters),
+        await expect_error(client, "certificateauthority.query", [], order_by),
+        await expect_error(client, "certificateauthority.query", [], select),
+    ]
+    found = await client.call(
+        "certificateauthority.query", known, {"select": ["name", "crl_url"]}
+    )
+
+    assert [(fields(e), e.message.rpartition(": ")[2]) for e in refused] == [
+        (["filters.0.0"], "no field named 'extension'; did you mean 'extensions'?"),
+        (
+            ["options.order_by.0"],
+            "no field named 'crl_numbr'; did you mean 'crl_number'?",
+        ),
+        (
+            ["options.select.1"],
+            "no field named 'signed_certs'; did you mean 'signed_certificates'?",
+        ),
+    ]
+    assert found == []
+
+
+async def test_every_field_of_a_ca_entry_is_declared_and_queryable(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    inter = await make_intermediate(client, root["id"])
+    leaf = await issue(client, inter["id"])
+    await client.call(
+        "certificate.update",
+        leaf["id"],
+        {"revoked": True, "revoked_reason": "keyCompromise"},
+    )
+    async with certd.daemon.db.session() as session:
+        session.add(
+            CertificateAuthority(
+                name="garbled", create_type="CA_CREATE_IMPORTED", certificate=""
+            )
+        )
+
+    listed = await client.call("certificateauthority.query")
+    # Every field, and every key of the objects in it, as a filter and selected.
+    paths = sorted({path for entry in listed for path in dotted_paths(entry)})
+    selected = await client.call(
+        "certificateauthority.query",
+        [["OR", [[path, "!=", "no such value"] for path in paths]]],
+        {"select": paths, "order_by": ["id"]},
+    )
+    revoked_below = await client.call(
+        "certificateauthority.query",
+        [
+            ["extensions.BasicConstraints.ca", "=", True],
+            ["revoked_certificates", "!=", []],
+        ],
+        {"select": ["name"]},
+    )
+
+    assert [e["name"] for e in listed] == ["root", "inter", "garbled"]
+    assert [e["parsed"] for e in listed] == [True, True, False]
+    for entry in listed:
+        assert set(entry) == CA_ENTRY_FIELDS, entry["name"]
+    assert "extensions.BasicConstraints.ca" in paths
+    assert [e["name"] for e in selected] == ["root", "inter", "garbled"]
+    assert selected[1]["extensions.BasicConstraints.ca"] is True
+    assert revoked_below == [{"name": "inter"}]
+
+
+def dotted_paths(value: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every dotted path into nested objects, down to their leaves."""
+    for key, inner in value.items():
+        yield prefix + key
+        if isinstance(inner, dict):
+            yield from dotted_paths(inner, f"{prefix}{key}.")

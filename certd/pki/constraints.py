@@ -197,7 +197,9 @@ def _prepared(value: str | bytes) -> str | bytes:
     insignificant space is handled by stripping leading and trailing white
     space and collapsing each inner run to one space. Its NFKC normalisation
     and mapping of other characters are left out. A value that is no string
-    (a BIT STRING is bytes) compares exactly, as do attribute types.
+    (a BIT STRING is bytes) compares exactly, as do attribute types. OpenSSL
+    prepares values the same way but lowers ASCII letters only, so it refuses
+    a name within a permitted subtree by the case of other letters alone.
     """
     if isinstance(value, bytes):
         return value

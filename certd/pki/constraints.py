@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+import string
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -175,35 +176,46 @@ def _matches(
         return host is not None and _host_matches(host, str(base.value))
     if isinstance(name, x509.DirectoryName):
         # RFC 5280 7.1: RDN by RDN from the top, the subtree's RDNs a prefix.
-        rdns = [_comparable_rdn(rdn) for rdn in name.value.rdns]
-        prefix = [_comparable_rdn(rdn) for rdn in base.value.rdns]
+        # Verifiers differ on letters beyond ASCII (OpenSSL lowers ASCII
+        # only), so a name counts as permitted by the narrower reading and as
+        # excluded by the wider one: what certd signs passes either.
+        fold = str.casefold if excluding else _lower_ascii
+        rdns = [_comparable_rdn(rdn, fold) for rdn in name.value.rdns]
+        prefix = [_comparable_rdn(rdn, fold) for rdn in base.value.rdns]
         return rdns[: len(prefix)] == prefix
     return False
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _lower_ascii(value: str) -> str:
+    return value.translate(_ASCII_LOWER)
+
+
 def _comparable_rdn(
-    rdn: x509.RelativeDistinguishedName,
+    rdn: x509.RelativeDistinguishedName, fold: Callable[[str], str]
 ) -> frozenset[tuple[str, str | bytes]]:
     # A multi-valued RDN is a set: its attributes match in any order.
     return frozenset(
-        (attribute.oid.dotted_string, _prepared(attribute.value)) for attribute in rdn
+        (attribute.oid.dotted_string, _prepared(attribute.value, fold))
+        for attribute in rdn
     )
 
 
-def _prepared(value: str | bytes) -> str | bytes:
+def _prepared(value: str | bytes, fold: Callable[[str], str]) -> str | bytes:
     """An attribute value as caseIgnoreMatch compares it (RFC 5280 7.1).
 
-    Full RFC 4518 preparation is approximated: values are case folded, and
-    insignificant space is handled by stripping leading and trailing white
-    space and collapsing each inner run to one space. Its NFKC normalisation
-    and mapping of other characters are left out. A value that is no string
-    (a BIT STRING is bytes) compares exactly, as do attribute types. OpenSSL
-    prepares values the same way but lowers ASCII letters only, so it refuses
-    a name within a permitted subtree by the case of other letters alone.
+    Full RFC 4518 preparation is approximated: values are case folded by
+    ``fold``, and insignificant space is handled by stripping leading and
+    trailing white space and collapsing each inner run to one space. Its NFKC
+    normalisation and mapping of other characters are left out. A value that
+    is no string (a BIT STRING is bytes) compares exactly, as do attribute
+    types.
     """
     if isinstance(value, bytes):
         return value
-    return " ".join(value.casefold().split())
+    return " ".join(fold(value).split())
 
 
 def _dns_matches(name: str, base: str, *, excluding: bool) -> bool:

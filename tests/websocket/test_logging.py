@@ -72,7 +72,7 @@ async def test_refusals_of_a_rate_limited_address_log_one_warning(
     async with running_daemon(config) as running:
         key = await make_key(running, "ci")
         async with connect(ws_url(running)) as client:
-            assert await client.login_plain("ci", "1-wrong") == {
+            assert await client.login_plain("ci", f"{key.id}-wrong") == {
                 "response_type": "AUTH_ERR"
             }
             with capture_logs() as logs:
@@ -85,6 +85,8 @@ async def test_refusals_of_a_rate_limited_address_log_one_warning(
     (refused,) = [e for e in logs if e["log_level"] == "warning"]
     assert refused["event"] == "authentication_refused_rate_limited"
     assert refused["remote"] == "127.0.0.1"
+    assert refused["bucket"] == "key"
+    assert refused["key_ref"] == f"id={key.id}"
     assert "exc_info" not in refused
 
 

@@ -155,14 +155,18 @@ async def test_scram_first_answer_does_not_tell_whether_a_key_exists(
             assert ghost[1] == real[1]
             assert len(ghost[0]) == len(real[0])
 
-            # First messages cost nothing; each refused final takes a token.
+            # First messages cost nothing; each refused final takes a token
+            # from the bucket of the key id the username names.
             for _ in range(2):
                 _, final = await client.login_scram(ScramClient("ghost", 99, "x"))
                 assert final == {"response_type": "AUTH_ERR"}
             with pytest.raises(CallFailed) as caught:
-                await client.login_scram(ScramClient("ci", key.id, key.secret))
+                await client.login_scram(ScramClient("ghost", 99, "x"))
             assert caught.value.data is not None
             assert caught.value.data["errname"] == "EAGAIN"
+            scram = ScramClient("ci", key.id, key.secret)
+            _, final = await client.login_scram(scram)
+            assert final is not None and scram.check(final["rfc_str"])
 
 
 async def test_scram_final_without_first_and_binding_without_tls(
@@ -253,7 +257,7 @@ async def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
         key = await make_key(running, "ci")
         async with connect(ws_url(running)) as client:
             for _ in range(2):
-                reply = await client.login_plain("ci", "1-wrong")
+                reply = await client.login_plain("ci", f"{key.id}-wrong")
                 assert reply == {"response_type": "AUTH_ERR"}
             with pytest.raises(CallFailed) as caught:
                 await client.login_plain("ci", key.raw)

@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from certd.pki.countries import COUNTRIES
-from certd.pki.syntax import canonical_san, normalize_email
+from certd.pki.syntax import canonical_san, check_san_count, normalize_email
 
 KeyType = Literal["RSA", "EC", "ED25519"]
 EcCurve = Literal["SECP256R1", "SECP384R1", "SECP521R1"]
@@ -137,6 +137,11 @@ def _check_email(value: str | None) -> str | None:
 
 
 def _check_san_list(entries: list[str]) -> list[str]:
+    try:
+        check_san_count(len(entries))
+    except ValueError as exc:
+        # One error for the whole list, before thousands of entries are read.
+        field_errors("san", [((), str(exc))])
     canonical: list[str] = []
     errors: list[tuple[tuple[str | int, ...], str]] = []
     seen: dict[str, int] = {}

@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from certd.errors import ValidationCollector
+from certd.errors import ValidationCollector, ValidationError
 from certd.pki.models import Subject
 from certd.pki.syntax import (
+    check_host_address,
+    check_san_count,
     classify_san,
     normalize_dns_name,
     normalize_email,
@@ -55,8 +57,13 @@ def parse_san(entries: list[str]) -> list[x509.GeneralName]:
     """Turn SAN entries (``DNS:``, ``IP:``, ``email:``, ``URI:`` or bare) into names.
 
     Raises:
-        ValidationError: one error per bad or repeated entry, at ``san.<index>``.
+        ValidationError: one error per bad or repeated entry, at ``san.<index>``,
+            or one at ``san`` for more than ``MAX_SAN_ENTRIES`` entries.
     """
+    try:
+        check_san_count(len(entries))
+    except ValueError as exc:
+        raise ValidationError.single("san", str(exc)) from None
     errors = ValidationCollector()
     names: list[x509.GeneralName] = []
     seen: dict[str, int] = {}
@@ -189,10 +196,15 @@ def check_uri_host(uri: str) -> None:
             f"{shown(uri)}: a URI with an authority must name a host (RFC 5280 4.2.1.6)"
         )
     try:
-        normalize_ip(host)
-        return
+        address = ipaddress.ip_address(normalize_ip(host))
     except ValueError:
-        pass
+        address = None
+    if address is not None:
+        try:
+            check_host_address(address)
+        except ValueError as exc:
+            raise ValueError(f"{shown(uri)}: {exc}") from None
+        return
     try:
         normalize_dns_name(host, allow_wildcard=False)
     except ValueError:
@@ -222,6 +234,7 @@ def check_general_name(name: x509.GeneralName) -> x509.GeneralName:
                 f"IP:{name.value} is a network; an IP address entry holds one "
                 "address of 4 or 16 bytes"
             )
+        check_host_address(name.value)
         return name
     if isinstance(name, x509.DirectoryName | x509.OtherName | x509.RegisteredID):
         kind = type(name).__name__
@@ -262,8 +275,13 @@ def check_requested_names(
 
     Raises:
         ValidationError: one error per bad or repeated entry, each at
-            ``field`` and naming the entry's position.
+            ``field`` and naming the entry's position, or one for more than
+            ``MAX_SAN_ENTRIES`` entries.
     """
+    try:
+        check_san_count(len(names))
+    except ValueError as exc:
+        raise ValidationError.single(field, f"subjectAltName: {exc}") from None
     errors = ValidationCollector()
     checked: list[x509.GeneralName] = []
     seen: dict[x509.GeneralName, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import secrets
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ from certd.pki.keys import (
 )
 from certd.pki.models import CertExtensions, Digest
 from certd.pki.names import check_requested_names, common_name_san, parse_san
+from certd.pki.syntax import check_host_address
 
 # Backdating absorbs clock skew between the signer and relying parties.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -87,6 +89,7 @@ def build_certificate(
         # 6.4.4: a server named by its CN alone would match no host. A CA, or
         # a certificate limited to other uses (a client's), names no host.
         names = common_name_san(subject)
+        _check_common_name_hosts(names)
     if not names and len(subject) == 0:
         raise ValidationError.single(
             "san", "give a common name or at least one subject alternative name"
@@ -262,6 +265,19 @@ def create_intermediate_ca(
         now=now,
         crl_url=crl_url,
     )
+
+
+def _check_common_name_hosts(names: Sequence[x509.GeneralName]) -> None:
+    for name in names:
+        if isinstance(name, x509.IPAddress) and not isinstance(
+            name.value, ipaddress.IPv4Network | ipaddress.IPv6Network
+        ):
+            try:
+                check_host_address(name.value)
+            except ValueError as exc:
+                raise ValidationError.single(
+                    "common", f"the common name would be the SAN, but {exc}"
+                ) from None
 
 
 def _general_names(

@@ -15,6 +15,11 @@ import idna
 
 SanKind = Literal["DNS", "IP", "email", "URI"]
 
+# Public CAs stop at 100 names per certificate (Let's Encrypt refuses an order
+# or CSR with more), and certd's own CAs keep to the same bound: a longer list
+# only makes a certificate that clients parse slowly and some refuse.
+MAX_SAN_ENTRIES = 100
+
 # Prefixes are matched case-insensitively; "IP Address" is how OpenSSL prints
 # an iPAddress, so output of `openssl x509 -text` can be pasted back.
 _PREFIXES: dict[str, SanKind] = {
@@ -118,6 +123,49 @@ def normalize_ip(value: str) -> str:
     return str(address)
 
 
+def check_san_count(count: int) -> None:
+    """Refuse more subject alternative names than one certificate may carry.
+
+    Raises:
+        ValueError: ``count`` exceeds ``MAX_SAN_ENTRIES``.
+    """
+    if count > MAX_SAN_ENTRIES:
+        raise ValueError(
+            f"{count} subject alternative names given; a certificate may carry "
+            f"at most {MAX_SAN_ENTRIES}, as at public CAs such as Let's Encrypt"
+        )
+
+
+def check_host_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Refuse an address that names no host: 0.0.0.0, ``::`` or ``::ffff:0.0.0.0``.
+
+    Loopback and private addresses name hosts of a local network and pass.
+
+    Raises:
+        ValueError: the address is an unspecified one.
+    """
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if address.is_unspecified or (mapped is not None and mapped.is_unspecified):
+        # RFC 1122 3.2.1.3 and RFC 4291 2.5.2: the unspecified address means
+        # "no address yet" and is never assigned to a host.
+        what = "the unspecified address" if mapped is None else "0.0.0.0 mapped to IPv6"
+        raise ValueError(
+            f"{str(address)!r} is {what}, which names no host; give the "
+            "host's own address (loopback and private ones are fine)"
+        )
+
+
+def host_ip(value: str) -> str:
+    """The canonical text of an IP address that names a host (see ``normalize_ip``).
+
+    Raises:
+        ValueError: not an IP address, or an unspecified one.
+    """
+    text = normalize_ip(value)
+    check_host_address(ipaddress.ip_address(text))
+    return text
+
+
 def classify_san(entry: str) -> tuple[SanKind, str]:
     """Split one SAN entry into its kind and normalized value.
 
@@ -134,7 +182,7 @@ def classify_san(entry: str) -> tuple[SanKind, str]:
         return kind, _normalize(kind, match.group(2))
 
     if _looks_like_ip(text):
-        return "IP", normalize_ip(text)
+        return "IP", host_ip(text)
     if "://" in text:
         return "URI", normalize_uri(text)
     if match or ":" in text:
@@ -159,7 +207,7 @@ def _normalize(kind: SanKind, value: str) -> str:
     if kind == "DNS":
         return normalize_dns_name(value)
     if kind == "IP":
-        return normalize_ip(value)
+        return host_ip(value)
     if kind == "email":
         return normalize_email(value)
     return normalize_uri(value)

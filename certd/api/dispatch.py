@@ -36,7 +36,7 @@ from certd.api.codes import (  # noqa: F401  (re-exported for the transports)
     REQUEST_TOO_LARGE,
     code_for,
 )
-from certd.api.ejson import strict_loads
+from certd.api.ejson import LONE_SURROGATE_REASON, has_lone_surrogate, strict_loads
 from certd.api.jobs import Job, JobManager, error_details
 from certd.api.registry import MethodSpec, Registry
 from certd.errors import (
@@ -214,6 +214,12 @@ class Dispatcher:
         except (ValueError, RecursionError):
             return _error_response(
                 PARSE_ERROR, "Parse error: the body is not valid JSON"
+            )
+        if has_lone_surrogate(body, request):
+            # Grammatical JSON, unlike NaN (a parse error), but refused whole:
+            # the id may be the very string, so none is echoed.
+            return _error_response(
+                INVALID_REQUEST, "Invalid request", LONE_SURROGATE_REASON
             )
         if isinstance(request, list) and len(request) > self.max_batch_size:
             return _error_response(

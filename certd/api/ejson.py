@@ -71,6 +71,40 @@ def strict_loads(text: str, **hooks: Any) -> Any:
     return json.loads(text, parse_constant=_not_json, parse_float=_finite, **hooks)
 
 
+# RFC 8259 8.2: "\ud800" without its pair is grammatical JSON, but no Unicode
+# character: the store cannot encode it as UTF-8 and a strict client cannot
+# decode it echoed back (as an id, say). An escaped pair decodes to one
+# character and passes.
+LONE_SURROGATE_REASON = "a string holds a lone UTF-16 surrogate (RFC 8259 8.2)"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str, document: Any) -> bool:
+    """Whether ``document``, parsed from ``text``, holds a lone surrogate anywhere.
+
+    Only a text with an escape that may be a surrogate is walked, so an
+    ordinary request costs one scan of its text.
+    """
+    if not text.isascii() and _SURROGATE.search(text):
+        return True  # a raw one, as only text decoded with surrogateescape holds
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    # Walked without recursion: the parser's depth limit is the only one.
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 # Built once: json.loads builds a decoder on every call that passes hooks.
 _STRICT = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 

@@ -566,6 +566,11 @@ class Connection:
                 None, simple_error(INVALID_JSON, "Parse error: not valid JSON")
             )
             return
+        if ejson.has_lone_surrogate(text, request):
+            # As over HTTP: refused whole, and the id may be the string at fault.
+            reason = f"Invalid request: {ejson.LONE_SURROGATE_REASON}"
+            self.send_error(None, simple_error(INVALID_REQUEST, reason))
+            return
         if not isinstance(request, dict):
             reason = (
                 "Batches are not accepted: send one request per message"

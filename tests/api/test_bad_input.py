@@ -10,6 +10,8 @@ import pytest
 from certd.api import ejson
 from certd.client import Client, RpcError
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
+from tests.websocket.client import connect
+from tests.websocket.conftest import ws_url
 
 RFC2136 = {
     "authenticator": "rfc2136",
@@ -322,6 +324,97 @@ def test_numbers_json_lacks_are_refused_as_the_websocket_parses(number: str) -> 
     with pytest.raises(ValueError):
         ejson.loads(f'{{"id": {number}}}')
     assert ejson.loads('{"id": 1.5e300, "n": -0.0}') == {"id": 1.5e300, "n": -0.0}
+
+
+# Lone UTF-16 surrogates written as JSON escapes (no UTF-8 text can hold one
+# raw): in the id, in a string with other text, a pair in the wrong order, in
+# the method's name, in a parameter, in a key and in a batch.
+LONE_SURROGATES = [
+    r'{"jsonrpc": "2.0", "method": "core.ping", "id": "\ud800"}',
+    r'{"jsonrpc": "2.0", "method": "core.ping", "id": "a\udfffb"}',
+    r'{"jsonrpc": "2.0", "method": "core.ping", "id": "\ude00\ud83d"}',
+    r'{"jsonrpc": "2.0", "method": "core.ping\uDBFF", "id": 1}',
+    r'{"jsonrpc": "2.0", "method": "certificate.create", "id": 2, '
+    r'"params": [{"name": "n\udc00", "create_type": "CERTIFICATE_CREATE_CSR", '
+    r'"common": "a.example"}]}',
+    r'{"jsonrpc": "2.0", "method": "core.ping", "id": 3, "params": {"\ud800": 1}}',
+    r'[{"jsonrpc": "2.0", "method": "core.ping", "id": 4}, '
+    r'{"jsonrpc": "2.0", "method": "core.ping", "id": "\ud800"}]',
+]
+# A pair escaped in order is one character (U+1F600) and an id like any other.
+PAIRED = r'{"jsonrpc": "2.0", "method": "core.ping", "id": "\ud83d\ude00"}'
+
+
+async def test_a_lone_surrogate_is_an_invalid_request(certd: RunningDaemon) -> None:
+    async with certd.client() as client:
+        before = await snapshot(client)
+        for text in LONE_SURROGATES:
+            status, reply = await client.raw_text(text)
+            assert (status, reply) == (
+                200,
+                {
+                    "jsonrpc": "2.0",
+                    "error": {
+                        "code": -32600,
+                        "message": "Invalid request",
+                        "data": "a string holds a lone UTF-16 surrogate (RFC 8259 8.2)",
+                    },
+                    "id": None,
+                },
+            ), text
+        status, reply = await client.raw_text(PAIRED)
+        assert reply == {"jsonrpc": "2.0", "result": "pong", "id": "\U0001f600"}
+        assert await snapshot(client) == before
+
+
+async def test_a_lone_surrogate_is_an_invalid_request_over_the_websocket(
+    certd: RunningDaemon,
+) -> None:
+    async with connect(ws_url(certd)) as ws:
+        for text in LONE_SURROGATES:
+            await ws.ws.send_str(text)
+            reply = await ws.unanswered.get()
+            assert reply == {
+                "jsonrpc": "2.0",
+                "error": {
+                    "code": -32600,
+                    "message": "Invalid request: a string holds a lone UTF-16 "
+                    "surrogate (RFC 8259 8.2)",
+                },
+                "id": None,
+            }, text
+        await ws.ws.send_str(PAIRED)
+        reply = await ws.unanswered.get()
+    assert reply == {"jsonrpc": "2.0", "result": "pong", "id": "\U0001f600"}
+
+
+@pytest.mark.parametrize(
+    ("text", "lone"),
+    [
+        (r'{"id": "\ud800"}', True),
+        (r'{"id": ["x", {"k": "\udfff"}]}', True),
+        (r'{"\udc00": 1}', True),
+        (r'{"id": "\ud800\ud800"}', True),
+        (r'{"n": 12345678901234567890123, "id": "\uDC01"}', True),
+        (r'{"id": "\ud83d\ude00"}', False),
+        # An escaped backslash before "ud800" is text, not an escape.
+        (r'{"id": "\\ud800"}', False),
+        (r'{"id": "\u00e9\u20ac", "e": "\u00e9"}', False),
+        ('{"id": "\u00e9"}', False),
+    ],
+)
+def test_lone_surrogates_are_found_as_both_faces_look(text: str, lone: bool) -> None:
+    try:
+        document = ejson.loads(text)
+    except ejson.IntegerOutOfRange as refused:
+        document = refused.document
+    assert ejson.has_lone_surrogate(text, document) is lone
+
+
+def test_a_raw_surrogate_is_found() -> None:
+    # As a text decoded with surrogateescape would hold one, unescaped.
+    raw = '{"id": "\udcff"}'
+    assert ejson.has_lone_surrogate(raw, ejson.loads(raw))
 
 
 async def test_names_may_not_end_with_a_newline(certd: RunningDaemon) -> None:

@@ -40,7 +40,8 @@ KEY_PREFIX = "certd"
 # 43 characters of 62 carry 256 bits.
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 _SECRET_LENGTH = 43
-_CLIENT_FORM = re.compile(r"(\d+)-(\S+)")
+# Row ids are SQLite/PostgreSQL 64-bit integers: 18 ASCII digits always fit.
+_CLIENT_FORM = re.compile(r"([0-9]{1,18})-(\S+)")
 # Verified keys are remembered briefly so a busy client does not cost a write
 # (last_used_at) and a hash per call; whether the key still stands is read from
 # the store on every call all the same (see ApiKeys.current).

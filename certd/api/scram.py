@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ ITERATIONS = MIN_ITERATIONS
 SALT_BYTES = 16
 NONCE_BYTES = 32
 CHANNEL_BINDING = "tls-server-end-point"
+# A key's row id in a SCRAM username: a 64-bit integer, so 18 ASCII digits fit.
+_ROW_ID = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,8 @@ class ClientFirst:
             AuthenticationError: the username names no API key.
         """
         name, sep, key_id = self.username.rpartition(":")
-        if not sep or not name or not key_id.isdigit() or int(key_id) == 0:
+        # isdigit() would take '²', which int() refuses.
+        if not sep or not name or not _ROW_ID.fullmatch(key_id) or int(key_id) == 0:
             raise AuthenticationError("SCRAM username is not '<name>:<API key id>'")
         return name, int(key_id)
 

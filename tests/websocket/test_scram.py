@@ -106,7 +106,13 @@ def test_username_escapes_and_key_id() -> None:
     first = parse_client_first("n,,n=a=2Cb=3Dc:d:12,r=" + "A" * 44)
     assert first.username == "a,b=c:d:12"
     assert first.api_key() == ("a,b=c:d", 12)
-    for bad in ("ci", "ci:0", "ci:x", ":5"):
+    assert parse_client_first("n,,n=ci:" + "9" * 18 + ",r=" + "A" * 44).api_key() == (
+        "ci",
+        10**18 - 1,
+    )
+    # A superscript digit passes isdigit() but not int(); 19 digits can
+    # overflow a 64-bit row id.
+    for bad in ("ci", "ci:0", "ci:x", ":5", "ci:\u00b2", "ci:" + "9" * 19):
         with pytest.raises(AuthenticationError, match="API key id"):
             parse_client_first(f"n,,n={bad},r=" + "A" * 44).api_key()
 

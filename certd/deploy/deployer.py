@@ -25,7 +25,7 @@ from sqlalchemy import Select, Text, and_, cast, or_, select
 from sqlalchemy.orm import load_only
 
 from certd.deploy.files import Material, write_target
-from certd.deploy.hooks import hook_environment, run_hook
+from certd.deploy.hooks import hook_environment, run_hook, withheld
 from certd.deploy.models import load_spec
 from certd.errors import DeployError, NotFoundError, PkiError
 from certd.pki.extensions import serial_hex
@@ -421,6 +421,16 @@ def deploy_errors(state: dict[str, Any]) -> list[str]:
         if h and not h.get("ok")
     ]
     return errors
+
+
+def state_for_readonly(state: Any) -> Any:
+    """A deploy state (certificate.deploy's result) as a read-only API key sees it.
+
+    Each hook's arguments and output are withheld (see hooks.withheld).
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("hooks"), list):
+        return state
+    return {**state, "hooks": [withheld(hook) for hook in state["hooks"]]}
 
 
 def failure(name: str, state: dict[str, Any]) -> DeployError | None:

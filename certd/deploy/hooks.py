@@ -65,6 +65,24 @@ class HookResult:
         return {**asdict(self), "ok": self.ok}
 
 
+def withheld(hook: dict[str, Any]) -> dict[str, Any]:
+    """A hook, as configured or as a record of its run, for a read-only API key.
+
+    Its arguments may carry tokens or paths and its output whatever the
+    program printed, so only the program and how many arguments were left
+    out remain; a run keeps how it ended (status, timeout, error, time) and
+    its output becomes null. An empty record (a hook not run) stays empty.
+    """
+    if not hook:
+        return hook
+    argv = list(hook.get("argv") or [])
+    shown = {**hook, "argv": argv[:1], "arguments_withheld": max(len(argv) - 1, 0)}
+    if "output" in hook:
+        shown["output"] = None
+        shown["output_withheld"] = True
+    return shown
+
+
 def hook_environment(
     *,
     certificate_id: int,

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,16 @@ from certd.errors import (
 )
 
 log = structlog.get_logger(__name__)
+
+# The caller of the API call being run, for methods whose results depend on
+# who asks before they are filtered (see reading_only).
+_CALLER: ContextVar[Caller | None] = ContextVar("certd_caller", default=None)
+
+
+def reading_only() -> bool:
+    """Whether the API call being run comes from a read-only API key."""
+    caller = _CALLER.get()
+    return caller is not None and caller.readonly
 
 
 def rpc_error(exc: CertdError) -> JsonRpcError:
@@ -155,6 +166,7 @@ class Dispatcher:
         bound = structlog.contextvars.bind_contextvars(
             request_id=ctx.request_id, method=spec.name
         )
+        calling = _CALLER.set(ctx.caller)
         try:
             return await self._invoke(spec, ctx, params)
         except CertdError as exc:
@@ -171,6 +183,7 @@ class Dispatcher:
             log.exception("rpc_crashed")
             raise
         finally:
+            _CALLER.reset(calling)
             structlog.contextvars.reset_contextvars(**bound)
 
     async def _invoke(
@@ -205,7 +218,11 @@ class Dispatcher:
             if ctx.on_job is not None:
                 ctx.on_job(job)
             return job.id
-        return spec.dump_result(await spec.func(**kwargs))
+        result = spec.dump_result(await spec.func(**kwargs))
+        view = spec.options.readonly_view
+        if view is not None and ctx.caller is not None and ctx.caller.readonly:
+            return view(result)
+        return result
 
     async def handle(self, body: str, ctx: CallContext) -> str:
         """A response body for a request body ('' for notifications only)."""

@@ -35,6 +35,9 @@ class MethodOptions:
     check: str | None = None
     # Changes nothing but hands out private keys: still not for read-only keys.
     reveals_keys: bool = False
+    # The result (a job method's: its job's result) as read-only callers get
+    # it, for a result that holds what only full callers may see.
+    readonly_view: Callable[[Any], Any] | None = None
 
     def read_only_refusal(self, method: str) -> str:
         """Why a read-only API key may not call ``method``."""
@@ -52,17 +55,26 @@ def api_method(
     secret_params: tuple[str, ...] = (),
     check: str | None = None,
     reveals_keys: bool = False,
+    readonly_view: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Expose a service method over the API.
 
     ``readonly`` methods may be called with a read-only API key; ``job``
     methods get a :class:`certd.api.jobs.Job` as their first argument and
-    return a job id to the caller at once.
+    return a job id to the caller at once. ``readonly_view`` shapes the
+    result (for a job method, the job's result) for read-only callers.
     """
 
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__certd_api__ = MethodOptions(  # type: ignore[attr-defined]
-            job, readonly, anonymous, name, secret_params, check, reveals_keys
+            job,
+            readonly,
+            anonymous,
+            name,
+            secret_params,
+            check,
+            reveals_keys,
+            readonly_view,
         )
         return fn
 
@@ -195,6 +207,12 @@ class Registry:
             required=required,
             param_annotations={p.name: hints.get(p.name, Any) for p in params},
         )
+
+    def readonly_result(self, method: str, result: Any) -> Any:
+        """``method``'s result (a job's, for a job method) as read-only callers see it."""
+        spec = self.methods.get(method)
+        view = spec.options.readonly_view if spec is not None else None
+        return result if view is None or result is None else view(result)
 
     def openrpc(self, version: str) -> dict[str, Any]:
         """An OpenRPC 1.2 document describing every method."""

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from certd import __version__
+from certd.api.dispatch import reading_only
 from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.registry import Service, api_method
 
@@ -36,6 +37,17 @@ class JobEntry(BaseModel):
 class CoreService(Service):
     namespace = "core"
 
+    def _shown(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A job's entry as the caller may see it: results shaped for read-only keys.
+
+        Shaped before any filter runs, so that no filter on a result can
+        tell a read-only caller what its view leaves out.
+        """
+        if not reading_only():
+            return entry
+        result = self.app.registry.readonly_result(entry["method"], entry["result"])
+        return {**entry, "result": result}
+
     @api_method(readonly=True)
     async def ping(self) -> str:
         """Answer 'pong' to an authenticated caller."""
@@ -53,23 +65,24 @@ class CoreService(Service):
         options: QueryOptions = QueryOptions(),  # noqa: B008
     ) -> list[JobEntry] | JobEntry | int:
         """List jobs, running and finished, with filters and options like query."""
-        return await query_entries(
-            await self.app.jobs.entries(), filters, options, entry_fields(JobEntry)
-        )
+        entries = [self._shown(e) for e in await self.app.jobs.entries()]
+        return await query_entries(entries, filters, options, entry_fields(JobEntry))
 
     @api_method(readonly=True)
     async def job_wait(
         self, id: int, timeout: float | None = Field(default=None, ge=0, le=3600)
     ) -> JobEntry:
         """Wait until a job finishes (or the timeout passes) and return it."""
-        return await self.app.jobs.wait(id, timeout)
+        entry = await self.app.jobs.wait(id, timeout)
+        return self._shown(entry)  # type: ignore[return-value]
 
     @api_method(readonly=True)
     async def job_watch(
         self, id: int, timeout: float = Field(default=1.0, ge=0, le=60)
     ) -> JobEntry:
         """Return as soon as a job reports progress or finishes, or at the timeout."""
-        return await self.app.jobs.wait_for_change(id, timeout)
+        entry = await self.app.jobs.wait_for_change(id, timeout)
+        return self._shown(entry)  # type: ignore[return-value]
 
     @api_method()
     async def job_abort(self, id: int) -> None:

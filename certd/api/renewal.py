@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from certd.api.filters import QueryOptions, entry_fields, query_entries
 from certd.api.jobs import Job
 from certd.api.registry import Service, api_method
-from certd.deploy.deployer import next_attempt, node_summary
+from certd.deploy.deployer import next_attempt, node_summary, state_for_readonly
 from certd.deploy.files import group_id, user_id, within
+from certd.deploy.hooks import withheld
 from certd.deploy.models import DeploySpec, load_spec
 from certd.errors import (
     DeployError,
@@ -126,6 +127,16 @@ async def _deploy_entry(
     }
 
 
+def _deploy_entry_for_readonly(entry: dict[str, Any]) -> dict[str, Any]:
+    """get_deploy's entry without hook arguments and output, for read-only keys."""
+    deploy = entry["deploy"]
+    return {
+        **entry,
+        "deploy": {**deploy, "hooks": [withheld(h) for h in deploy["hooks"]]},
+        "state": state_for_readonly(entry["state"]),
+    }
+
+
 class RenewalService(Service):
     namespace = "certificate.renewal"
 
@@ -182,9 +193,17 @@ class RenewalService(Service):
             entries, filters, options, entry_fields(PlanEntry)
         )
 
-    @api_method(readonly=True, name="certificate.get_deploy")
+    @api_method(
+        readonly=True,
+        name="certificate.get_deploy",
+        readonly_view=_deploy_entry_for_readonly,
+    )
     async def get_deploy(self, id: int) -> DeployEntry:
-        """A certificate's file targets and hooks, and how its deployments went."""
+        """A certificate's file targets and hooks, and how its deployments went.
+
+        A read-only API key gets each hook's program without its arguments,
+        and its runs without their output (arguments_withheld, output_withheld).
+        """
         async with self.app.db.session() as session:
             row = await session.get(Certificate, id)
             if row is None:
@@ -268,7 +287,12 @@ class RenewalService(Service):
                 "id", f"{row.name!r} has no certificate and private key to deploy"
             )
 
-    @api_method(job=True, name="certificate.deploy", check="check_deploy")
+    @api_method(
+        job=True,
+        name="certificate.deploy",
+        check="check_deploy",
+        readonly_view=state_for_readonly,
+    )
     async def deploy(self, job: Job, id: int) -> dict[str, Any]:
         """Write a certificate's files and run its hooks now.
 

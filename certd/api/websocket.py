@@ -160,10 +160,12 @@ class _Frame:
     """A message waiting to be written, and whether writing it ends a call.
 
     ``caller`` is the API key login the message is for, whose key must still
-    stand when it is written; ``request_id`` the call it answers, if any.
+    stand when it is written; ``request_id`` the call it answers, if any;
+    ``readonly_text`` the message as a read-only login gets it, when that
+    differs.
     """
 
-    __slots__ = ("caller", "ends_call", "request_id", "seq", "text")
+    __slots__ = ("caller", "ends_call", "readonly_text", "request_id", "seq", "text")
 
     def __init__(
         self,
@@ -172,12 +174,14 @@ class _Frame:
         seq: int,
         caller: Caller | None,
         request_id: Any,
+        readonly_text: str | None = None,
     ) -> None:
         self.text = text
         self.ends_call = ends_call
         self.seq = seq
         self.caller = caller
         self.request_id = request_id
+        self.readonly_text = readonly_text
 
 
 class _Close:
@@ -352,13 +356,27 @@ class Connection:
             async for entry in events:
                 self.send_event(name, "added", entry["id"], entry)
 
-    def send_event(self, collection: str, msg: str, id: Any, fields: Any) -> None:
+    def send_event(
+        self,
+        collection: str,
+        msg: str,
+        id: Any,
+        fields: Any,
+        readonly_fields: Any = None,
+    ) -> None:
+        """Queue an event; ``readonly_fields`` if a read-only login sees other ones."""
         # Written only if the login's key still stands by then.
-        self._notify(
-            "collection_update",
-            {"msg": msg, "collection": collection, "id": id, "fields": fields},
-            self.caller,
-        )
+        params = {"msg": msg, "collection": collection, "id": id, "fields": fields}
+        readonly = None
+        if readonly_fields is not None:
+            readonly = {**params, "fields": readonly_fields}
+        self._notify("collection_update", params, self.caller, readonly)
+
+    def _readonly_fields(self, job: Job, fields: dict[str, Any]) -> Any:
+        """A job event's fields for a read-only login; None if they are the same."""
+        result = fields["result"]
+        shown = self.server.daemon.registry.readonly_result(job.method, result)
+        return None if shown is result else {**fields, "result": shown}
 
     def job_changed(self, job: Job) -> None:
         """Report a job's change to this connection, if it follows jobs."""
@@ -370,14 +388,18 @@ class Connection:
             return
         message_ids = [self.job_requests[job.id]] if job.id in self.job_requests else []
         fields = job_fields(job, message_ids)
+        # Every caller's jobs are reported, and a deployment's result holds
+        # what a read-only key may not see (hook arguments and output): the
+        # writer picks the fields for the login as it stands then.
+        readonly_fields = self._readonly_fields(job, fields)
         if job.id not in self.announced:
             self.announced.add(job.id)
-            self.send_event(JOBS, "added", job.id, fields)
+            self.send_event(JOBS, "added", job.id, fields, readonly_fields)
             if not finished:
                 return
         # Only a "changed" event with a final state ends the client's wait,
         # so a job seen first when it is already over is announced twice.
-        self.send_event(JOBS, "changed", job.id, fields)
+        self.send_event(JOBS, "changed", job.id, fields, readonly_fields)
         if finished:
             self.job_requests.pop(job.id, None)
             self.announced.discard(job.id)
@@ -385,10 +407,19 @@ class Connection:
     # Sending.
 
     def _notify(
-        self, method: str, params: dict[str, Any], caller: Caller | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        caller: Caller | None = None,
+        readonly_params: dict[str, Any] | None = None,
     ) -> None:
+        readonly = None
+        if readonly_params is not None:
+            readonly = {"jsonrpc": "2.0", "method": method, "params": readonly_params}
         self._send(
-            {"jsonrpc": "2.0", "method": method, "params": params}, caller=caller
+            {"jsonrpc": "2.0", "method": method, "params": params},
+            caller=caller,
+            readonly_message=readonly,
         )
 
     def _send(
@@ -398,11 +429,17 @@ class Connection:
         *,
         caller: Caller | None = None,
         request_id: Any = _NO_CALL,
+        readonly_message: dict[str, Any] | None = None,
     ) -> None:
         if self._aborting:
             return
         # ejson writes ASCII only, so characters are bytes.
         text = ejson.dumps(message)
+        # Not counted in the queue's bytes: no larger than text, and only
+        # for the few events that differ (a deployment job's end).
+        readonly_text = None
+        if readonly_message is not None:
+            readonly_text = ejson.dumps(readonly_message)
         queued = self._queued_bytes + len(text)
         if (
             self._outbox.qsize() >= self.server.max_queued_messages
@@ -423,7 +460,9 @@ class Connection:
         self._seq += 1
         if caller is not None and caller.key is None:
             caller = None
-        self._outbox.put_nowait(_Frame(text, ends_call, self._seq, caller, request_id))
+        self._outbox.put_nowait(
+            _Frame(text, ends_call, self._seq, caller, request_id, readonly_text)
+        )
 
     def _discard_outbox(self) -> None:
         """Drop what a client cut off will never read, to free its memory now."""
@@ -494,6 +533,10 @@ class Connection:
                 return
             text: str | None = item.text
             error = None if item.caller is None else await self._refusal(item)
+            if item.readonly_text is not None and self.caller and self.caller.readonly:
+                # Read-only as it is written, which a key may have become
+                # since the message was queued.
+                text = item.readonly_text
             if error is not None:
                 # Nothing reaches a client after its key is found revoked: an
                 # event is dropped, an answer becomes the refusal.

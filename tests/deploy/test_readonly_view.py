@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import update
 
 from certd.client import RpcError
+from certd.deploy.deployer import state_for_readonly
+from certd.deploy.hooks import withheld
 from certd.deploy.models import DeploySpec
 from certd.store.models import ApiKey, Certificate
 from tests.daemon import RunningDaemon, make_config, running_daemon
@@ -286,3 +288,18 @@ async def test_events_queued_before_a_key_is_made_read_only_are_shaped_when_writ
     assert OUTPUT_SECRET in result["hooks"][0]["output"]
     assert seen["result"]["hooks"] == [withheld_run(result["hooks"][0])]
     assert leaked(client.received) == []
+
+
+def test_withheld_keeps_a_hook_not_run_and_counts_no_arguments_of_a_lone_program() -> (
+    None
+):
+    assert withheld({}) == {}
+    assert withheld({"argv": ["/usr/sbin/reload"], "timeout": None}) == {
+        "argv": ["/usr/sbin/reload"],
+        "arguments_withheld": 0,
+        "timeout": None,
+    }
+    state = {"ok": True, "hooks": [{}], "files": {"cert": "/srv/cert.pem"}}
+    assert state_for_readonly(state) == state
+    assert state_for_readonly({}) == {}
+    assert state_for_readonly(None) is None

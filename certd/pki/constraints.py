@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -176,17 +176,22 @@ def _matches(
         return host is not None and _host_matches(host, str(base.value))
     if isinstance(name, x509.DirectoryName):
         # RFC 5280 7.1: RDN by RDN from the top, the subtree's RDNs a prefix.
-        # Verifiers differ on letters beyond ASCII (OpenSSL lowers ASCII
-        # only), so a name counts as permitted by the narrower reading and as
-        # excluded by the wider one: what certd signs passes either.
-        fold = str.casefold if excluding else _lower_ascii
-        rdns = [_comparable_rdn(rdn, fold) for rdn in name.value.rdns]
-        prefix = [_comparable_rdn(rdn, fold) for rdn in base.value.rdns]
+        # Verifiers differ on characters beyond ASCII (OpenSSL lowers ASCII
+        # letters and collapses ASCII white space only), so a name counts as
+        # permitted by the narrower reading and as excluded by the wider one:
+        # what certd signs passes either.
+        rdns = [_comparable_rdn(rdn, wide=excluding) for rdn in name.value.rdns]
+        prefix = [_comparable_rdn(rdn, wide=excluding) for rdn in base.value.rdns]
         return rdns[: len(prefix)] == prefix
     return False
 
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+# OpenSSL 3's canonical name encoding (x509_name_canon, asn1_string_canon)
+# collapses only what ossl_isspace calls space: these six ASCII characters.
+# NBSP, U+3000 and other Unicode spaces (and the ASCII separators 0x1C-0x1F,
+# which str.split takes as space) stay significant there.
+_ASCII_SPACE = str.maketrans(dict.fromkeys("\t\n\r\f\v", " "))
 
 
 def _lower_ascii(value: str) -> str:
@@ -194,28 +199,32 @@ def _lower_ascii(value: str) -> str:
 
 
 def _comparable_rdn(
-    rdn: x509.RelativeDistinguishedName, fold: Callable[[str], str]
+    rdn: x509.RelativeDistinguishedName, *, wide: bool
 ) -> frozenset[tuple[str, str | bytes]]:
     # A multi-valued RDN is a set: its attributes match in any order.
     return frozenset(
-        (attribute.oid.dotted_string, _prepared(attribute.value, fold))
+        (attribute.oid.dotted_string, _prepared(attribute.value, wide=wide))
         for attribute in rdn
     )
 
 
-def _prepared(value: str | bytes, fold: Callable[[str], str]) -> str | bytes:
+def _prepared(value: str | bytes, *, wide: bool) -> str | bytes:
     """An attribute value as caseIgnoreMatch compares it (RFC 5280 7.1).
 
-    Full RFC 4518 preparation is approximated: values are case folded by
-    ``fold``, and insignificant space is handled by stripping leading and
-    trailing white space and collapsing each inner run to one space. Its NFKC
-    normalisation and mapping of other characters are left out. A value that
-    is no string (a BIT STRING is bytes) compares exactly, as do attribute
-    types.
+    Full RFC 4518 preparation is approximated: leading and trailing white
+    space is stripped and each inner run collapsed to one space. The ``wide``
+    reading case folds fully and takes all Unicode white space; the narrow
+    one lowers ASCII letters and takes ASCII white space only, as OpenSSL
+    does. NFKC normalisation and mapping of other characters are left out. A
+    value that is no string (a BIT STRING is bytes) compares exactly, as do
+    attribute types.
     """
     if isinstance(value, bytes):
         return value
-    return " ".join(fold(value).split())
+    if wide:
+        return " ".join(value.casefold().split())
+    spaced = _lower_ascii(value).translate(_ASCII_SPACE)
+    return " ".join(word for word in spaced.split(" ") if word)
 
 
 def _dns_matches(name: str, base: str, *, excluding: bool) -> bool:

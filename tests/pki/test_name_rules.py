@@ -579,6 +579,46 @@ def test_letters_beyond_ascii_are_permitted_as_openssl_reads_them_and_excluded_a
     assert certd_accepts(org_name("Other"), [excluding.cert])
 
 
+# Spaces OpenSSL keeps significant in a name: it collapses ASCII white space
+# only. U+001C is ASCII yet white space to str.split, not to OpenSSL.
+WIDE_SPACES = ["\u00a0", "\u3000", "\u2003", "\u202f", "\u0085", "\u001c"]
+
+
+@pytest.mark.parametrize("space", WIDE_SPACES)
+def test_space_beyond_ascii_is_permitted_as_openssl_reads_it_and_excluded_widely(
+    make_key: MakeKey, openssl: OpenSSL, space: str
+) -> None:
+    permitting = constrained_ca(make_key, permitted=[EXAMPLE_ORG])
+    excluding = constrained_ca(make_key, excluded=[EXAMPLE_ORG], name="Excluding")
+    subject = org_name(f"Example{space}Org")
+    key = make_key("EC")
+
+    assert not openssl_accepts(
+        openssl, permitting, [raw_cert(subject, permitting, key)]
+    )
+    assert not certd_accepts(subject, [permitting.cert])
+    # A verifier preparing names as RFC 4518 2.6 does maps this space to an
+    # ordinary one and sees the name within the excluded subtree.
+    assert not certd_accepts(subject, [excluding.cert])
+    assert certd_accepts(org_name("Other"), [excluding.cert])
+
+
+@pytest.mark.parametrize(
+    "value", ["Example\tOrg", "Example  Org", "\vexample\f\r\nORG ", " Example Org"]
+)
+def test_ascii_space_is_collapsed_as_openssl_collapses_it(
+    make_key: MakeKey, openssl: OpenSSL, value: str
+) -> None:
+    permitting = constrained_ca(make_key, permitted=[EXAMPLE_ORG])
+    excluding = constrained_ca(make_key, excluded=[EXAMPLE_ORG], name="Excluding")
+    subject = org_name(value)
+    key = make_key("EC")
+
+    assert openssl_accepts(openssl, permitting, [raw_cert(subject, permitting, key)])
+    assert certd_accepts(subject, [permitting.cert])
+    assert not certd_accepts(subject, [excluding.cert])
+
+
 def test_a_bit_string_attribute_and_a_multi_valued_rdn_compare_exactly(
     make_key: MakeKey,
 ) -> None:

@@ -41,7 +41,7 @@ KEY_PREFIX = "certd"
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 _SECRET_LENGTH = 43
 # Row ids are SQLite/PostgreSQL 64-bit integers: 18 ASCII digits always fit.
-_CLIENT_FORM = re.compile(r"([0-9]{1,18})-(\S+)")
+CLIENT_FORM = re.compile(r"([0-9]{1,18})-(\S+)")
 # Verified keys are remembered briefly so a busy client does not cost a write
 # (last_used_at) and a hash per call; whether the key still stands is read from
 # the store on every call all the same (see ApiKeys.current).
@@ -81,7 +81,7 @@ def _lookup(token: str) -> tuple[str, Any, str] | None:
     """(column, value, secret) that find a key in either of its forms."""
     if parts := split_key(token):
         return "key_id", parts[0], parts[1]
-    if match := _CLIENT_FORM.fullmatch(token):
+    if match := CLIENT_FORM.fullmatch(token):
         return "id", int(match[1]), match[2]
     return None
 

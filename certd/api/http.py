@@ -24,6 +24,7 @@ from certd.api.ejson import INT64_REASON, has_oversized_integer
 from certd.api.ratelimit import (
     TOO_MANY_FAILURES,
     UNPARSEABLE,
+    AuthFailureLimiter,
     Refusal,
     refusal_message,
     retry_after_header,
@@ -106,6 +107,23 @@ def _too_many(address: str, refusal: Refusal) -> web.Response:
     )
 
 
+def _count_failure(
+    limiter: AuthFailureLimiter, address: str, key: str, transport: str
+) -> None:
+    log.warning(
+        "authentication_failed", remote=address, transport=transport, key_ref=key
+    )
+    refused = limiter.failed(address, key, time.monotonic())
+    if refused is not None:
+        log.warning(
+            "authentication_rate_limited",
+            remote=address,
+            key_ref=key,
+            bucket=refused.bucket,
+            retry_after=refused.wait,
+        )
+
+
 async def rpc(request: web.Request) -> web.StreamResponse:
     daemon: Daemon = request.app[DAEMON_KEY]  # type: ignore[assignment]
     try:
@@ -122,7 +140,12 @@ async def rpc(request: web.Request) -> web.StreamResponse:
     address = _remote_address(request)
     token = _bearer_token(request)
     key = UNPARSEABLE if token is None else token_key(token)
-    if "Authorization" in request.headers:
+    # A token that authenticated lately skips the limits: a guesser at the
+    # same address cannot lock it out.
+    checked = "Authorization" in request.headers and not (
+        token is not None and limiter.proven(token)
+    )
+    if checked:
         # Refused before the key is looked at: a guesser learns nothing here.
         refused = limiter.refusal(address, key, time.monotonic())
         if refused is not None:
@@ -140,20 +163,22 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             ),
             content_type="application/json",
         )
-    caller, transport, bad_credentials = await _caller(daemon, request)
+    if checked:
+        # Attempts not known to work take turns, so each failure is counted
+        # before the next attempt is weighed.
+        async with limiter.turn(address):
+            refused = limiter.refusal(address, key, time.monotonic())
+            if refused is not None:
+                return _too_many(address, refused)
+            caller, transport, bad_credentials = await _caller(daemon, request)
+            if bad_credentials:
+                _count_failure(limiter, address, key, transport)
+    else:
+        caller, transport, bad_credentials = await _caller(daemon, request)
     if bad_credentials:
-        log.warning(
-            "authentication_failed", remote=address, transport=transport, key_ref=key
-        )
-        refused = limiter.failed(address, key, time.monotonic())
-        if refused is not None:
-            log.warning(
-                "authentication_rate_limited",
-                remote=address,
-                key_ref=key,
-                bucket=refused.bucket,
-                retry_after=refused.wait,
-            )
+        if token is not None:
+            # A proven token that fails now belongs to a revoked key.
+            limiter.disprove(token)
         return web.Response(
             status=401,
             text=_error_body(
@@ -165,8 +190,9 @@ async def rpc(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="certd"'},
         )
-    if caller is not None and caller.key is not None:
+    if caller is not None and caller.key is not None and token is not None:
         limiter.succeeded(address, key, time.monotonic())
+        limiter.prove(token)
     if has_oversized_integer(body):
         return web.Response(
             text=_error_body(

@@ -13,16 +13,30 @@ lock out the others. The address's bucket still slows a sweep over many key
 ids. A key that has authenticated from an address answers only to its own
 bucket there, so a sweep by one local process does not stop the clients whose
 keys work either; a guess at such a key's secret still meets that key's bucket.
+
+Two things keep the count honest. Attempts whose outcome is not known yet
+take turns per address (:meth:`AuthFailureLimiter.turn`): a thousand guesses
+sent at once would otherwise all pass the check before the first failure is
+counted. And a token that has authenticated is remembered by its digest
+(:meth:`AuthFailureLimiter.prove`), so it skips both the limits and the turns:
+no stranger's guesses can lock out a client whose key works, and a busy client
+does not queue behind a guesser. Every loopback source counts as one address,
+since any local process may send from any of 127.0.0.0/8.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import ipaddress
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
-from certd.api.auth import split_key
+from certd.api.auth import CLIENT_FORM, split_key
 
 # JSON-RPC code of a request refused because its address failed too often.
 TOO_MANY_FAILURES = -32006
@@ -43,8 +57,29 @@ _MAX_KEY_ID = 64
 _MAX_ROW_ID = 2**63 - 1
 # The scope of an address's own bucket; no key's name is empty.
 _ADDRESS = ""
+# Tokens remembered as having authenticated, at most; only a working key adds
+# one, so a guesser cannot push them out.
+MAX_PROVEN = 1_000
+# What every loopback source address is counted as.
+LOOPBACK = "loopback"
 
 Bucket = Literal["key", "address"]
+
+
+def counted_address(address: str) -> str:
+    """The address attempts are counted against: loopback sources are one."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        # A unix socket's peer, named by its user id.
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return LOOPBACK if ip.is_loopback else str(ip)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def row_key(row_id: int) -> str:
@@ -58,19 +93,13 @@ def token_key(token: str) -> str:
     """The limiter's name for the key a token names, read without the store.
 
     Tokens are read as :func:`certd.api.auth.ApiKeys.verify` reads them, so
-    the ways of writing one row id (leading zeros, other decimal digits) share
-    a bucket. The two forms of one key cannot be told apart without a lookup
+    the ways of writing one row id (leading zeros) share a bucket. The two forms of one key cannot be told apart without a lookup
     and count apart, each form within the address's bucket.
     """
     if parts := split_key(token):
         return f"key_id={parts[0][:_MAX_KEY_ID]}"
-    row, dash, secret = token.partition("-")
-    if dash and secret and row.isdecimal() and not any(c.isspace() for c in secret):
-        try:
-            return row_key(int(row))
-        except ValueError:
-            # Past int()'s digit limit: no such row.
-            return UNPARSEABLE
+    if match := CLIENT_FORM.fullmatch(token):
+        return row_key(int(match[1]))
     return UNPARSEABLE
 
 
@@ -80,6 +109,13 @@ class _Bucket:
     updated: float
     # The key authenticated from this address since the bucket was made.
     proven: bool = False
+
+
+@dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Attempts holding or waiting for the lock.
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,49 @@ class AuthFailureLimiter:
         self.address_refill_seconds = refill_seconds / ADDRESS_FACTOR
         self.max_tracked = max_tracked
         self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
+        self._proven: OrderedDict[bytes, None] = OrderedDict()
+        self._turns: dict[str, _Turn] = {}
+
+    def proven(self, token: str) -> bool:
+        """Whether ``token`` authenticated lately: it skips limits and turns."""
+        digest = _digest(token)
+        if digest not in self._proven:
+            return False
+        self._proven.move_to_end(digest)
+        return True
+
+    def prove(self, token: str) -> None:
+        """Remember that ``token`` authenticated."""
+        self._proven[_digest(token)] = None
+        self._proven.move_to_end(_digest(token))
+        while len(self._proven) > MAX_PROVEN:
+            self._proven.popitem(last=False)
+
+    def disprove(self, token: str) -> None:
+        """Forget ``token``: it failed (its key was revoked or removed)."""
+        self._proven.pop(_digest(token), None)
+
+    @asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[None]:
+        """Hold the address's turn while an attempt's outcome is not known.
+
+        The caller checks :meth:`refusal` again once it has the turn: the
+        attempts before it may have emptied a bucket meanwhile.
+        """
+        scope = counted_address(address)
+        turn = self._turns.get(scope)
+        if turn is None:
+            turn = self._turns[scope] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            # The lock goes with its last user (holder or waiter), so the
+            # table holds only the addresses with an attempt in flight.
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[scope]
 
     def _limits(self, scope: str) -> tuple[int, float]:
         if scope == _ADDRESS:
@@ -134,6 +213,7 @@ class AuthFailureLimiter:
 
     def refusal(self, address: str, key: str, now: float) -> Refusal | None:
         """Why ``address`` may not try ``key`` now; None when it may."""
+        address = counted_address(address)
         refusals = []
         own = self._refilled((address, key), now)
         if own is not None and own.tokens < 1:
@@ -147,6 +227,7 @@ class AuthFailureLimiter:
 
     def failed(self, address: str, key: str, now: float) -> Refusal | None:
         """Record a failed attempt; a refusal when it emptied a bucket, else None."""
+        address = counted_address(address)
         emptied = []
         # The key's bucket first, so the address's is the more recently seen
         # and outlives it in the table.
@@ -165,7 +246,7 @@ class AuthFailureLimiter:
             # Whatever authenticated, tokens naming no key stay under the
             # address's bucket.
             return
-        self._bucket((address, key), now).proven = True
+        self._bucket((counted_address(address), key), now).proven = True
 
     def __len__(self) -> int:
         return len(self._buckets)

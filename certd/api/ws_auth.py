@@ -167,9 +167,18 @@ class AuthSession(Service):
     async def login_ex(self, data: LoginEx) -> dict[str, Any]:
         """Log this connection in; ``response_type`` says how it went."""
         if isinstance(data, ApiKeyPlain):
-            key = token_key(data.api_key.get_secret_value())
+            secret = data.api_key.get_secret_value()
+            key = token_key(secret)
+            limiter = self.app.server.daemon.auth_limiter
+            if limiter.proven(secret):
+                # As over HTTP: a key that works is not held by others' guesses.
+                return await self._plain(data, key)
             self._check_rate(key)
-            return await self._plain(data, key)
+            # Logins not known to work take turns, as HTTP calls do, so one
+            # connection's pipelined guesses are each counted before the next.
+            async with limiter.turn(self.app.remote):
+                self._check_rate(key)
+                return await self._plain(data, key)
         if data.scram_type == "CLIENT_FIRST_MESSAGE":
             try:
                 first = parse_client_first(data.rfc_str)
@@ -200,12 +209,16 @@ class AuthSession(Service):
 
     async def _plain(self, data: ApiKeyPlain, key: str) -> dict[str, Any]:
         api_keys = self.app.server.daemon.api_keys
-        caller = await api_keys.login(data.username, data.api_key.get_secret_value())
+        limiter = self.app.server.daemon.auth_limiter
+        secret = data.api_key.get_secret_value()
+        caller = await api_keys.login(data.username, secret)
         if caller is None:
+            limiter.disprove(secret)
             return self._refused(
                 "API_KEY_PLAIN", "unknown, revoked or foreign key", key
             )
         self._logged_in(caller, "API_KEY_PLAIN", key)
+        limiter.prove(secret)
         return {
             "response_type": "SUCCESS",
             "user_info": _user_info(caller),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +15,13 @@ from structlog.testing import capture_logs
 from certd.api.auth import _lookup
 from certd.api.ratelimit import (
     ADDRESS_FACTOR,
+    LOOPBACK,
+    MAX_PROVEN,
     TOO_MANY_FAILURES,
     UNPARSEABLE,
     AuthFailureLimiter,
     Refusal,
+    counted_address,
     refusal_message,
     row_key,
     token_key,
@@ -44,7 +48,7 @@ ADDRESS_BURST = BURST * ADDRESS_FACTOR
         ("certd_" + "a" * 100 + "_s", "key_id=" + "a" * 64),
         ("2-secret", "id=2"),
         ("0002-sec-ret", "id=2"),
-        ("\u0662-secret", "id=2"),
+        ("\u0662-secret", UNPARSEABLE),
         (f"{2**63}-secret", UNPARSEABLE),
         ("0-secret", UNPARSEABLE),
         ("2-sec ret", UNPARSEABLE),
@@ -178,6 +182,55 @@ def test_refusal_messages_say_which_attempts_were_too_many() -> None:
 
 
 # A real daemon on 127.0.0.1, where every local client shares one address.
+
+
+def test_every_loopback_source_counts_as_one_address() -> None:
+    for address in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "::ffff:127.0.0.3"):
+        assert counted_address(address) == LOOPBACK
+    assert counted_address("::ffff:192.0.2.7") == "192.0.2.7"
+    assert counted_address("fe80::1%eth0") == "fe80::1"
+    assert counted_address("uid:1000") == "uid:1000"
+
+    limiter = AuthFailureLimiter(burst=2, refill_seconds=REFILL)
+    limiter.failed("127.0.0.2", "id=4", 0.0)
+    limiter.failed("127.0.0.3", "id=4", 0.0)
+    refused = limiter.refusal("127.0.0.4", "id=4", 1.0)
+    assert refused is not None and refused.bucket == "key"
+    assert limiter.refusal("192.0.2.1", "id=4", 1.0) is None
+
+
+def test_proven_tokens_are_remembered_by_digest_and_forgotten_on_failure() -> None:
+    limiter = AuthFailureLimiter(burst=2, refill_seconds=REFILL)
+    assert not limiter.proven("certd_abc_secret")
+    limiter.prove("certd_abc_secret")
+    assert limiter.proven("certd_abc_secret")
+    assert not limiter.proven("certd_abc_other")
+    assert "secret" not in repr(limiter._proven)
+    limiter.disprove("certd_abc_secret")
+    assert not limiter.proven("certd_abc_secret")
+    # Bounded: the least recently used proof goes first.
+    for n in range(MAX_PROVEN + 1):
+        limiter.prove(f"token-{n}")
+    assert not limiter.proven("token-0")
+    assert limiter.proven("token-1") and limiter.proven(f"token-{MAX_PROVEN}")
+
+
+async def test_turns_are_taken_one_at_a_time_and_leave_no_table_behind() -> None:
+    limiter = AuthFailureLimiter(burst=2, refill_seconds=REFILL)
+    inside: list[int] = []
+    most = 0
+
+    async def attempt(address: str) -> None:
+        nonlocal most
+        async with limiter.turn(address):
+            inside.append(1)
+            most = max(most, len(inside))
+            await asyncio.sleep(0.001)
+            inside.pop()
+
+    await asyncio.gather(*(attempt(f"127.0.0.{n % 3 + 1}") for n in range(20)))
+    assert most == 1
+    assert limiter._turns == {}
 
 
 @pytest.fixture
@@ -345,3 +398,64 @@ async def test_scram_failures_count_against_the_key_id_they_name(
             saying=f"from 127.0.0.1 for API key id={key_a.id}",
         )
         assert (await client.login_plain("b", key_b.raw))["response_type"] == "SUCCESS"
+
+
+async def test_guesses_sent_at_once_are_each_counted_before_the_next(
+    limited: RunningDaemon,
+) -> None:
+    _, key_a = await limited.daemon.api_keys.create("a")
+    key_id_a = key_a.split("_")[1]
+    # A has worked from this address before the guessing starts.
+    assert (await post(limited, f"Bearer {key_a}"))[0] == 200
+
+    async with aiohttp.ClientSession() as session:
+
+        async def guess(n: int) -> int:
+            async with session.post(
+                f"{limited.url}/rpc",
+                json=PING,
+                headers={"Authorization": f"Bearer certd_{key_id_a}_guess{n}"},
+            ) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(guess(n) for n in range(40)))
+        working = await post(limited, f"Bearer {key_a}")
+
+    assert sorted(statuses) == [401] * BURST + [429] * (40 - BURST)
+    # The guesses emptied A's bucket, but A's own secret is known to work.
+    assert working[0] == 200 and working[2]["result"] == "pong"
+
+
+async def test_a_working_key_outlasts_a_flood_over_its_row_id_and_many_key_ids(
+    limited: RunningDaemon,
+) -> None:
+    key = await make_key(limited, "victim")
+    assert (await post(limited, f"Bearer {key.raw}"))[0] == 200
+    for n in range(BURST + 1):
+        await post(limited, f"Bearer {key.id}-wrong{n}")
+    for n in range(ADDRESS_BURST + 1):
+        await post(limited, f"Bearer certd_sweep{n:07d}_x")
+    fresh = await make_key(limited, "fresh")
+
+    status, _, body = await post(limited, f"Bearer {key.raw}")
+    refused = await post(limited, f"Bearer {fresh.raw}")
+
+    assert status == 200 and body["result"] == "pong"
+    # A key that never worked here waits like any other attempt.
+    assert_refused(refused, saying="from 127.0.0.1")
+
+
+async def test_pipelined_websocket_logins_are_each_counted(
+    limited: RunningDaemon,
+) -> None:
+    key = await make_key(limited, "a")
+    async with connect(ws_url(limited)) as client:
+        outcomes = await asyncio.gather(
+            *(client.login_plain("a", f"{key.id}-wrong{n}") for n in range(12)),
+            return_exceptions=True,
+        )
+    refused = [o for o in outcomes if isinstance(o, CallFailed)]
+    failed = [o for o in outcomes if o == {"response_type": "AUTH_ERR"}]
+    assert len(failed) == BURST
+    assert len(refused) == 12 - BURST
+    assert all(o.data and o.data["errname"] == "EAGAIN" for o in refused)

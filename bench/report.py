@@ -25,13 +25,62 @@ def _median(entry: dict[str, Any], key: str) -> float | None:
     return figure.get("median") if figure else None
 
 
-def _times(
-    ours: float | None, theirs: float | None, limit: float, peer: str
+# Scenario 6's p99 of the same call load in the second before the keys are
+# made; results written before it was named so carry the old, wrong label.
+P99_BEFORE = "p99 in the second before, same call load"
+_RENAMED = {"p99 before (idle daemon)": P99_BEFORE}
+
+# The results a ratio's name stands for, where the name is not the result's.
+_RATIO_PEERS = {
+    "lego default": "lego (default settings)",
+    "lego sequence 0": "lego (RFC2136_SEQUENCE_INTERVAL=0)",
+}
+
+
+def _ratio_peer(entry: dict[str, Any], name: str) -> str | None:
+    """The result the denominator of ratio ``name`` ("certd/lego") stands for."""
+    peer = name.split("/", 1)[1]
+    if peer in entry["results"]:
+        return peer
+    if peer == "lego parallel":
+        return next((k for k in entry["results"] if k.startswith("lego (")), None)
+    return _RATIO_PEERS.get(peer)
+
+
+def ratio_of(entry: dict[str, Any], name: str) -> float | None:
+    """Ratio ``name`` of an entry, from its medians when both are there.
+
+    The goal row and the ratio line both take it from here and round it once
+    where they show it; the JSON's stored ratio is the fallback.
+    """
+    peer = _ratio_peer(entry, name)
+    ours, theirs = _median(entry, "certd"), _median(entry, peer) if peer else None
+    if ours and theirs:
+        return ours / theirs
+    stored = (entry.get("ratios") or {}).get(name)
+    return float(stored) if stored is not None else None
+
+
+def _x(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _versus(
+    entry: dict[str, Any],
+    name: str,
+    limit: float,
+    peer: str,
+    options: dict[str, Any],
+    missing: str | None = None,
 ) -> Verdict:
-    if ours is None or theirs is None:
-        return (f"certd {_s(ours)}; {peer} not run", None)
-    r = ours / theirs
-    return (f"{r:.3f} x {peer} ({_s(ours)} vs {_s(theirs)})", r <= limit)
+    ours = _median(entry, "certd")
+    r = ratio_of(entry, name)
+    if r is None:
+        if missing is None:
+            missing = "peers not run" if not options.get("peers", True) else None
+        return (f"certd {_s(ours)}; {missing or peer + ' not run'}", None)
+    theirs = _median(entry, _ratio_peer(entry, name) or "")
+    return (f"{_x(r)} x {peer} ({_s(ours)} vs {_s(theirs)})", r <= limit)
 
 
 def _s(value: float | None) -> str:
@@ -40,30 +89,36 @@ def _s(value: float | None) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
 
 
-def _goal1(e: dict[str, Any]) -> Verdict:
-    return _times(_median(e, "certd"), _median(e, "lego"), 0.5, "lego")
+def _goal1(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
+    return _versus(e, "certd/lego", 0.5, "lego", o or {})
 
 
-def _goal2(e: dict[str, Any]) -> Verdict:
-    return _times(
-        _median(e, "certd"), _median(e, "lego (default settings)"), 0.1, "lego"
-    )
+def _goal2(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
+    o = o or {}
+    missing = None
+    if "lego (RFC2136_SEQUENCE_INTERVAL=0)" in e["results"]:
+        # lego ran, only its slow default-settings run did not.
+        missing = "lego's default settings not run" + (
+            " (quick mode)" if o.get("quick") else ""
+        )
+    return _versus(e, "certd/lego default", 0.1, "lego", o, missing)
 
 
-def _goal3(e: dict[str, Any]) -> Verdict:
-    ours = _median(e, "certd")
-    a = _times(ours, _median(e, "certbot"), 0.03, "certbot")
-    b = _times(ours, _median(e, "lego"), 0.03, "lego")
+def _goal3(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
+    a = _versus(e, "certd/certbot", 0.03, "certbot", o or {})
+    b = _versus(e, "certd/lego", 0.03, "lego", o or {})
+    if a[1] is None and b[1] is None:
+        missing = "peers" if not (o or {}).get("peers", True) else "certbot and lego"
+        return (f"certd {_s(_median(e, 'certd'))}; {missing} not run", None)
     met = None if a[1] is None or b[1] is None else a[1] and b[1]
     return (f"{a[0]}; {b[0]}", met)
 
 
-def _goal4(e: dict[str, Any]) -> Verdict:
-    lego = next((k for k in e["results"] if k.startswith("lego")), "")
-    return _times(_median(e, "certd"), _median(e, lego), 0.3, "lego parallel")
+def _goal4(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
+    return _versus(e, "certd/lego parallel", 0.3, "lego parallel", o or {})
 
 
-def _goal5(e: dict[str, Any]) -> Verdict:
+def _goal5(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
     rates = {k: v["median"] for k, v in e["results"].items()}
     worst = min(rates, key=lambda k: rates[k])
     return (
@@ -72,14 +127,14 @@ def _goal5(e: dict[str, Any]) -> Verdict:
     )
 
 
-def _goal6(e: dict[str, Any]) -> Verdict:
+def _goal6(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
     p99 = _median(e, "p99 while generating")
     if p99 is None:
         return ("not run", None)
     return (f"p99 {p99:.1f} ms", p99 < 20)
 
 
-def _goal7(e: dict[str, Any]) -> Verdict:
+def _goal7(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
     r = e["results"]
     filtered = max(
         r[k]["median"] for k in ("query by name", "query days_left < 30") if k in r
@@ -98,7 +153,7 @@ def _goal7(e: dict[str, Any]) -> Verdict:
     )
 
 
-def _goal8(e: dict[str, Any]) -> Verdict:
+def _goal8(e: dict[str, Any], o: dict[str, Any] | None = None) -> Verdict:
     r = e["results"]
     idle = r.get("idle, empty store")
     full = next((v for k, v in r.items() if "after the queries" in k), None)
@@ -178,9 +233,7 @@ SETTINGS = """## How each tool was run
 - **lego** 4.9 (Debian): `--dns rfc2136 --dns.resolvers 127.0.0.1:PORT
   --dns.disable-cp --key-type ec256`, `RFC2136_POLLING_INTERVAL=0` (its fixed
   2 s wait before the check that `--dns.disable-cp` turns off; that check
-  would ask the zone's NS on port 53, which is not the bed's). Scenario 2 shows
-  lego with its default `RFC2136_SEQUENCE_INTERVAL` (60 s between the two
-  authorizations of one name, which its TXT replacement needs) and with 0.
+  would ask the zone's NS on port 53, which is not the bed's). {lego_2}
   Scenario 4 runs 8 processes at a time, each slot with its own account.
 - **certbot** 2.1 (Debian) with its RFC 2136 plugin:
   `--dns-rfc2136-propagation-seconds 0`, `--key-type ecdsa`, private config,
@@ -196,6 +249,99 @@ SETTINGS = """## How each tool was run
 - **Inventory** (scenario 7-8): distinct EC certificates with keys written
   into a stopped daemon's store through its own (encrypting) models, then
   queried through the API; memory is the daemon's VmRSS from /proc."""
+
+
+_LEGO_DEFAULT = (
+    "its default `RFC2136_SEQUENCE_INTERVAL` (60 s between the two\n"
+    "  authorizations of one name, which its TXT replacement needs)"
+)
+
+
+def _settings(result: dict[str, Any]) -> str:
+    """How each tool was run, saying so where scenario 2 left lego's default out."""
+    two = result["scenarios"].get("2")
+    results = two["results"] if two else {}
+    if "lego (default settings)" in results:
+        lego_2 = f"Scenario 2 shows\n  lego with {_LEGO_DEFAULT} and with 0."
+    elif "lego (RFC2136_SEQUENCE_INTERVAL=0)" in results:
+        quick = " in quick mode" if _options_of(result, 2).get("quick") else ""
+        lego_2 = (
+            "Scenario 2 shows\n  lego with `RFC2136_SEQUENCE_INTERVAL=0` only: its"
+            f" run with {_LEGO_DEFAULT} was skipped{quick}."
+        )
+    else:
+        lego_2 = (
+            "Scenario 2 would\n  show lego with"
+            f" {_LEGO_DEFAULT} and with 0; lego did not run in it here."
+        )
+    return SETTINGS.format(lego_2=lego_2)
+
+
+def _options_of(result: dict[str, Any], number: int) -> dict[str, Any]:
+    """The options of the run scenario ``number``'s figures come from."""
+    options: dict[str, Any] = result["options"]
+    for rerun in result.get("reruns", []):
+        if number in rerun["scenarios"]:
+            options = rerun["options"]
+    return options
+
+
+def _sizes(options: dict[str, Any], numbers: set[int]) -> str:
+    """How much a run measured, naming only the scenarios it ran."""
+    runs = options["runs"]
+    parts = ["1 run per figure" if runs == 1 else f"up to {runs} runs per figure"]
+    many = sorted(numbers & {3, 4})
+    if many:
+        if options.get("peers", True):
+            parts.append(
+                f"{options['peer_runs']} for the peers' many-certificate loops"
+            )
+        where = "scenarios 3-4" if len(many) == 2 else f"scenario {many[0]}"
+        parts.append(f"{options['certs']} certificates in {where}")
+    if numbers & {7, 8}:
+        parts.append(f"{options['inventory']:,} in the inventory")
+    if not options.get("peers", True):
+        parts.append("peers not run")
+    return ", ".join(parts) + (" (quick mode)" if options.get("quick") else "")
+
+
+def _scenarios(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"scenario {numbers[0]}"
+    *head, last = map(str, numbers)
+    return f"scenarios {', '.join(head)} and {last}"
+
+
+def _rerun_lines(result: dict[str, Any]) -> list[str]:
+    """One line per rerun whose figures are still shown; later reruns win."""
+    reruns = result.get("reruns", [])
+    lines = []
+    for i, rerun in enumerate(reruns):
+        later = {n for r in reruns[i + 1 :] for n in r["scenarios"]}
+        held = [n for n in rerun["scenarios"] if n not in later]
+        if not held:
+            continue
+        since = [n for n in rerun["scenarios"] if n in later]
+        verb = "was" if len(held) == 1 else "were"
+        line = (
+            f"{_scenarios(held).capitalize()} {verb} run again on "
+            f"{rerun['created_at']} with certd {rerun['certd']}; "
+            f"{_sizes(rerun['options'], set(held))}"
+        )
+        if since:
+            line += f"; {_scenarios(since)}, run then too, were run again since"
+        its = "its" if len(held) == 1 else "their"
+        lines += [f"{line}; {its} figures below are from that run.", ""]
+    return lines
+
+
+def _mark(met: bool | None, runs: int) -> str:
+    if met is None:
+        return "-"
+    if runs == 1:
+        # One run is indicative, not a verdict.
+        return f"{'yes' if met else 'no'} (1 run)"
+    return "yes" if met else "**no**"
 
 
 def _cell(figure: dict[str, Any]) -> str:
@@ -214,8 +360,8 @@ def _cell(figure: dict[str, Any]) -> str:
 
 
 def _ratio_line(entry: dict[str, Any]) -> str:
-    ratios = entry.get("ratios") or {}
-    parts = [f"{k} = {v:.3f}" for k, v in ratios.items() if v is not None]
+    values = {k: ratio_of(entry, k) for k in entry.get("ratios") or {}}
+    parts = [f"{k} = {_x(v)}" for k, v in values.items() if v is not None]
     return ("Ratios of medians: " + ", ".join(parts) + ".\n") if parts else ""
 
 
@@ -240,21 +386,10 @@ def render(result: dict[str, Any], source: str = "bench/results/latest.json") ->
         "listening on 127.0.0.1 only. Same key type for every tool (EC P-256).",
         "",
         f"Run of {result['created_at']} ({result['seconds']:.0f} s in all): "
-        f"{_count(o['runs'], 'run')} per figure, {o['peer_runs']} for the peers' "
-        f"many-certificate loops, {o['certs']} certificates in scenarios 3-4, "
-        f"{o['inventory']:,} in the inventory"
-        + (" (quick mode)" if o.get("quick") else "")
-        + ".",
+        f"{_sizes(o, set(o['only']) & {int(n) for n in result['scenarios']})}.",
         "",
     ]
-    for rerun in result.get("reruns", []):
-        lines.append(
-            f"Scenarios {', '.join(map(str, rerun['scenarios']))} were run again "
-            f"on {rerun['created_at']} with certd {rerun['certd']} "
-            f"({rerun['options']['runs']} runs); their figures below are from "
-            "that run."
-        )
-        lines.append("")
+    lines += _rerun_lines(result)
     lines += [
         "## Goals",
         "",
@@ -268,14 +403,15 @@ def render(result: dict[str, Any], source: str = "bench/results/latest.json") ->
                 f"| {number} | {goal['title']} | {goal['goal']} | not run | - |"
             )
             continue
-        check: Callable[[dict[str, Any]], Verdict] = goal["check"]
+        check: Callable[[dict[str, Any], dict[str, Any]], Verdict] = goal["check"]
+        options = _options_of(result, number)
         try:
-            measured, met = check(entry)
+            measured, met = check(entry, options)
         except (KeyError, ValueError, TypeError):
             measured, met = "incomplete", None
         if entry.get("error"):
             measured, met = f"failed: {entry['error'][:120]}", None
-        mark = {True: "yes", False: "**no**", None: "-"}[met]
+        mark = _mark(met, options["runs"])
         lines.append(
             f"| {number} | {goal['title']} | {goal['goal']} | {measured} | {mark} |"
         )
@@ -303,6 +439,7 @@ def render(result: dict[str, Any], source: str = "bench/results/latest.json") ->
         for tool, figure in entry["results"].items():
             if figure is None:
                 continue
+            tool = _RENAMED.get(tool, tool)
             lines.append(
                 f"| {tool} | {figure['unit']} | {_cell(figure)} | {figure['n']} |"
             )
@@ -321,7 +458,7 @@ def render(result: dict[str, Any], source: str = "bench/results/latest.json") ->
         ratio_line = _ratio_line(entry)
         if ratio_line:
             lines += [ratio_line]
-    lines += [SETTINGS, ""]
+    lines += [_settings(result), ""]
     m = result["machine"]
     lines += [
         "## Machine and versions",

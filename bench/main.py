@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from bench.daemon import BenchError, Certd, issue, running_certd, wait_job
 from bench.inventory import fill_store
 from bench.load import percentile
 from bench.peers import Peers, version
-from bench.report import GOALS, write_markdown
+from bench.report import GOALS, P99_BEFORE, write_markdown
 from bench.stats import figure, ratio
 from certd import __version__
 from tests.testbed import NamedServer, PebbleServer, start_named, start_pebble
@@ -170,10 +171,36 @@ def checkout() -> str:
     return described or "no git"
 
 
+# The Python libraries the daemon's memory and speed depend on, as installed.
+DAEMON_LIBRARIES = (
+    "aiohttp",
+    "SQLAlchemy",
+    "cryptography",
+    "pydantic",
+    "pydantic-core",
+    "jsonrpcserver",
+    "acme",
+    "APScheduler",
+    "structlog",
+)
+
+
+def library_versions() -> str:
+    """The installed version of each of DAEMON_LIBRARIES, in one line."""
+    found = []
+    for name in DAEMON_LIBRARIES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
 def versions() -> dict[str, str]:
-    """Versions of certd and of every tool on the bed."""
+    """Versions of certd, its Python libraries and every tool on the bed."""
     return {
         "certd": f"{__version__} ({checkout()})",
+        "certd's Python libraries": library_versions(),
         "certbot": version("certbot"),
         "python3-certbot-dns-rfc2136": version("python3-certbot-dns-rfc2136"),
         "python3-acme": version("python3-acme"),
@@ -550,7 +577,7 @@ class Bench:
             6,
             {
                 "p99 while generating": figure(during, "ms"),
-                "p99 before (idle daemon)": figure(before, "ms"),
+                P99_BEFORE: figure(before, "ms"),
                 f"{keys} RSA-4096 keys, wall time": figure(keygen, "s"),
                 "calls during the generation": figure(counts, "calls"),
             },
@@ -732,7 +759,11 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help="runs of lego's ~66 s default wildcard order (default 1)",
     )
     parser.add_argument("--certs", type=int, help="certificates in scenarios 3 and 4")
-    parser.add_argument("--inventory", type=int, help="certificates in scenario 7")
+    parser.add_argument(
+        "--inventory",
+        type=int,
+        help="certificates in the inventory (scenarios 7 and 8)",
+    )
     parser.add_argument("--load-seconds", type=float)
     parser.add_argument("--only", help="comma-separated scenario numbers")
     parser.add_argument(

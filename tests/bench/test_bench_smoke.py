@@ -67,6 +67,10 @@ def _check(run: subprocess.CompletedProcess[str], out_json: Path, out_md: Path) 
     assert set(result["machine"]) >= {"nproc", "cpu_model", "memory_gb", "kernel"}
     assert result["machine"]["nproc"] >= 1
     assert set(result["versions"]) >= {"certd", "certbot", "lego", "pebble", "bind9"}
+    libraries = result["versions"]["certd's Python libraries"]
+    assert libraries.startswith("aiohttp ") and ", SQLAlchemy " in libraries
+    assert ", pydantic-core " in libraries and ", acme " in libraries
+    assert "not installed" not in libraries
     assert result["options"]["runs"] == 1 and result["options"]["peers"] is False
     assert set(result["scenarios"]) == {"1", "5"}
 
@@ -91,7 +95,8 @@ def _check(run: subprocess.CompletedProcess[str], out_json: Path, out_md: Path) 
     markdown = out_md.read_text()
     assert markdown == render(result, str(out_json))
     assert f"from `{out_json}`;" in markdown
-    assert "1 run per figure" in markdown
+    assert "1 run per figure, peers not run.\n" in markdown
+    assert "- certd's Python libraries: aiohttp " in markdown
     assert "| 1 | 1 certificate, one name" in markdown
     assert "| 2 | wildcard + apex in one order |" in markdown
     assert "not run" in markdown

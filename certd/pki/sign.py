@@ -29,7 +29,7 @@ from certd.pki.keys import (
 )
 from certd.pki.models import CertExtensions, Digest
 from certd.pki.names import check_requested_names, common_name_san, parse_san
-from certd.pki.syntax import check_host_address
+from certd.pki.syntax import check_host_address, check_san_count
 
 # Backdating absorbs clock skew between the signer and relying parties.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -89,6 +89,7 @@ def build_certificate(
         # 6.4.4: a server named by its CN alone would match no host. A CA, or
         # a certificate limited to other uses (a client's), names no host.
         names = common_name_san(subject)
+        _check_common_name_count(names, "common")
         _check_common_name_hosts(names)
     if not names and len(subject) == 0:
         raise ValidationError.single(
@@ -212,14 +213,20 @@ def check_csr_names(
 ) -> list[x509.GeneralName]:
     """The CSR's SAN entries, checked by the rules of a create request.
 
+    Without SAN entries the host names among the subject's common names may
+    become the SAN when it is signed, so they count against the same limit.
+
     Raises:
         ValidationError: at ``field``, one error per bad entry, or when the
-            extensions cannot be read.
+            extensions cannot be read, or for more than ``MAX_SAN_ENTRIES``
+            SAN entries or host name common names.
     """
     try:
         names = csr_names(csr)
     except PkiError as exc:
         raise ValidationError.single(field, exc.message) from None
+    if not names:
+        _check_common_name_count(common_name_san(csr.subject), field)
     return check_requested_names(names, field)
 
 
@@ -265,6 +272,16 @@ def create_intermediate_ca(
         now=now,
         crl_url=crl_url,
     )
+
+
+def _check_common_name_count(names: Sequence[x509.GeneralName], field: str) -> None:
+    # A subject may repeat commonName: each host among them would be a SAN.
+    try:
+        check_san_count(len(names))
+    except ValueError as exc:
+        raise ValidationError.single(
+            field, f"the common names would be the SAN, but {exc}"
+        ) from None
 
 
 def _check_common_name_hosts(names: Sequence[x509.GeneralName]) -> None:

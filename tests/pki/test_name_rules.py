@@ -783,3 +783,37 @@ def cn_cert(root: Issued, common: str) -> x509.Certificate:
         lifetime_days=30,
         now=NOW,
     )
+
+
+def test_common_names_that_would_be_more_than_100_sans_are_refused(
+    make_key: MakeKey,
+) -> None:
+    ca = constrained_ca(make_key)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"h{i}.example.com")
+            for i in range(101)
+        ]
+    )
+
+    with pytest.raises(ValidationError) as caught:
+        build_certificate(
+            subject_key_public=make_key("EC").public_key(),
+            subject=subject,
+            san=[],
+            extensions=LEAF_EXTENSIONS,
+            issuer_cert=ca.cert,
+            issuer_key=ca.key,
+            digest="SHA256",
+            lifetime_days=1,
+            now=NOW,
+        )
+
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        (
+            "common",
+            "the common names would be the SAN, but 101 subject alternative names "
+            "given; a certificate may carry at most 100, as at public CAs such as "
+            "Let's Encrypt",
+        )
+    ]

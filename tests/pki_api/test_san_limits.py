@@ -8,6 +8,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from certd.client import Client
 from certd.pki.keys import PrivateKey, private_key_to_pem
@@ -249,4 +250,69 @@ async def test_loopback_and_private_addresses_are_still_hosts(client: Client) ->
     )
     assert san.value.get_values_for_type(x509.IPAddress) == [
         ipaddress.ip_address("::1")
+    ]
+
+
+def common_names_csr(key: PrivateKey, count: int) -> str:
+    """A CSR whose subject repeats commonName ``count`` times, without SANs."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"h{i}.example.com")
+            for i in range(count)
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    signed = csr.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    return signed.public_bytes(Encoding.PEM).decode()
+
+
+async def test_common_names_that_would_be_more_than_100_sans_are_refused(
+    certd: RunningDaemon, client: Client
+) -> None:
+    root = await make_root(client)
+    key = new_key()
+    pem_text = common_names_csr(key, 150)
+    stored = await store_csr(certd, "old", pem_text, key)
+    before = await snapshot(client)
+
+    imported = await expect_error(
+        client, "certificate.create", imported_csr(key, pem_text)
+    )
+    signed = await expect_error(
+        client,
+        "certificateauthority.ca_sign_csr",
+        {"ca_id": root["id"], "csr_cert_id": stored, "name": "signed"},
+    )
+
+    limit = (
+        "the common names would be the SAN, but 150 subject alternative names "
+        "given; a certificate may carry at most 100, as at public CAs such as "
+        "Let's Encrypt"
+    )
+    assert (imported.code, imported.data["errors"]) == (
+        -32602,
+        [{"field": "data.CSR", "message": limit, "errno": 22}],
+    )
+    assert (signed.code, signed.data["errors"]) == (
+        -32602,
+        [{"field": "data.csr_cert_id", "message": limit, "errno": 22}],
+    )
+    assert await snapshot(client) == before
+
+
+async def test_100_common_names_are_signed_as_100_sans(client: Client) -> None:
+    root = await make_root(client)
+    key = new_key()
+    csr = await call_job(
+        client, "certificate.create", imported_csr(key, common_names_csr(key, 100))
+    )
+
+    entry = await client.call(
+        "certificateauthority.ca_sign_csr",
+        {"ca_id": root["id"], "csr_cert_id": csr["id"], "name": "signed"},
+    )
+
+    san = leaf_of(entry).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.DNSName) == [
+        f"h{i}.example.com" for i in range(100)
     ]

@@ -747,7 +747,9 @@ def parse(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help="1 run, 10 certificates, 1,000 in the inventory, "
         "no lego default-settings run",
     )
-    parser.add_argument("--runs", type=int, help="runs of each figure (default 5)")
+    parser.add_argument(
+        "--runs", type=int, help="runs of each figure (default 5; memory at most 3)"
+    )
     parser.add_argument(
         "--peer-runs",
         type=int,

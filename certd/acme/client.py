@@ -8,6 +8,7 @@ finishes in milliseconds instead of whole seconds of fixed sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ T = TypeVar("T")
 class PollPolicy:
     """How often to re-ask the CA: a growing interval, capped, within a deadline."""
 
-    initial: float = 0.02
+    initial: float = 0.005
     factor: float = 1.5
     maximum: float = 2.0
     timeout: float = 300.0
@@ -319,12 +320,22 @@ class AcmeClient:
             domain=domain,
         )
 
-    async def answer_challenge(self, challenge: messages.ChallengeBody) -> None:
-        """Tell the CA the challenge is ready to be validated (RFC 8555 §7.5.1)."""
-        await self._transport.post(
+    async def answer_challenge(self, challenge: messages.ChallengeBody) -> str | None:
+        """Tell the CA the challenge is ready to be validated (RFC 8555 §7.5.1).
+
+        Returns the challenge's status in the CA's answer (None when it sent
+        none): a CA that validates at once may already say ``valid``.
+        """
+        reply = await self._transport.post(
             challenge.uri, {}, action=f"answering challenge {challenge.uri}"
         )
-        self._log.info("challenge_answered", challenge_url=challenge.uri)
+        status: str | None = None
+        with contextlib.suppress(AcmeError):
+            body = reply.json()
+            if isinstance(body, dict) and isinstance(body.get("status"), str):
+                status = body["status"]
+        self._log.info("challenge_answered", challenge_url=challenge.uri, status=status)
+        return status
 
     async def poll_authorizations(
         self, urls: Iterable[str]

@@ -340,13 +340,21 @@ class Issuer:
                 await progress(40, "waiting until every authoritative server answers")
                 await self._wait_visible(publications)
                 await progress(60, "asking the CA to validate")
-                await asyncio.gather(
+                answers = await asyncio.gather(
                     *(
                         client.answer_challenge(p.challenge.challenge)
                         for p in publications
                     )
                 )
-                await client.poll_authorizations([url for url, _ in pending])
+                # A challenge the CA answers valid has made its authorization
+                # valid (RFC 8555 7.1.6): only the others are polled.
+                await client.poll_authorizations(
+                    [
+                        url
+                        for (url, _), answer in zip(pending, answers, strict=True)
+                        if answer != "valid"
+                    ]
+                )
             await progress(80, "finalizing the order")
             if before_finalize is not None:
                 await before_finalize(order.url)

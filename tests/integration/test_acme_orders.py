@@ -71,6 +71,39 @@ async def test_first_nonce_rejected_is_retried_with_the_fresh_one(
     assert not any(e.injected for e in rest)
 
 
+async def test_a_challenge_answered_valid_leaves_its_authorization_unpolled(
+    certd: RunningDaemon,
+    proxy: AcmeProxy,
+    rfc2136_attributes: dict[str, Any],
+) -> None:
+    proxy.challenges_answer_valid = True
+
+    async with certd.client() as client:
+        authenticator = await bind_authenticator(client, rfc2136_attributes)
+        cert = await order(
+            client,
+            proxy.directory_url,
+            authenticator,
+            "at-once",
+            ["at-once.example.test"],
+        )
+
+    assert cert["san"] == ["DNS:at-once.example.test"]
+    posts = proxy.signed_posts()
+    answered = [
+        n
+        for n, e in enumerate(posts)
+        if isinstance(e.reply, dict) and e.reply.get("type") == "dns-01"
+    ]
+    assert len(answered) == 1
+    authz = {e.path for e in posts if "/authZ/" in e.path}
+    after = [e.path for e in posts[answered[0] + 1 :]]
+    # The authorization was read once, before the answer, and not polled.
+    assert len(authz) == 1
+    assert not authz & set(after)
+    assert any("/finalize-order/" in path for path in after)
+
+
 async def test_every_nonce_rejected_fails_after_four_tries(
     certd: RunningDaemon,
     proxy: AcmeProxy,

@@ -138,6 +138,14 @@ def test_poll_wait_honours_retry_after_up_to_deadline() -> None:
     assert policy.wait(0.5, None, -1.0) == 0.0
 
 
+def test_the_first_wait_grows_with_the_polls_under_way() -> None:
+    policy = PollPolicy(initial=0.005, factor=1.5, maximum=2.0, timeout=300)
+
+    assert policy.first_interval(0) == policy.first_interval(1) == 0.005
+    assert policy.first_interval(50) == pytest.approx(0.25)
+    assert policy.first_interval(10_000) == 2.0
+
+
 def overloaded_ca() -> web.Application:
     """A directory whose newAccount answers 503 with a Retry-After date."""
 

@@ -161,14 +161,30 @@ def _os_release() -> str:
 
 
 def checkout() -> str:
-    """The commit certd runs from, with ``-dirty`` when files differ from it."""
-    described = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return described or "no git"
+    """The commit certd runs from, with ``-dirty`` when its files differ from it.
+
+    The bench's own outputs (the results and the report) do not count: an
+    earlier run in the same checkout wrote them.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=7", "HEAD")
+    if not commit:
+        return "no git"
+    changed = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)bench/results",
+        ":(exclude)docs/benchmarks.md",
+    )
+    return f"{commit}-dirty" if changed else commit
 
 
 # The Python libraries the daemon's memory and speed depend on, as installed.

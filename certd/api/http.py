@@ -113,15 +113,7 @@ def _count_failure(
     log.warning(
         "authentication_failed", remote=address, transport=transport, key_ref=key
     )
-    refused = limiter.failed(address, key, time.monotonic())
-    if refused is not None:
-        log.warning(
-            "authentication_rate_limited",
-            remote=address,
-            key_ref=key,
-            bucket=refused.bucket,
-            retry_after=refused.wait,
-        )
+    limiter.count_failure(address, key)
 
 
 async def rpc(request: web.Request) -> web.StreamResponse:

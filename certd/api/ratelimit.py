@@ -30,13 +30,18 @@ import asyncio
 import hashlib
 import ipaddress
 import math
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+import structlog
+
 from certd.api.auth import CLIENT_FORM, split_key
+
+log = structlog.get_logger(__name__)
 
 # JSON-RPC code of a request refused because its address failed too often.
 TOO_MANY_FAILURES = -32006
@@ -239,6 +244,18 @@ class AuthFailureLimiter:
             if had >= 1 > bucket.tokens:
                 emptied.append(Refusal(kind, key, self._wait(scope, bucket)))
         return max(emptied, key=lambda r: r.wait, default=None)
+
+    def count_failure(self, address: str, key: str) -> None:
+        """Record a failed attempt now, and log it when it emptied a bucket."""
+        refused = self.failed(address, key, time.monotonic())
+        if refused is not None:
+            log.warning(
+                "authentication_rate_limited",
+                remote=address,
+                key_ref=key,
+                bucket=refused.bucket,
+                retry_after=refused.wait,
+            )
 
     def succeeded(self, address: str, key: str, now: float) -> None:
         """Record that ``key`` authenticated from ``address``; it takes no token."""

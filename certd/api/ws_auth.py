@@ -120,16 +120,7 @@ class AuthSession(Service):
             connection=self.app.id,
             key_ref=key,
         )
-        limiter = self.app.server.daemon.auth_limiter
-        refused = limiter.failed(address, key, time.monotonic())
-        if refused is not None:
-            log.warning(
-                "authentication_rate_limited",
-                remote=address,
-                key_ref=key,
-                bucket=refused.bucket,
-                retry_after=refused.wait,
-            )
+        self.app.server.daemon.auth_limiter.count_failure(address, key)
         return AUTH_ERR
 
     def _logged_in(self, caller: Caller, mechanism: str, key: str) -> None:

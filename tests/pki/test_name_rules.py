@@ -476,25 +476,30 @@ def test_a_directory_subtree_matches_as_rfc_5280_and_openssl_do(
     }
 
 
+def intermediate_named(make_key: MakeKey, root: Issued, organization: str) -> Issued:
+    """A CA certificate ``CN=Inter,O=<organization>`` signed under ``root``."""
+    key = make_key("EC", fresh=True)
+    cert = build_certificate(
+        subject_key_public=key.public_key(),
+        subject=org_name(organization, common="Inter"),
+        san=[],
+        extensions=CA_EXTENSIONS,
+        issuer_cert=root.cert,
+        issuer_key=root.key,
+        digest="SHA256",
+        lifetime_days=30,
+        now=NOW,
+    )
+    return Issued(cert, key)
+
+
 def test_a_leaf_and_an_intermediate_sign_within_a_subtree_in_another_case(
     make_key: MakeKey, openssl: OpenSSL
 ) -> None:
     root = constrained_ca(make_key, permitted=[EXAMPLE_ORG], name="Root")
 
     def new_ca(organization: str) -> Issued:
-        key = make_key("EC", fresh=True)
-        cert = build_certificate(
-            subject_key_public=key.public_key(),
-            subject=org_name(organization, common="Inter"),
-            san=[],
-            extensions=CA_EXTENSIONS,
-            issuer_cert=root.cert,
-            issuer_key=root.key,
-            digest="SHA256",
-            lifetime_days=30,
-            now=NOW,
-        )
-        return Issued(cert, key)
+        return intermediate_named(make_key, root, organization)
 
     inter = new_ca("example  org")
     leaf = build_certificate(
@@ -533,17 +538,7 @@ def test_an_excluded_directory_subtree_binds_an_intermediate_too(
     root = constrained_ca(make_key, excluded=[EXAMPLE_ORG], name="Root")
 
     def new_ca(organization: str) -> x509.Certificate:
-        return build_certificate(
-            subject_key_public=make_key("EC", fresh=True).public_key(),
-            subject=org_name(organization, common="Inter"),
-            san=[],
-            extensions=CA_EXTENSIONS,
-            issuer_cert=root.cert,
-            issuer_key=root.key,
-            digest="SHA256",
-            lifetime_days=30,
-            now=NOW,
-        )
+        return intermediate_named(make_key, root, organization).cert
 
     allowed = new_ca("Other")
     with pytest.raises(ValidationError) as caught:

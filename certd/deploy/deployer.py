@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from certd.deploy.hooks import hook_environment, run_hook, withheld
 from certd.deploy.models import load_spec
 from certd.errors import DeployError, NotFoundError, PkiError
 from certd.pki.extensions import serial_hex
+from certd.store.crypto import keyring_of
 from certd.store.models import Certificate, Deployment, utcnow
 
 if TYPE_CHECKING:
@@ -40,9 +42,15 @@ log = structlog.get_logger(__name__)
 LOCAL_NODE = "local"
 
 
-def spec_digest(stored: dict[str, Any] | None) -> str:
-    """Identifies a deploy spec, so that a changed one is deployed afresh."""
-    return hashlib.sha256(json.dumps(stored or {}, sort_keys=True).encode()).hexdigest()
+def spec_digest(stored: dict[str, Any] | None, key: bytes) -> str:
+    """Identifies a deploy spec, so that a changed one is deployed afresh.
+
+    Keyed (HMAC-SHA256 under ``key``, derived from the master key): the spec
+    holds a PKCS#12 passphrase and hook arguments, and a plain hash shown in
+    a deploy state would let its reader test guesses of them offline.
+    """
+    text = json.dumps(stored or {}, sort_keys=True).encode()
+    return hmac.new(key, b"deploy spec\0" + text, hashlib.sha256).hexdigest()
 
 
 def next_attempt(
@@ -243,7 +251,9 @@ class Deployer:
             )
         leaf = material.certificates[0]
         fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
-        digest = spec_digest(row.deploy)
+        engine = self.daemon.db.engine
+        keyring = keyring_of(getattr(engine, "sync_engine", engine).dialect)
+        digest = spec_digest(row.deploy, keyring.hook_key)
         fresh = (
             reason != "retry"
             or previous.get("fingerprint") != fingerprint
@@ -428,9 +438,13 @@ def state_for_readonly(state: Any) -> Any:
 
     Each hook's arguments and output are withheld (see hooks.withheld).
     """
-    if not isinstance(state, dict) or not isinstance(state.get("hooks"), list):
+    if not isinstance(state, dict):
         return state
-    return {**state, "hooks": [withheld(hook) for hook in state["hooks"]]}
+    # Digests of the spec from before it was keyed are plain hashes of it.
+    shown = {k: v for k, v in state.items() if k != "spec"}
+    if isinstance(state.get("hooks"), list):
+        shown["hooks"] = [withheld(hook) for hook in state["hooks"]]
+    return shown
 
 
 def failure(name: str, state: dict[str, Any]) -> DeployError | None:

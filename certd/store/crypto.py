@@ -134,7 +134,11 @@ def _data_key(master_key: bytes) -> bytes:
 
 
 def hook_key(master_key: bytes) -> bytes:
-    """The key the store names webhooks under (certd.deploy.events.hook_digest)."""
+    """The key the store names webhooks under (certd.deploy.events.hook_digest).
+
+    Deploy spec digests use it too, their input prefixed apart
+    (certd.deploy.deployer.spec_digest).
+    """
     return HKDF(
         algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_HOOK_KEY_INFO
     ).derive(master_key)

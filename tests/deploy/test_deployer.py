@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from aiohttp import web
 from sqlalchemy import delete
 
 from certd.client import RpcError
+from certd.deploy.deployer import spec_digest
 from certd.store.models import Certificate, Deployment
 from tests.daemon import RunningDaemon, call_job, make_config, running_daemon
 from tests.pki_api.conftest import issue, make_root
@@ -610,3 +612,14 @@ async def test_a_deploy_state_kept_per_certificate_becomes_this_hosts(
     assert row.deploy_next_attempt_at is not None
     assert mine.requested_at == row.deploy_next_attempt_at
     assert runs.read_text() == "x"  # this host was not deployed again
+
+
+def test_the_spec_digest_is_keyed_so_its_secrets_cannot_be_guessed_from_it() -> None:
+    stored = {"targets": [{"directory": "/srv/tls", "pkcs12_passphrase": "hunter2"}]}
+    plain = hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()
+
+    digest = spec_digest(stored, b"k" * 32)
+
+    assert digest == spec_digest(dict(stored), b"k" * 32)
+    assert digest not in (plain, spec_digest(stored, b"x" * 32))
+    assert digest != spec_digest({"targets": []}, b"k" * 32)

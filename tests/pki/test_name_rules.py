@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
@@ -479,9 +480,17 @@ def test_a_directory_subtree_matches_as_rfc_5280_and_openssl_do(
 def intermediate_named(make_key: MakeKey, root: Issued, organization: str) -> Issued:
     """A CA certificate ``CN=Inter,O=<organization>`` signed under ``root``."""
     key = make_key("EC", fresh=True)
-    cert = build_certificate(
-        subject_key_public=key.public_key(),
-        subject=org_name(organization, common="Inter"),
+    subject = org_name(organization, common="Inter")
+    return Issued(ca_cert_under(root, subject, key.public_key()), key)
+
+
+def ca_cert_under(
+    root: Issued, subject: x509.Name, public_key: CertificatePublicKeyTypes
+) -> x509.Certificate:
+    """A 30-day CA certificate for ``subject`` signed by ``root``."""
+    return build_certificate(
+        subject_key_public=public_key,
+        subject=subject,
         san=[],
         extensions=CA_EXTENSIONS,
         issuer_cert=root.cert,
@@ -490,7 +499,6 @@ def intermediate_named(make_key: MakeKey, root: Issued, organization: str) -> Is
         lifetime_days=30,
         now=NOW,
     )
-    return Issued(cert, key)
 
 
 def test_a_leaf_and_an_intermediate_sign_within_a_subtree_in_another_case(
@@ -767,17 +775,7 @@ def test_an_issuer_that_is_no_ca_breaks_the_chain(make_ca: MakeCa) -> None:
 
 def cn_cert(root: Issued, common: str) -> x509.Certificate:
     """Any certificate named ``common``; its issuer does not matter here."""
-    return build_certificate(
-        subject_key_public=root.key.public_key(),
-        subject=cn(common),
-        san=[],
-        extensions=CA_EXTENSIONS,
-        issuer_cert=root.cert,
-        issuer_key=root.key,
-        digest="SHA256",
-        lifetime_days=30,
-        now=NOW,
-    )
+    return ca_cert_under(root, cn(common), root.key.public_key())
 
 
 def test_common_names_that_would_be_more_than_100_sans_are_refused(

@@ -157,8 +157,9 @@ class AuthFailureLimiter:
 
     def prove(self, token: str) -> None:
         """Remember that ``token`` authenticated."""
-        self._proven[_digest(token)] = None
-        self._proven.move_to_end(_digest(token))
+        digest = _digest(token)
+        self._proven[digest] = None
+        self._proven.move_to_end(digest)
         while len(self._proven) > MAX_PROVEN:
             self._proven.popitem(last=False)
 
